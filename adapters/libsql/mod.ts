@@ -1,0 +1,397 @@
+/**
+ * libSQL / SQLite / Turso storage for @x/outbox, on `@libsql/client`.
+ *
+ * One adapter serves the embedded database (`file:`), Turso and sqld
+ * (`libsql://`, `https://`) and the edge client (`@libsql/client/web`): it only uses
+ * `execute` and `batch`, which every libSQL client has.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "@libsql/client";
+ * import { createOutbox, memoryPublisher } from "@x/outbox";
+ * import { libsqlStorage } from "@x/outbox/libsql";
+ *
+ * const client = createClient({ url: "file:app.db" });
+ * const outbox = createOutbox({ storage: libsqlStorage(client), publisher: memoryPublisher() });
+ * await outbox.setup();
+ *
+ * // In an interactive transaction:
+ * const tx = await client.transaction("write");
+ * await tx.execute({ sql: "INSERT INTO orders (id) VALUES (?)", args: ["o-1"] });
+ * await outbox.enqueue(tx, { topic: "orders.created", key: "o-1", payload: { id: "o-1" } });
+ * await tx.commit();
+ *
+ * // Or as one batch, the atomic unit over HTTP:
+ * await client.batch([
+ *   { sql: "INSERT INTO orders (id) VALUES (?)", args: ["o-2"] },
+ *   ...outbox.statements({ topic: "orders.created", key: "o-2", payload: { id: "o-2" } }),
+ * ], "write");
+ * ```
+ *
+ * @module
+ */
+
+import type { Client, InStatement, InValue, ResultSet, Row, Transaction } from "@libsql/client";
+import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
+import { checkIdentifier } from "../../src/identifier.ts";
+import type {
+  ClaimedRow,
+  ClaimRequest,
+  CleanupRequest,
+  NewOutboxRow,
+  OutboxRow,
+  OutboxStatus,
+  OutboxStorage,
+  RequeueRequest,
+  SettleRequest,
+  StorageStats,
+} from "../../src/types.ts";
+import {
+  claimSql,
+  cleanupSql,
+  createStatements,
+  INSERT_COLUMNS,
+  insertSql,
+  inspectSql,
+  libsqlNames,
+  requeueSql,
+  settleSql,
+  statsSql,
+} from "./sql.ts";
+
+/** What `enqueue` accepts with libSQL: an interactive transaction, or a client (the insert is then its own transaction). */
+export type LibsqlTx = Transaction | Client;
+
+/** Options of {@link libsqlStorage}. */
+export interface LibsqlStorageOptions {
+  /** Table name, a plain SQL identifier (default `"outbox"`). */
+  table?: string;
+  /**
+   * How long to keep retrying the relay's own statements while another connection
+   * holds the write lock (SQLITE_BUSY), in ms (default 5,000). The embedded client
+   * opens connections with no busy timeout of its own.
+   */
+  busyTimeoutMs?: number;
+}
+
+/** The libSQL storage: an {@link OutboxStorage} whose `statements()` feed `client.batch()`. */
+export interface LibsqlStorage extends OutboxStorage<LibsqlTx, InStatement> {
+  /** The table name. */
+  readonly table: string;
+  /** The DDL `setup()` runs, for hand-written migrations. */
+  readonly schemaSql: readonly string[];
+}
+
+// Rows per INSERT: 7 values each stays far below SQLite's 32,766 bound parameters.
+const INSERT_CHUNK = 500;
+
+/**
+ * Returns the DDL (table and indexes) for a table name, for teams that write their
+ * own migrations. The same statements `setup()` runs.
+ *
+ * @param options `table` (default `"outbox"`).
+ * @returns SQL statements, each idempotent.
+ */
+export function libsqlSchema(options: { table?: string } = {}): string[] {
+  return createStatements(libsqlNames(checkIdentifier(options.table ?? "outbox", "table")));
+}
+
+function isClient(value: unknown): value is Client {
+  return typeof (value as Client).transaction === "function" && typeof (value as Client).batch === "function";
+}
+
+function errorCode(error: unknown): string {
+  const e = error as { code?: unknown; cause?: { code?: unknown } };
+  const code = typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
+  return code;
+}
+
+function isBusy(error: unknown): boolean {
+  const code = errorCode(error);
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return true;
+  const message = error instanceof Error ? error.message : "";
+  return /database is locked|SQLITE_BUSY/i.test(message);
+}
+
+function asBody(value: unknown): string | Uint8Array {
+  if (typeof value === "string") return value;
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  throw new OutboxStorageError(`Stored payload has an unexpected type ${typeof value}`);
+}
+
+function num(value: unknown): number {
+  return typeof value === "bigint" ? Number(value) : Number(value);
+}
+
+function numOrNull(value: unknown): number | null {
+  return value === null || value === undefined ? null : num(value);
+}
+
+function str(value: unknown): string | null {
+  return value === null || value === undefined ? null : String(value);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Creates a libSQL storage.
+ *
+ * @param client A `@libsql/client` client (`createClient` from `@libsql/client`,
+ *   `@libsql/client/web` or `@libsql/client/node`).
+ * @param options `table` and `busyTimeoutMs`.
+ * @returns The storage to pass to `createOutbox`.
+ * @throws {OutboxConfigError} When `client` is not a libSQL client or `table` is not a plain identifier.
+ */
+export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}): LibsqlStorage {
+  if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
+    throw new OutboxConfigError("libsqlStorage needs a @libsql/client Client (createClient({ url }))", "client");
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new OutboxConfigError("libsqlStorage options must be an object", "options");
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== "table" && key !== "busyTimeoutMs") {
+      throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to libsqlStorage`, key);
+    }
+  }
+  const table = checkIdentifier(options.table ?? "outbox", "table");
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5_000;
+  if (typeof busyTimeoutMs !== "number" || !(busyTimeoutMs >= 0)) {
+    throw new OutboxConfigError(`busyTimeoutMs must be a number ≥ 0, got ${String(busyTimeoutMs)}`, "busyTimeoutMs");
+  }
+  const n = libsqlNames(table);
+  const schemaSql = createStatements(n);
+  const sql = {
+    claim: claimSql(n),
+    cleanup: cleanupSql(n),
+    stats: statsSql(n),
+    requeue: requeueSql(n),
+    inspect: inspectSql(n),
+    deletePublished: settleSql.deletePublished(n),
+    keepPublished: settleSql.keepPublished(n),
+    retry: settleSql.retry(n),
+    dead: settleSql.dead(n),
+    release: settleSql.release(n),
+  };
+
+  /** Runs a relay statement, retrying while another writer holds the lock. */
+  async function withBusyRetry<T>(what: string, run: () => Promise<T>): Promise<T> {
+    const started = Date.now();
+    let delay = 2;
+    for (;;) {
+      try {
+        return await run();
+      } catch (error) {
+        if (isBusy(error) && Date.now() - started < busyTimeoutMs) {
+          await sleep(delay * (0.5 + Math.random()));
+          delay = Math.min(delay * 2, 100);
+          continue;
+        }
+        throw wrap(what, error);
+      }
+    }
+  }
+
+  function wrap(what: string, error: unknown): Error {
+    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    if (/no such table/i.test(message)) {
+      return new OutboxStorageError(`Could not ${what}: table ${n.table} does not exist; run outbox.setup() first`, { cause: error });
+    }
+    return new OutboxStorageError(`Could not ${what} in libSQL table ${n.table}: ${message}`, { cause: error });
+  }
+
+  function insertStatements(rows: readonly NewOutboxRow[]): InStatement[] {
+    const statements: InStatement[] = [];
+    for (let start = 0; start < rows.length; start += INSERT_CHUNK) {
+      const chunk = rows.slice(start, start + INSERT_CHUNK);
+      const args: InValue[] = new Array(chunk.length * INSERT_COLUMNS);
+      let i = 0;
+      for (const r of chunk) {
+        args[i++] = r.id;
+        args[i++] = r.topic;
+        args[i++] = r.key;
+        args[i++] = r.body;
+        args[i++] = r.headers;
+        args[i++] = r.availableAt;
+        args[i++] = r.createdAt;
+      }
+      statements.push({ sql: insertSql(n, chunk.length), args });
+    }
+    return statements;
+  }
+
+  function insertError(error: unknown, rows: readonly NewOutboxRow[]): Error {
+    const message = error instanceof Error ? error.message : String(error);
+    const code = errorCode(error);
+    if (/UNIQUE constraint failed: .*\.id/i.test(message) || code === "SQLITE_CONSTRAINT_UNIQUE") {
+      const ids = rows.length === 1 ? ` ${JSON.stringify(rows[0]!.id)}` : "";
+      return new OutboxMessageError(`Message id${ids} is already in the outbox; ids must be unique`, rows.length === 1 ? "id" : "", {
+        cause: error,
+      });
+    }
+    if (code === "TRANSACTION_CLOSED" || /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(message)) {
+      return new OutboxStorageError("Could not enqueue: the transaction is already closed (committed or rolled back)", {
+        cause: error,
+      });
+    }
+    return wrap("enqueue", error);
+  }
+
+  return {
+    name: "libsql",
+    table,
+    schemaSql,
+
+    async setup() {
+      await withBusyRetry("create the outbox table", () => client.batch(schemaSql, "write"));
+    },
+
+    async insert(tx, rows) {
+      if (typeof tx !== "object" || tx === null || typeof (tx as Transaction).execute !== "function") {
+        throw new OutboxStorageError(
+          "enqueue needs a libSQL transaction (await client.transaction(\"write\")) or client as its first argument",
+        );
+      }
+      const statements = insertStatements(rows);
+      try {
+        if (statements.length === 1) {
+          await tx.execute(statements[0]!);
+        } else if (isClient(tx)) {
+          await tx.batch(statements, "write");
+        } else {
+          // Several statements inside the caller's transaction: a savepoint makes them
+          // all-or-nothing without touching the caller's own work.
+          await tx.execute("SAVEPOINT x_outbox_enqueue");
+          try {
+            for (const statement of statements) await tx.execute(statement);
+            await tx.execute("RELEASE x_outbox_enqueue");
+          } catch (error) {
+            await tx.execute("ROLLBACK TO x_outbox_enqueue").catch(() => {});
+            await tx.execute("RELEASE x_outbox_enqueue").catch(() => {});
+            throw error;
+          }
+        }
+      } catch (error) {
+        throw insertError(error, rows);
+      }
+    },
+
+    statements(rows) {
+      return insertStatements(rows);
+    },
+
+    async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
+      // A write batch is BEGIN IMMEDIATE … COMMIT locally and one request over HTTP.
+      const [rs] = await withBusyRetry("claim messages", () =>
+        client.batch([{ sql: sql.claim, args: [request.token, request.lockedUntil, request.now, request.limit] }], "write"));
+      return rs!.rows.map((row: Row) => ({
+        seq: num(row.seq),
+        id: String(row.id),
+        topic: String(row.topic),
+        key: str(row.key),
+        body: asBody(row.payload),
+        headers: str(row.headers),
+        attempts: num(row.attempts),
+        createdAt: num(row.created_at),
+      }));
+    },
+
+    async settle(request: SettleRequest): Promise<number> {
+      const published: number[] = [];
+      const release: number[] = [];
+      const retry: [number, number, string][] = [];
+      const dead: [number, string][] = [];
+      for (const s of request.settlements) {
+        switch (s.outcome) {
+          case "published":
+            published.push(s.seq);
+            break;
+          case "release":
+            release.push(s.seq);
+            break;
+          case "retry":
+            retry.push([s.seq, s.availableAt, s.error]);
+            break;
+          case "dead":
+            dead.push([s.seq, s.error]);
+            break;
+        }
+      }
+      const statements: InStatement[] = [];
+      const t = request.token;
+      if (published.length) {
+        statements.push(
+          request.deletePublished
+            ? { sql: sql.deletePublished, args: [t, JSON.stringify(published)] }
+            : { sql: sql.keepPublished, args: [t, JSON.stringify(published), request.now] },
+        );
+      }
+      if (retry.length) statements.push({ sql: sql.retry, args: [t, JSON.stringify(retry)] });
+      if (dead.length) statements.push({ sql: sql.dead, args: [t, JSON.stringify(dead), request.now] });
+      if (release.length) statements.push({ sql: sql.release, args: [t, JSON.stringify(release), request.now] });
+      if (statements.length === 0) return 0;
+      const results = await withBusyRetry("settle messages", () => client.batch(statements, "write"));
+      return results.reduce((sum: number, rs: ResultSet) => sum + rs.rowsAffected, 0);
+    },
+
+    async cleanup(request: CleanupRequest): Promise<number> {
+      let deleted = 0;
+      const steps: [string, number][] = [];
+      if (request.publishedBefore !== null) steps.push(["published", request.publishedBefore]);
+      if (request.deadBefore !== null) steps.push(["dead", request.deadBefore]);
+      for (const [status, before] of steps) {
+        const remaining = request.limit - deleted;
+        if (remaining <= 0) break;
+        const rs = await withBusyRetry("clean up settled messages", () =>
+          client.execute({ sql: sql.cleanup, args: [status, before, remaining] }));
+        deleted += rs.rowsAffected;
+      }
+      return deleted;
+    },
+
+    async stats(): Promise<StorageStats> {
+      const [counts, oldest] = await withBusyRetry("read outbox stats", () =>
+        client.batch(sql.stats.map((s) => ({ sql: s, args: [] })), "read"));
+      const by: Record<string, number> = { pending: 0, processing: 0, published: 0, dead: 0 };
+      for (const row of counts!.rows) by[String(row.status)] = (by[String(row.status)] ?? 0) + num(row.n);
+      const first = oldest!.rows[0];
+      return {
+        pending: by.pending!,
+        processing: by.processing!,
+        published: by.published!,
+        dead: by.dead!,
+        oldestPendingAt: first ? num(first.created_at) : null,
+      };
+    },
+
+    async requeue(request: RequeueRequest): Promise<number> {
+      const rs = await withBusyRetry("requeue messages", () =>
+        client.execute({
+          sql: sql.requeue,
+          args: [request.now, request.status, request.topic ?? null, request.ids ? JSON.stringify(request.ids) : null],
+        }));
+      return rs.rowsAffected;
+    },
+
+    async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
+      const limit = inspectOptions.limit ?? 1_000_000;
+      const rs = await withBusyRetry("list messages", () => client.execute({ sql: sql.inspect, args: [limit] }));
+      return rs.rows.map((row: Row) => ({
+        seq: num(row.seq),
+        id: String(row.id),
+        topic: String(row.topic),
+        key: str(row.key),
+        status: String(row.status) as OutboxStatus,
+        attempts: num(row.attempts),
+        availableAt: numOrNull(row.available_at),
+        lockedBy: str(row.locked_by),
+        lastError: str(row.last_error),
+        createdAt: num(row.created_at),
+        settledAt: numOrNull(row.settled_at),
+      }));
+    },
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * The SQL the libSQL adapter runs. One table; `available_at` is the time a row may be
+ * claimed next (the lease end while it is processing) and is NULL once the row is
+ * settled (published or dead), so two partial indexes over the unsettled rows serve
+ * every hot query and stay small however many settled rows retention keeps.
+ */
+
+/** Quoted names of the table and its indexes. */
+export interface LibsqlNames {
+  readonly table: string;
+  readonly claimIndex: string;
+  readonly keyIndex: string;
+  readonly settledIndex: string;
+}
+
+/** Builds the quoted names for a checked table name. */
+export function libsqlNames(table: string): LibsqlNames {
+  return {
+    table: `"${table}"`,
+    claimIndex: `"${table}_claim_idx"`,
+    keyIndex: `"${table}_key_idx"`,
+    settledIndex: `"${table}_settled_idx"`,
+  };
+}
+
+/** DDL statements, each idempotent. */
+export function createStatements(n: LibsqlNames): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${n.table} (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  topic TEXT NOT NULL,
+  key TEXT,
+  payload BLOB NOT NULL,
+  headers TEXT,
+  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'published', 'dead')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  available_at INTEGER,
+  locked_by TEXT,
+  last_error TEXT,
+  created_at INTEGER NOT NULL,
+  settled_at INTEGER
+)`,
+    // Claim scan: unsettled rows in seq order, due time covered.
+    `CREATE INDEX IF NOT EXISTS ${n.claimIndex} ON ${n.table} (seq, available_at) WHERE available_at IS NOT NULL`,
+    // Per-key barrier: earlier unsettled rows of one key.
+    `CREATE INDEX IF NOT EXISTS ${n.keyIndex} ON ${n.table} (key, seq, available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
+    // Retention cleanup and stats of settled rows.
+    `CREATE INDEX IF NOT EXISTS ${n.settledIndex} ON ${n.table} (status, settled_at) WHERE available_at IS NULL`,
+  ];
+}
+
+/** Columns written by an insert, in bind order. */
+export const INSERT_COLUMNS = 7;
+
+/** A multi-row insert for `count` rows. */
+export function insertSql(n: LibsqlNames, count: number): string {
+  const row = "(?, ?, ?, ?, ?, 'pending', 0, ?, ?)";
+  return `INSERT INTO ${n.table} (id, topic, key, payload, headers, status, attempts, available_at, created_at) VALUES ${
+    Array(count).fill(row).join(", ")
+  }`;
+}
+
+/**
+ * Leases claimable rows: due (pending and available, or processing with an expired
+ * lease) and not behind an earlier unsettled row of the same key that is not itself
+ * claimable. Taking them in seq order means a batch holds a prefix of each key's run.
+ * Uses claimIndex for the scan and keyIndex for the barrier.
+ * Params: ?1 token, ?2 lease end, ?3 now, ?4 limit.
+ */
+export function claimSql(n: LibsqlNames): string {
+  return `UPDATE ${n.table}
+SET status = 'processing', locked_by = ?1, available_at = ?2, attempts = attempts + 1
+WHERE seq IN (
+  SELECT c.seq FROM ${n.table} AS c
+  WHERE c.available_at <= ?3
+    AND (c.key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM ${n.table} AS b
+      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > ?3
+    ))
+  ORDER BY c.seq
+  LIMIT ?4
+)
+RETURNING seq, id, topic, key, payload, headers, attempts, created_at`;
+}
+
+/** Settlement statements; `?` lists are JSON arrays expanded by json_each. */
+export const settleSql = {
+  deletePublished: (n: LibsqlNames) =>
+    `DELETE FROM ${n.table} WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
+  keepPublished: (n: LibsqlNames) =>
+    `UPDATE ${n.table} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = ?3
+WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
+  retry: (n: LibsqlNames) =>
+    `UPDATE ${n.table} SET status = 'pending', available_at = j.at, last_error = j.error, locked_by = NULL
+FROM (SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS at, json_extract(value, '$[2]') AS error FROM json_each(?2)) AS j
+WHERE ${n.table}.seq = j.seq AND ${n.table}.locked_by = ?1`,
+  dead: (n: LibsqlNames) =>
+    `UPDATE ${n.table} SET status = 'dead', available_at = NULL, last_error = j.error, locked_by = NULL, settled_at = ?3
+FROM (SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS error FROM json_each(?2)) AS j
+WHERE ${n.table}.seq = j.seq AND ${n.table}.locked_by = ?1`,
+  release: (n: LibsqlNames) =>
+    `UPDATE ${n.table} SET status = 'pending', available_at = ?3, attempts = MAX(attempts - 1, 0), locked_by = NULL
+WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
+};
+
+/** Deletes up to ?3 settled rows of status ?1 settled before ?2 (settledIndex). */
+export function cleanupSql(n: LibsqlNames): string {
+  return `DELETE FROM ${n.table} WHERE seq IN (
+  SELECT seq FROM ${n.table} WHERE available_at IS NULL AND status = ?1 AND settled_at < ?2 LIMIT ?3
+)`;
+}
+
+/** Counts per status, each half answered from a partial index. */
+export function statsSql(n: LibsqlNames): string[] {
+  return [
+    `SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NOT NULL GROUP BY status
+UNION ALL
+SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NULL GROUP BY status`,
+    `SELECT created_at FROM ${n.table} WHERE available_at IS NOT NULL ORDER BY seq LIMIT 1`,
+  ];
+}
+
+/** Moves settled rows back to pending. ?1 now, ?2 status, ?3 topic or NULL, ?4 JSON id list or NULL. */
+export function requeueSql(n: LibsqlNames): string {
+  return `UPDATE ${n.table} SET status = 'pending', available_at = ?1, attempts = 0, locked_by = NULL, settled_at = NULL
+WHERE available_at IS NULL AND status = ?2
+  AND (?3 IS NULL OR topic = ?3)
+  AND (?4 IS NULL OR id IN (SELECT value FROM json_each(?4)))`;
+}
+
+/** All rows in seq order. */
+export function inspectSql(n: LibsqlNames): string {
+  return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at
+FROM ${n.table} ORDER BY seq LIMIT ?1`;
+}

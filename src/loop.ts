@@ -1,0 +1,114 @@
+/**
+ * The relay loop behind `outbox.start()`: tick, and when a tick finds nothing, sleep
+ * with a doubling back-off until a wake-up (storage LISTEN/NOTIFY) or the next poll.
+ * Polling is always on; wake-ups only shorten the wait.
+ */
+
+import type { RelayContext, TickReport } from "./relay.ts";
+import { runTick } from "./relay.ts";
+
+/** Options of `outbox.start()`. */
+export interface StartOptions {
+  /** Stops the loop when aborted, like `relay.stop()`. */
+  signal?: AbortSignal;
+  /** First idle wait after an empty tick, in ms (default 50). */
+  minIdleMs?: number;
+  /** Longest idle wait: the polling interval of an idle relay (default 1,000 ms). */
+  maxIdleMs?: number;
+  /** Called after every tick that did something; for metrics and logs. */
+  onTick?: (report: TickReport) => void;
+}
+
+/** A running relay loop. */
+export interface RelayHandle {
+  /**
+   * Stops the loop. The batch in flight finishes (messages being published are awaited,
+   * the rest are released) and is settled before the promise resolves.
+   */
+  stop(): Promise<void>;
+  /** Resolves when the loop has stopped. Never rejects: tick errors go to `onError`. */
+  readonly done: Promise<void>;
+  /** Whether the loop is still running. */
+  readonly running: boolean;
+}
+
+/** Starts the loop. */
+export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayHandle {
+  const minIdle = Math.max(1, options.minIdleMs ?? 50);
+  const maxIdle = Math.max(minIdle, options.maxIdleMs ?? 1_000);
+  const stopper = new AbortController();
+  const stopSignal = stopper.signal;
+  const onAbort = () => stopper.abort();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) stopper.abort();
+
+  let wakeUp: (() => void) | null = null;
+  let woken = false;
+  const wake = () => {
+    woken = true;
+    wakeUp?.();
+  };
+  stopSignal.addEventListener("abort", wake, { once: true });
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (woken || stopSignal.aborted) return resolve();
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wakeUp = null;
+        resolve();
+      }
+      wakeUp = done;
+    });
+
+  if (ctx.storage.listen) {
+    ctx.storage.listen(wake, stopSignal).catch((error) => ctx.options.onError(error, { phase: "listen" }));
+  }
+
+  let running = true;
+  const done = (async () => {
+    let idle = minIdle;
+    let failures = 0;
+    while (!stopSignal.aborted) {
+      woken = false;
+      let report: TickReport;
+      try {
+        report = await runTick(ctx, { maxBatches: 1, signal: stopSignal, budgetMs: Infinity });
+        failures = 0;
+      } catch (error) {
+        ctx.options.onError(error, { phase: "tick" });
+        failures++;
+        // Back off on a failing database, up to the idle cap or 5 s, whichever is larger.
+        await sleep(Math.min(Math.max(maxIdle, 5_000), minIdle * 2 ** Math.min(failures, 16)));
+        continue;
+      }
+      if (report.claimed > 0 || report.cleaned > 0) options.onTick?.(report);
+      if (report.claimed >= ctx.options.batchSize) {
+        idle = minIdle;
+        continue;
+      }
+      if (report.claimed > 0 && report.released === 0) {
+        // A partial batch means we are caught up; look once more right away for
+        // messages that committed meanwhile, then idle.
+        idle = minIdle;
+        continue;
+      }
+      await sleep(woken ? 0 : idle);
+      idle = woken ? minIdle : Math.min(maxIdle, idle * 2);
+    }
+    running = false;
+    options.signal?.removeEventListener("abort", onAbort);
+  })();
+
+  return {
+    stop() {
+      stopper.abort();
+      return done;
+    },
+    done,
+    get running() {
+      return running;
+    },
+  };
+}

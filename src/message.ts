@@ -1,0 +1,136 @@
+/**
+ * Turns what callers pass to `enqueue` into validated, encoded rows. Everything is
+ * checked before anything is written, so a bad message leaves the caller's
+ * transaction exactly as it was.
+ */
+
+import * as v from "valibot";
+import { OutboxMessageError } from "./errors.ts";
+import { encodePayload } from "./payload.ts";
+import type { MessageSchemas } from "./options.ts";
+import type { NewOutboxRow } from "./types.ts";
+import { uuidv7 } from "./uuid.ts";
+
+const MESSAGE_FIELDS = new Set(["id", "topic", "key", "payload", "headers", "deliverAt"]);
+// Printable, no whitespace: topics become broker subjects.
+const TOPIC = /^[^\s\x00-\x1f\x7f]{1,255}$/;
+// HTTP/NATS header field names are tokens.
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/;
+const MAX_ID = 255;
+const MAX_KEY = 1024;
+
+function fail(message: string, path: string): never {
+  throw new OutboxMessageError(message, path);
+}
+
+function quote(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+  return value === null ? "null" : typeof value === "object" ? "an object" : `${typeof value} ${String(value)}`;
+}
+
+/** Settings `prepareMessages` needs from the outbox. */
+export interface PrepareSettings {
+  readonly schemas: MessageSchemas | undefined;
+  readonly maxPayloadBytes: number;
+  readonly now: number;
+}
+
+/**
+ * Validates and encodes messages.
+ *
+ * @param input One message or an array of them.
+ * @param settings Schemas, size limit and clock.
+ * @returns Rows for `OutboxStorage.insert`.
+ * @throws {OutboxMessageError} On the first invalid message, naming its path.
+ */
+export function prepareMessages(input: unknown, settings: PrepareSettings): NewOutboxRow[] {
+  const list = Array.isArray(input) ? input : [input];
+  const many = Array.isArray(input);
+  const rows: NewOutboxRow[] = new Array(list.length);
+  const ids = new Set<string>();
+  for (let i = 0; i < list.length; i++) {
+    const row = prepareOne(list[i], many ? `[${i}]` : "", settings);
+    if (ids.has(row.id)) fail(`Message id ${quote(row.id)} appears twice in one enqueue`, `${many ? `[${i}]` : ""}.id`.replace(/^\./, ""));
+    ids.add(row.id);
+    rows[i] = row;
+  }
+  return rows;
+}
+
+function prepareOne(message: unknown, base: string, settings: PrepareSettings): NewOutboxRow {
+  const at = (field: string) => (base ? `${base}.${field}` : field);
+  if (typeof message !== "object" || message === null || Array.isArray(message)) {
+    fail(`Message${base ? ` ${base}` : ""} must be an object with topic and payload, got ${quote(message)}`, base);
+  }
+  const m = message as Record<string, unknown>;
+  for (const field of Object.keys(m)) {
+    if (!MESSAGE_FIELDS.has(field)) {
+      fail(`Message has an unknown field ${JSON.stringify(field)}; expected id, topic, key, payload, headers, deliverAt`, at(field));
+    }
+  }
+
+  const topic = m.topic;
+  if (topic === undefined || topic === null || topic === "") fail("Message needs a topic, e.g. \"orders.created\"", at("topic"));
+  if (typeof topic !== "string") fail(`Message topic must be a string, got ${quote(topic)}`, at("topic"));
+  if (!TOPIC.test(topic)) fail(`Message topic ${quote(topic)} must be 1–255 printable characters without spaces`, at("topic"));
+
+  let id: string;
+  if (m.id === undefined) {
+    id = uuidv7(settings.now);
+  } else {
+    if (typeof m.id !== "string" || m.id.length === 0 || m.id.length > MAX_ID) {
+      fail(`Message id must be a non-empty string of at most ${MAX_ID} characters, got ${quote(m.id)}`, at("id"));
+    }
+    id = m.id;
+  }
+
+  let key: string | null = null;
+  if (m.key !== undefined && m.key !== null) {
+    if (typeof m.key !== "string" || m.key.length === 0 || m.key.length > MAX_KEY) {
+      fail(`Message key must be a non-empty string of at most ${MAX_KEY} characters, got ${quote(m.key)}`, at("key"));
+    }
+    key = m.key;
+  }
+
+  let headers: string | null = null;
+  if (m.headers !== undefined && m.headers !== null) {
+    const h = m.headers;
+    if (typeof h !== "object" || Array.isArray(h)) fail(`Message headers must be an object of strings, got ${quote(h)}`, at("headers"));
+    const entries = Object.entries(h as Record<string, unknown>);
+    for (const [name, value] of entries) {
+      if (!HEADER_NAME.test(name)) fail(`Header name ${quote(name)} must be a token (letters, digits, and !#$%&'*+-.^_\`|~)`, at(`headers.${name}`));
+      if (typeof value !== "string") fail(`Header ${quote(name)} must have a string value, got ${quote(value)}`, at(`headers.${name}`));
+      if (/[\r\n\0]/.test(value)) fail(`Header ${quote(name)} must not contain line breaks or NUL`, at(`headers.${name}`));
+    }
+    if (entries.length > 0) headers = JSON.stringify(Object.fromEntries(entries));
+  }
+
+  let availableAt = settings.now;
+  if (m.deliverAt !== undefined && m.deliverAt !== null) {
+    const d = m.deliverAt;
+    const t = d instanceof Date ? d.getTime() : typeof d === "number" ? d : NaN;
+    if (!Number.isFinite(t)) fail(`Message deliverAt must be a valid Date or epoch milliseconds, got ${quote(d)}`, at("deliverAt"));
+    availableAt = Math.max(settings.now, Math.round(t));
+  }
+
+  let payload = m.payload;
+  if (!("payload" in m)) fail("Message needs a payload (use null for none)", at("payload"));
+  if (settings.schemas) {
+    const schema = settings.schemas[topic];
+    if (!schema) {
+      fail(`Message topic ${quote(topic)} has no schema in the outbox's messages option; known topics: ${Object.keys(settings.schemas).join(", ")}`, at("topic"));
+    }
+    const result = v.safeParse(schema, payload);
+    if (!result.success) {
+      const issue = result.issues[0];
+      const sub = v.getDotPath(issue);
+      const path = at(sub ? `payload.${sub}` : "payload");
+      throw new OutboxMessageError(`Payload of ${quote(topic)} is invalid at ${path}: ${issue.message}`, path, {
+        cause: new v.ValiError(result.issues),
+      });
+    }
+    payload = result.output;
+  }
+  const body = encodePayload(payload, settings.maxPayloadBytes, at("payload"));
+  return { id, topic, key, body, headers, availableAt, createdAt: settings.now };
+}

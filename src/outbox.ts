@@ -1,0 +1,186 @@
+/**
+ * `createOutbox`: ties a storage, a publisher and the options together.
+ */
+
+import type * as v from "valibot";
+import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
+import { startLoop, type RelayHandle, type StartOptions } from "./loop.ts";
+import { prepareMessages } from "./message.ts";
+import { type MessageSchemas, type OutboxOptions, resolveOptions } from "./options.ts";
+import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
+import type { OutboxMessage, OutboxRow, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
+
+/**
+ * The message type `enqueue` accepts: any topic without schemas; with schemas, one of
+ * the configured topics with its payload type.
+ */
+export type EnqueueMessage<M extends MessageSchemas> = [keyof M] extends [never] ? OutboxMessage
+  : { [K in keyof M & string]: OutboxMessage<K, v.InferInput<M[K]>> }[keyof M & string];
+
+/** What `outbox.stats()` reports. */
+export interface OutboxStats {
+  /** Waiting to be published (due now or later). */
+  pending: number;
+  /** Leased by a relay right now. */
+  processing: number;
+  /** Published and kept by retention. */
+  published: number;
+  /** Given up; see `lastError`, and `requeue()` to retry. */
+  dead: number;
+  /** When the oldest unpublished message was enqueued, or `null` when none waits. */
+  oldestPendingAt: Date | null;
+  /**
+   * Age in ms of the oldest unpublished message (0 when none). A value that keeps
+   * growing is a stalled relay: alert on it.
+   */
+  oldestPendingAgeMs: number;
+}
+
+/** Which messages `outbox.requeue()` gives another life. */
+export interface RequeueOptions {
+  /** Status to requeue (default `"dead"`). `"published"` replays kept messages. */
+  status?: "dead" | "published";
+  /** Only these message ids. */
+  ids?: readonly string[];
+  /** Only this topic. */
+  topic?: string;
+}
+
+/**
+ * An outbox: enqueue messages in your transactions, relay them with `tick()` or `start()`.
+ *
+ * @typeParam Tx Transaction type of the storage.
+ * @typeParam Stmt Statement type of `statements()` (libSQL).
+ * @typeParam M Schemas per topic.
+ */
+export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<never, never>> {
+  /** Name of this relay as written into `lockedBy`. */
+  readonly relayId: string;
+  /** Creates the outbox table and indexes if missing. Idempotent. */
+  setup(): Promise<void>;
+  /**
+   * Validates messages and writes them in the caller's transaction. Never commits or
+   * rolls back. Throws `OutboxMessageError` before writing anything when a message is
+   * invalid, leaving the transaction as it was.
+   *
+   * @param tx The caller's transaction (the type the storage fixes).
+   * @param messages One message or an array of them.
+   * @returns The ids of the messages, in order.
+   */
+  enqueue(tx: Tx, messages: EnqueueMessage<M> | readonly EnqueueMessage<M>[]): Promise<string[]>;
+  /**
+   * Statements that insert messages, for a batch API that is the atomic unit
+   * (libSQL `client.batch([...])`). Validates like `enqueue`.
+   *
+   * @throws {OutboxConfigError} When the storage has no statement form.
+   */
+  statements(messages: EnqueueMessage<M> | readonly EnqueueMessage<M>[]): Stmt[];
+  /** One bounded relay pass: claim → publish → settle, repeated within the budget. */
+  tick(options?: TickOptions): Promise<TickReport>;
+  /** Runs the relay loop until `stop()` or the signal. */
+  start(options?: StartOptions): RelayHandle;
+  /** Counts per status and the age of the oldest unpublished message. */
+  stats(): Promise<OutboxStats>;
+  /** Moves dead (or kept published) messages back to pending; resolves with the count. */
+  requeue(options?: RequeueOptions): Promise<number>;
+  /** Lists stored rows in enqueue order, for diagnostics and tests. */
+  inspect(options?: { limit?: number }): Promise<OutboxRow[]>;
+}
+
+function toPublisher(publisher: Publisher | PublishFunction): Publisher {
+  if (typeof publisher === "function") {
+    return { publish: async (message, context) => void (await publisher(message, context)) };
+  }
+  return publisher;
+}
+
+/**
+ * Creates an outbox.
+ *
+ * @param options Storage, publisher, schemas and relay settings.
+ * @returns The outbox.
+ * @throws {OutboxConfigError} When an option is invalid (`error.path` names it).
+ *
+ * @example libSQL and a function publisher
+ * ```ts
+ * import { createClient } from "@libsql/client";
+ * import { createOutbox } from "@x/outbox";
+ * import { libsqlStorage } from "@x/outbox/libsql";
+ *
+ * const client = createClient({ url: "file:app.db" });
+ * const outbox = createOutbox({
+ *   storage: libsqlStorage(client),
+ *   publisher: async (message) => console.log(message.topic, message.payload),
+ * });
+ * await outbox.setup();
+ * const tx = await client.transaction("write");
+ * await tx.execute({ sql: "insert into orders (id) values (?)", args: ["o-1"] });
+ * await outbox.enqueue(tx, { topic: "orders.created", key: "o-1", payload: { id: "o-1" } });
+ * await tx.commit();
+ * await outbox.tick();
+ * ```
+ */
+export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record<never, never>>(
+  options: OutboxOptions<Tx, Stmt, M>,
+): Outbox<Tx, Stmt, M> {
+  const resolved = resolveOptions(options);
+  const storage = options.storage;
+  const schemas = options.messages && Object.keys(options.messages).length > 0 ? options.messages : undefined;
+  const ctx: RelayContext = {
+    storage: storage as OutboxStorage<unknown, unknown>,
+    publisher: toPublisher(options.publisher),
+    options: resolved,
+    claims: 0,
+    lastCleanupAt: -Infinity,
+  };
+  const prepare = (messages: unknown) => {
+    const rows = prepareMessages(messages, { schemas, maxPayloadBytes: resolved.maxPayloadBytes, now: resolved.now() });
+    return rows;
+  };
+
+  return {
+    relayId: resolved.relayId,
+    setup: () => storage.setup(),
+    async enqueue(tx, messages) {
+      const rows = prepare(messages);
+      if (rows.length > 0) await storage.insert(tx, rows);
+      return rows.map((r) => r.id);
+    },
+    statements(messages) {
+      if (!storage.statements) {
+        throw new OutboxConfigError(`The ${storage.name} storage has no statement form; use enqueue(tx, messages)`, "storage");
+      }
+      const rows = prepare(messages);
+      return rows.length > 0 ? storage.statements(rows) : [];
+    },
+    tick: (tickOptions) => runTick(ctx, tickOptions),
+    start: (startOptions) => startLoop(ctx, startOptions),
+    async stats() {
+      const now = resolved.now();
+      const s = await storage.stats(now);
+      return {
+        pending: s.pending,
+        processing: s.processing,
+        published: s.published,
+        dead: s.dead,
+        oldestPendingAt: s.oldestPendingAt === null ? null : new Date(s.oldestPendingAt),
+        oldestPendingAgeMs: s.oldestPendingAt === null ? 0 : Math.max(0, now - s.oldestPendingAt),
+      };
+    },
+    async requeue(requeueOptions = {}) {
+      const status = requeueOptions.status ?? "dead";
+      if (status !== "dead" && status !== "published") {
+        throw new OutboxConfigError(`requeue status must be "dead" or "published", got ${JSON.stringify(status)}`, "status");
+      }
+      if (requeueOptions.ids !== undefined && (!Array.isArray(requeueOptions.ids) || requeueOptions.ids.some((id) => typeof id !== "string"))) {
+        throw new OutboxMessageError("requeue ids must be an array of strings", "ids");
+      }
+      if (requeueOptions.ids?.length === 0) return 0;
+      return await storage.requeue({ now: resolved.now(), status, ids: requeueOptions.ids, topic: requeueOptions.topic });
+    },
+    async inspect(inspectOptions) {
+      if (!storage.inspect) throw new OutboxConfigError(`The ${storage.name} storage cannot list rows`, "storage");
+      return await storage.inspect(inspectOptions);
+    },
+  };
+}

@@ -1,0 +1,260 @@
+/**
+ * One relay pass: claim a batch → publish it lane by lane → settle it in one call.
+ *
+ * A lane is the run of claimed messages of one key (published one after another,
+ * in `seq` order) or a single unkeyed message. Lanes run in parallel up to
+ * `concurrency`. When a keyed message fails and will be retried, the rest of its
+ * lane is released untouched: the storage keeps them blocked behind the failed one
+ * until it is published or dead, which is what keeps per-key order across retries.
+ */
+
+import { describeError, isPermanentError } from "./errors.ts";
+import { backoffDelay, type ResolvedOptions } from "./options.ts";
+import { decodeBody } from "./payload.ts";
+import type { ClaimedRow, OutboxRecord, OutboxStorage, Publisher, Settlement } from "./types.ts";
+
+/** Options of one `tick()`. */
+export interface TickOptions {
+  /**
+   * Time budget in ms (default 10,000). No batch is claimed and no message is
+   * started after it; a message already being published is awaited. Set it below
+   * your platform's limit (a Workers `scheduled()` CPU budget, a Lambda timeout).
+   */
+  budgetMs?: number;
+  /** Most batches to claim in this tick (default: as many as the budget allows). */
+  maxBatches?: number;
+  /** Stops claiming and starting messages when aborted; claimed, unstarted ones are released. */
+  signal?: AbortSignal;
+}
+
+/** What one `tick()` did. */
+export interface TickReport {
+  /** Rows claimed (leased) in this tick. */
+  claimed: number;
+  /** Messages the publisher accepted. */
+  published: number;
+  /** Messages the `filter` settled without publishing. */
+  filtered: number;
+  /** Failed messages scheduled for another attempt. */
+  retried: number;
+  /** Messages moved to `dead`. */
+  dead: number;
+  /** Claimed messages given back unattempted (a key's earlier message failed, stop, budget). */
+  released: number;
+  /** Settlements that found their lease taken by another relay (the lease had expired). */
+  lost: number;
+  /** Expired rows deleted by retention cleanup. */
+  cleaned: number;
+  /** Claim queries run. */
+  batches: number;
+  /** Wall time of the tick in ms. */
+  durationMs: number;
+}
+
+/** State shared by the ticks of one outbox instance. */
+export interface RelayContext {
+  readonly storage: OutboxStorage<unknown, unknown>;
+  readonly publisher: Publisher;
+  readonly options: ResolvedOptions;
+  claims: number;
+  lastCleanupAt: number;
+}
+
+/** Creates an empty report. */
+export function emptyReport(): TickReport {
+  return { claimed: 0, published: 0, filtered: 0, retried: 0, dead: 0, released: 0, lost: 0, cleaned: 0, batches: 0, durationMs: 0 };
+}
+
+/**
+ * Runs one bounded relay pass.
+ *
+ * @throws When claiming or settling fails (the database is unreachable, say). Rows
+ *   claimed but not settled stay leased until their lease expires, then go out again.
+ */
+export async function runTick(ctx: RelayContext, options: TickOptions = {}): Promise<TickReport> {
+  const { options: o, storage } = ctx;
+  const started = o.now();
+  const budget = options.budgetMs ?? 10_000;
+  const deadline = started + budget;
+  const maxBatches = options.maxBatches ?? Infinity;
+  const report = emptyReport();
+
+  if (started - ctx.lastCleanupAt >= o.retention.intervalMs) {
+    ctx.lastCleanupAt = started;
+    report.cleaned += await runCleanup(ctx, started);
+  }
+
+  while (report.batches < maxBatches && !options.signal?.aborted) {
+    const now = o.now();
+    if (report.batches > 0 && now >= deadline) break;
+    const token = `${o.relayId}:${++ctx.claims}`;
+    const lockedUntil = now + o.leaseMs;
+    const rows = await storage.claim({ token, now, lockedUntil, limit: o.batchSize });
+    report.batches++;
+    report.claimed += rows.length;
+    if (rows.length === 0) break;
+    // Stop starting messages a little before the lease ends: past it, another relay may own them.
+    const stopAt = Math.min(deadline, lockedUntil - Math.min(1_000, o.leaseMs / 10));
+    const settlements = await publishBatch(ctx, rows, stopAt, options.signal, report);
+    const matched = await storage.settle({
+      token,
+      now: o.now(),
+      settlements,
+      deletePublished: o.retention.publishedMs === 0,
+    });
+    report.lost += settlements.length - matched;
+    if (rows.length < o.batchSize) break;
+  }
+  report.durationMs = o.now() - started;
+  return report;
+}
+
+async function runCleanup(ctx: RelayContext, now: number): Promise<number> {
+  const { retention } = ctx.options;
+  const keepPublished = retention.publishedMs === Infinity;
+  const keepDead = retention.deadMs === Infinity;
+  if (keepPublished && keepDead) return 0;
+  try {
+    return await ctx.storage.cleanup({
+      now,
+      publishedBefore: keepPublished ? null : now - retention.publishedMs,
+      deadBefore: keepDead ? null : now - retention.deadMs,
+      limit: retention.batchSize,
+    });
+  } catch (error) {
+    // Cleanup is housekeeping: a failure must not stop delivery.
+    ctx.options.onError(error, { phase: "cleanup" });
+    return 0;
+  }
+}
+
+function toRecord(row: ClaimedRow): OutboxRecord {
+  return {
+    id: row.id,
+    seq: row.seq,
+    topic: row.topic,
+    key: row.key,
+    payload: decodeBody(row.body),
+    body: row.body,
+    headers: row.headers ? JSON.parse(row.headers) as Record<string, string> : {},
+    attempts: row.attempts,
+    createdAt: new Date(row.createdAt),
+  };
+}
+
+async function publishBatch(
+  ctx: RelayContext,
+  rows: readonly ClaimedRow[],
+  stopAt: number,
+  signal: AbortSignal | undefined,
+  report: TickReport,
+): Promise<Settlement[]> {
+  const o = ctx.options;
+  const lanes: ClaimedRow[][] = [];
+  const byKey = new Map<string, ClaimedRow[]>();
+  const sorted = rows.length > 1 && rows.some((r, i) => i > 0 && r.seq < rows[i - 1]!.seq)
+    ? [...rows].sort((a, b) => a.seq - b.seq)
+    : rows;
+  for (const row of sorted) {
+    if (row.key === null) {
+      lanes.push([row]);
+      continue;
+    }
+    let lane = byKey.get(row.key);
+    if (!lane) {
+      lane = [];
+      byKey.set(row.key, lane);
+      lanes.push(lane);
+    }
+    lane.push(row);
+  }
+
+  const settlements: Settlement[] = [];
+  // Publishes in flight are told to give up when the lease is about to end.
+  const leaseAbort = new AbortController();
+  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, stopAt - o.now()));
+  const context = { signal: leaseAbort.signal };
+  const stopped = () => signal?.aborted === true || o.now() >= stopAt;
+
+  const runLane = async (lane: ClaimedRow[]) => {
+    for (let i = 0; i < lane.length; i++) {
+      const row = lane[i]!;
+      if (stopped()) {
+        releaseRest(lane, i, settlements, report);
+        return;
+      }
+      const outcome = await attempt(ctx, row, context, report);
+      settlements.push(outcome);
+      if (outcome.outcome === "retry") {
+        releaseRest(lane, i + 1, settlements, report);
+        return;
+      }
+    }
+  };
+
+  try {
+    let next = 0;
+    const worker = async () => {
+      while (next < lanes.length) await runLane(lanes[next++]!);
+    };
+    const workers = Math.min(o.concurrency, lanes.length);
+    await Promise.all(Array.from({ length: workers }, worker));
+  } finally {
+    clearTimeout(timer);
+  }
+  return settlements;
+}
+
+function releaseRest(lane: readonly ClaimedRow[], from: number, out: Settlement[], report: TickReport): void {
+  for (let i = from; i < lane.length; i++) {
+    out.push({ seq: lane[i]!.seq, outcome: "release" });
+    report.released++;
+  }
+}
+
+async function attempt(
+  ctx: RelayContext,
+  row: ClaimedRow,
+  context: { signal: AbortSignal },
+  report: TickReport,
+): Promise<Settlement> {
+  const o = ctx.options;
+  if (row.attempts > o.retry.maxAttempts) {
+    // Earlier claims ended without a result (crashed relay, expired lease): a message
+    // that keeps killing its relay must not loop forever.
+    report.dead++;
+    return {
+      seq: row.seq,
+      outcome: "dead",
+      error: `Gave up after ${row.attempts - 1} attempts; the last ended without a result (relay stopped or lease expired)`,
+    };
+  }
+  let record: OutboxRecord;
+  try {
+    record = toRecord(row);
+  } catch (error) {
+    report.dead++;
+    return { seq: row.seq, outcome: "dead", error: `Stored message could not be decoded: ${describeError(error)}` };
+  }
+  try {
+    if (o.filter && !(await o.filter(record))) {
+      report.filtered++;
+      return { seq: row.seq, outcome: "published" };
+    }
+    await ctx.publisher.publish(record, context);
+    report.published++;
+    return { seq: row.seq, outcome: "published" };
+  } catch (error) {
+    const message = describeError(error);
+    if (isPermanentError(error)) {
+      report.dead++;
+      return { seq: row.seq, outcome: "dead", error: message };
+    }
+    if (row.attempts >= o.retry.maxAttempts) {
+      report.dead++;
+      return { seq: row.seq, outcome: "dead", error: `${message} (after ${row.attempts} attempts)` };
+    }
+    report.retried++;
+    return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
+  }
+}

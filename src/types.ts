@@ -1,0 +1,231 @@
+/**
+ * The contracts between the core, storage adapters and publishers.
+ *
+ * @module
+ */
+
+/** A message's lifecycle state. */
+export type OutboxStatus = "pending" | "processing" | "published" | "dead";
+
+/**
+ * A message to enqueue.
+ *
+ * @typeParam Topic The topic type (a union of literal topics when schemas are configured).
+ * @typeParam Payload The payload type for that topic.
+ */
+export interface OutboxMessage<Topic extends string = string, Payload = unknown> {
+  /** Unique id, the dedup id end to end (`Nats-Msg-Id`). Defaults to a UUIDv7. */
+  id?: string;
+  /** What the message is about, e.g. `"orders.created"`; the default broker subject. */
+  topic: Topic;
+  /** Ordering key: messages sharing a key are published in enqueue order. */
+  key?: string | null;
+  /** JSON-serializable value, or a `Uint8Array` sent as it is. */
+  payload: Payload;
+  /** String headers passed through to the broker. */
+  headers?: Record<string, string>;
+  /** Earliest time to publish (a `Date` or epoch milliseconds). Defaults to now. */
+  deliverAt?: Date | number;
+}
+
+/** A message as the relay hands it to a publisher. */
+export interface OutboxRecord {
+  /** The message id (dedup id). */
+  readonly id: string;
+  /** Storage sequence number: enqueue order within the outbox. */
+  readonly seq: number;
+  /** The topic. */
+  readonly topic: string;
+  /** The ordering key, or `null`. */
+  readonly key: string | null;
+  /** The decoded payload: the parsed JSON value, or the bytes. */
+  readonly payload: unknown;
+  /** The encoded payload as stored: JSON text, or bytes. Publishers send this. */
+  readonly body: string | Uint8Array;
+  /** Headers given at enqueue (empty object when none). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Delivery attempts so far, including the current one (1 on the first try). */
+  readonly attempts: number;
+  /** When the message was enqueued. */
+  readonly createdAt: Date;
+}
+
+/** Context passed to a publisher with each message. */
+export interface PublishContext {
+  /** Aborted when the relay stops or the tick's time budget runs out. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Sends messages to a broker. Throw to fail an attempt: a `PublishError` with
+ * `permanent: true` (or any error with `permanent: true`) sends the message straight
+ * to `dead`; anything else is retried with back-off.
+ */
+export interface Publisher {
+  /**
+   * Publishes one message. Resolves once the broker has accepted it.
+   *
+   * @param message The message to send.
+   * @param context Cancellation signal.
+   */
+  publish(message: OutboxRecord, context: PublishContext): Promise<void>;
+  /** Releases resources; called by nobody but the owner of the publisher. */
+  close?(): Promise<void>;
+}
+
+/** A plain async function is a publisher too. */
+export type PublishFunction = (message: OutboxRecord, context: PublishContext) => Promise<void> | void;
+
+// ---------------------------------------------------------------------------
+// Storage contract
+// ---------------------------------------------------------------------------
+
+/** A validated, encoded message ready to be written. */
+export interface NewOutboxRow {
+  readonly id: string;
+  readonly topic: string;
+  readonly key: string | null;
+  /** JSON text or bytes. */
+  readonly body: string | Uint8Array;
+  /** Headers as JSON text, or `null` when there are none. */
+  readonly headers: string | null;
+  /** Epoch ms from which the row may be claimed. */
+  readonly availableAt: number;
+  /** Epoch ms of the enqueue. */
+  readonly createdAt: number;
+}
+
+/** A row returned by {@link OutboxStorage.claim}. */
+export interface ClaimedRow {
+  readonly seq: number;
+  readonly id: string;
+  readonly topic: string;
+  readonly key: string | null;
+  readonly body: string | Uint8Array;
+  readonly headers: string | null;
+  /** Attempts including the one this claim starts. */
+  readonly attempts: number;
+  readonly createdAt: number;
+}
+
+/** What {@link OutboxStorage.claim} is asked to do. */
+export interface ClaimRequest {
+  /** Unique per claim; rows are leased to it (`lockedBy`) and settled only by it. */
+  readonly token: string;
+  /** The relay's clock, epoch ms. */
+  readonly now: number;
+  /** Lease end, epoch ms: after it, another relay may claim the rows again. */
+  readonly lockedUntil: number;
+  /** Maximum rows to claim. */
+  readonly limit: number;
+}
+
+/**
+ * The outcome of one claimed row.
+ *
+ * - `published`: sent (or filtered out); deleted or kept according to retention.
+ * - `retry`: failed; back to `pending` at `availableAt`, `error` kept as `lastError`.
+ * - `dead`: failed for good; `error` kept as `lastError`.
+ * - `release`: not attempted (stop, time budget, an earlier message of its key failed);
+ *   back to `pending` at once, and the attempt the claim counted is given back.
+ */
+export type Settlement =
+  | { readonly seq: number; readonly outcome: "published" }
+  | { readonly seq: number; readonly outcome: "retry"; readonly availableAt: number; readonly error: string }
+  | { readonly seq: number; readonly outcome: "dead"; readonly error: string }
+  | { readonly seq: number; readonly outcome: "release" };
+
+/** What {@link OutboxStorage.settle} is asked to do. */
+export interface SettleRequest {
+  /** The claim token; rows leased to another token are left alone. */
+  readonly token: string;
+  readonly now: number;
+  readonly settlements: readonly Settlement[];
+  /** Delete published rows at once instead of keeping them as `published`. */
+  readonly deletePublished: boolean;
+}
+
+/** What {@link OutboxStorage.cleanup} is asked to do. */
+export interface CleanupRequest {
+  readonly now: number;
+  /** Delete `published` rows settled before this epoch ms, or `null` to keep them. */
+  readonly publishedBefore: number | null;
+  /** Delete `dead` rows settled before this epoch ms, or `null` to keep them. */
+  readonly deadBefore: number | null;
+  /** Most rows to delete in this call. */
+  readonly limit: number;
+}
+
+/** Raw counts returned by {@link OutboxStorage.stats}. */
+export interface StorageStats {
+  readonly pending: number;
+  readonly processing: number;
+  readonly published: number;
+  readonly dead: number;
+  /** `createdAt` (epoch ms) of the oldest unpublished (pending or processing) row. */
+  readonly oldestPendingAt: number | null;
+}
+
+/** Which rows {@link OutboxStorage.requeue} moves back to `pending`. */
+export interface RequeueRequest {
+  readonly now: number;
+  readonly status: "dead" | "published";
+  readonly ids?: readonly string[];
+  readonly topic?: string;
+}
+
+/** A message row as {@link OutboxStorage.inspect} returns it (for tests and tooling). */
+export interface OutboxRow {
+  readonly seq: number;
+  readonly id: string;
+  readonly topic: string;
+  readonly key: string | null;
+  readonly status: OutboxStatus;
+  readonly attempts: number;
+  readonly availableAt: number | null;
+  readonly lockedBy: string | null;
+  readonly lastError: string | null;
+  readonly createdAt: number;
+  readonly settledAt: number | null;
+}
+
+/**
+ * The storage contract every adapter implements. `Tx` is the type of the caller's
+ * transaction handle that `enqueue` writes through; `Stmt` is the statement type an
+ * adapter can return for batch APIs (libSQL's `client.batch()`).
+ *
+ * Rules every adapter follows (the conformance suite checks them):
+ * - `insert` writes all rows or none, in the given transaction, and never commits or
+ *   rolls it back.
+ * - `claim` is atomic: a row is leased to one token at a time. A row is claimable when
+ *   it is pending and due, or processing with an expired lease, and no earlier row of
+ *   its key is unsettled and not claimable; rows are taken in `seq` order.
+ * - `settle` touches only rows still leased to the request's token.
+ */
+export interface OutboxStorage<Tx = unknown, Stmt = never> {
+  /** A short name for logs, e.g. `"libsql"`. */
+  readonly name: string;
+  /** Creates the table and indexes if missing. Idempotent. */
+  setup(): Promise<void>;
+  /** Writes rows inside the caller's transaction. */
+  insert(tx: Tx, rows: readonly NewOutboxRow[]): Promise<void>;
+  /** Statements that insert rows, for a batch API (optional). */
+  statements?(rows: readonly NewOutboxRow[]): Stmt[];
+  /** Leases up to `limit` claimable rows to `token`. */
+  claim(request: ClaimRequest): Promise<ClaimedRow[]>;
+  /** Applies outcomes; resolves with how many rows were still leased to the token. */
+  settle(request: SettleRequest): Promise<number>;
+  /** Deletes expired `published`/`dead` rows, at most `limit`; resolves with the count. */
+  cleanup(request: CleanupRequest): Promise<number>;
+  /** Counts rows per status and finds the oldest unpublished row. */
+  stats(now: number): Promise<StorageStats>;
+  /** Moves matching rows back to `pending`; resolves with the count. */
+  requeue(request: RequeueRequest): Promise<number>;
+  /** Lists rows in `seq` order (diagnostics and tests; not for hot paths). */
+  inspect?(options?: { limit?: number }): Promise<OutboxRow[]>;
+  /**
+   * Calls `onWake` when new messages may be claimable (Postgres LISTEN/NOTIFY).
+   * A hint only: the relay keeps polling. Resolves once listening; stops on `signal`.
+   */
+  listen?(onWake: () => void, signal: AbortSignal): Promise<void>;
+}
