@@ -1,0 +1,751 @@
+/**
+ * The storage conformance suite. Every storage adapter runs it unchanged:
+ *
+ * ```ts
+ * storageConformance("libsql", async () => makeLibsqlHarness());
+ * ```
+ *
+ * It drives the real relay (`createOutbox`) against the adapter with an injected
+ * clock, so leases, back-off and retention are tested without sleeping.
+ */
+
+import assert from "node:assert/strict";
+import * as v from "valibot";
+import {
+  createOutbox,
+  memoryPublisher,
+  type OutboxOptions,
+  type OutboxRecord,
+  type OutboxStorage,
+  OutboxMessageError,
+  OutboxStorageError,
+  PublishError,
+} from "../../mod.ts";
+import { test } from "../harness.ts";
+
+/** What a storage adapter's test file provides to the suite. */
+export interface StorageHarness<Tx> {
+  /** A storage on a fresh, set-up table. */
+  readonly storage: OutboxStorage<Tx, unknown>;
+  /** Another storage on the same table over its own connection: another relay process. */
+  connect(): Promise<OutboxStorage<Tx, unknown>>;
+  /** Runs `fn` in a transaction and commits (rolls back and rethrows if it throws). */
+  commit<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Runs `fn` in a transaction and rolls it back. */
+  rollback(fn: (tx: Tx) => Promise<void>): Promise<void>;
+  /** Writes a business row (an order) in `tx`. */
+  insertOrder(tx: Tx, id: string): Promise<void>;
+  /** Counts committed business rows. */
+  orderCount(): Promise<number>;
+  /** A transaction handle that has already been committed. */
+  closedTransaction(): Promise<Tx>;
+  /** Closes connections and removes what the harness created. */
+  close(): Promise<void>;
+}
+
+/** Makes a fresh harness per test. */
+export type HarnessFactory<Tx> = () => Promise<StorageHarness<Tx>>;
+
+/** A clock the tests move by hand. */
+class Clock {
+  value = Date.UTC(2030, 0, 1);
+  readonly now = () => this.value;
+  advance(ms: number) {
+    this.value += ms;
+  }
+}
+
+/** Publishes into a shared log, optionally failing through `fail`. */
+function recorder(fail?: (m: OutboxRecord, call: number) => unknown) {
+  const log: OutboxRecord[] = [];
+  let calls = 0;
+  return {
+    log,
+    async publish(message: OutboxRecord) {
+      const error = fail?.(message, calls++);
+      if (error) throw error;
+      log.push(message);
+    },
+  };
+}
+
+function ids(records: readonly OutboxRecord[]): string[] {
+  return records.map((r) => r.id);
+}
+
+/**
+ * Registers the conformance tests for one storage.
+ *
+ * @param name Adapter name used as the test-name prefix.
+ * @param factory Makes a fresh harness per test.
+ */
+export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>): void {
+  const it = (title: string, body: (h: StorageHarness<Tx>) => Promise<void>, timeout?: number) =>
+    test(`${name}: ${title}`, async () => {
+      const h = await factory();
+      try {
+        await body(h);
+      } finally {
+        await h.close();
+      }
+    }, { timeout: timeout ?? 30_000 });
+
+  const make = (
+    h: StorageHarness<Tx>,
+    clock: Clock,
+    publisher: OutboxOptions<Tx, unknown, Record<never, never>>["publisher"],
+    extra: Partial<OutboxOptions<Tx, unknown, Record<never, never>>> = {},
+  ) =>
+    createOutbox<Tx, unknown>({
+      storage: h.storage,
+      publisher,
+      now: clock.now,
+      retry: { maxAttempts: 5, baseDelayMs: 1_000, maxDelayMs: 8_000, jitter: 0 },
+      onError: () => {},
+      ...extra,
+    });
+
+  // ---------------------------------------------------------------- atomicity
+
+  it("tick() publishes a committed message with its id, topic, key, payload and headers", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    const payload = { id: "o-1", total: 12.5, note: "café ✓", items: [{ sku: "a", qty: 2 }], at: null };
+    const returned = await h.commit(async (tx) => {
+      await h.insertOrder(tx, "o-1");
+      return await outbox.enqueue(tx, {
+        id: "msg-1",
+        topic: "orders.created",
+        key: "o-1",
+        payload,
+        headers: { "x-trace-id": "t-1" },
+      });
+    });
+    assert.deepEqual(returned, ["msg-1"]);
+    const report = await outbox.tick();
+    assert.equal(report.claimed, 1);
+    assert.equal(report.published, 1);
+    assert.equal(pub.messages.length, 1);
+    const m = pub.messages[0]!;
+    assert.equal(m.id, "msg-1");
+    assert.equal(m.topic, "orders.created");
+    assert.equal(m.key, "o-1");
+    assert.deepEqual(m.payload, payload);
+    assert.equal(m.body, JSON.stringify(payload));
+    assert.deepEqual(m.headers, { "x-trace-id": "t-1" });
+    assert.equal(m.attempts, 1);
+    assert.equal(m.createdAt.getTime(), clock.value);
+    assert.equal((await outbox.tick()).claimed, 0);
+  });
+
+  it("tick() publishes a bytes payload as the same bytes, and generates time-ordered UUIDv7 ids", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    const bytes = new Uint8Array([0, 1, 2, 250, 255]);
+    const [a, b] = await h.commit((tx) => outbox.enqueue(tx, [{ topic: "bin", payload: bytes }, { topic: "json", payload: "x" }]));
+    assert.match(a!, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.ok(a! < b!, "ids generated in one enqueue increase");
+    await outbox.tick();
+    const got = pub.messages.find((m) => m.id === a)!;
+    assert.ok(got.payload instanceof Uint8Array);
+    assert.deepEqual([...(got.payload as Uint8Array)], [...bytes]);
+    assert.deepEqual(pub.messages.find((m) => m.id === b)!.payload, "x");
+  });
+
+  it("tick() publishes nothing that was rolled back", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    await h.rollback(async (tx) => {
+      await h.insertOrder(tx, "o-rolled");
+      await outbox.enqueue(tx, { id: "rolled", topic: "orders.created", payload: {} });
+    });
+    await h.commit(async (tx) => {
+      await h.insertOrder(tx, "o-kept");
+      await outbox.enqueue(tx, { id: "kept", topic: "orders.created", payload: {} });
+    });
+    const report = await outbox.tick();
+    assert.equal(report.claimed, 1);
+    assert.deepEqual(ids(pub.messages), ["kept"]);
+    assert.equal(await h.orderCount(), 1);
+    assert.equal((await outbox.stats()).pending, 0);
+  });
+
+  it("enqueue() leaves the caller's transaction open and usable", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    await h.commit(async (tx) => {
+      await outbox.enqueue(tx, { id: "first", topic: "t", payload: 1 });
+      await h.insertOrder(tx, "after-enqueue");
+      await outbox.enqueue(tx, { id: "second", topic: "t", payload: 2 });
+    });
+    assert.equal(await h.orderCount(), 1);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.messages), ["first", "second"]);
+  });
+
+  it("enqueue() of many messages writes all or none, and the transaction stays usable", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) => outbox.enqueue(tx, { id: "taken", topic: "t", payload: 0 }));
+    // 1,200 messages: more than one INSERT statement for adapters that chunk.
+    const many = Array.from({ length: 1_200 }, (_, i) => ({ id: `bulk-${i}`, topic: "t", payload: i }));
+    many.push({ id: "taken", topic: "t", payload: -1 });
+    await h.commit(async (tx) => {
+      await h.insertOrder(tx, "before");
+      await assert.rejects(() => outbox.enqueue(tx, many), OutboxMessageError);
+      await h.insertOrder(tx, "after");
+      await outbox.enqueue(tx, { id: "good", topic: "t", payload: 1 });
+    });
+    assert.equal(await h.orderCount(), 2);
+    const report = await outbox.tick({ maxBatches: 100 });
+    assert.equal(report.published, 2);
+    assert.deepEqual(ids(pub.messages).sort(), ["good", "taken"]);
+  });
+
+  it("enqueue() of 10,000 messages in one transaction publishes them all", async (h) => {
+    const clock = new Clock();
+    let count = 0;
+    const outbox = make(h, clock, () => void count++, { batchSize: 1_000 });
+    const many = Array.from({ length: 10_000 }, (_, i) => ({ topic: "bulk", key: `k${i % 10}`, payload: { i } }));
+    const written = await h.commit((tx) => outbox.enqueue(tx, many));
+    assert.equal(new Set(written).size, 10_000);
+    assert.equal((await outbox.stats()).pending, 10_000);
+    const report = await outbox.tick({ budgetMs: 600_000 });
+    assert.equal(report.published, 10_000);
+    assert.equal(count, 10_000);
+  }, 120_000);
+
+  it("enqueue() rejects bad messages with OutboxMessageError and the field path, writing nothing", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const schemas = { "orders.created": v.object({ id: v.string(), total: v.pipe(v.number(), v.minValue(0)) }) };
+    const typed = createOutbox({ storage: h.storage, publisher: pub, now: clock.now, messages: schemas });
+    const outbox = make(h, clock, pub, { maxPayloadBytes: 200 });
+    const cycle: Record<string, unknown> = { a: 1 };
+    cycle.self = cycle;
+    const bad: [string, unknown, string][] = [
+      ["no topic", { payload: 1 }, "topic"],
+      ["empty topic", { topic: "", payload: 1 }, "topic"],
+      ["topic with spaces", { topic: "orders created", payload: 1 }, "topic"],
+      ["topic not a string", { topic: 42, payload: 1 }, "topic"],
+      ["no payload", { topic: "t" }, "payload"],
+      ["BigInt", { topic: "t", payload: { n: 10n } }, "payload.n"],
+      ["cycle", { topic: "t", payload: cycle }, "payload.self"],
+      ["function", { topic: "t", payload: { f: () => 1 } }, "payload.f"],
+      ["symbol", { topic: "t", payload: [Symbol("s")] }, "payload[0]"],
+      ["NaN", { topic: "t", payload: { x: NaN } }, "payload.x"],
+      ["Map", { topic: "t", payload: { m: new Map() } }, "payload.m"],
+      ["too large", { topic: "t", payload: "x".repeat(300) }, "payload"],
+      ["too large bytes", { topic: "t", payload: new Uint8Array(201) }, "payload"],
+      ["unknown field", { topic: "t", payload: 1, delay: 5 }, "delay"],
+      ["numeric key", { topic: "t", payload: 1, key: 5 }, "key"],
+      ["empty id", { topic: "t", payload: 1, id: "" }, "id"],
+      ["header value not a string", { topic: "t", payload: 1, headers: { a: 1 } }, "headers.a"],
+      ["header name with space", { topic: "t", payload: 1, headers: { "a b": "1" } }, "headers.a b"],
+      ["header with newline", { topic: "t", payload: 1, headers: { a: "1\r\nx: y" } }, "headers.a"],
+      ["invalid deliverAt", { topic: "t", payload: 1, deliverAt: new Date("nope") }, "deliverAt"],
+      ["not an object", "orders.created", ""],
+      ["second of two invalid", [{ topic: "t", payload: 1 }, { topic: "", payload: 1 }], "[1].topic"],
+      ["duplicate ids in one call", [{ id: "a", topic: "t", payload: 1 }, { id: "a", topic: "t", payload: 2 }], "[1].id"],
+    ];
+    await h.commit(async (tx) => {
+      for (const [what, message, path] of bad) {
+        await assert.rejects(
+          // deno-lint-ignore no-explicit-any
+          () => outbox.enqueue(tx, message as any),
+          (e: unknown) => e instanceof OutboxMessageError && e.path === path,
+          `${what} is rejected with path ${JSON.stringify(path)}`,
+        );
+      }
+      const badSchema: [unknown, string][] = [
+        [{ topic: "orders.created", payload: { id: 1, total: 5 } }, "payload.id"],
+        [{ topic: "orders.created", payload: { id: "o", total: -1 } }, "payload.total"],
+        [{ topic: "orders.unknown", payload: {} }, "topic"],
+      ];
+      for (const [message, path] of badSchema) {
+        await assert.rejects(
+          // deno-lint-ignore no-explicit-any
+          () => typed.enqueue(tx, message as any),
+          (e: unknown) => e instanceof OutboxMessageError && e.path === path,
+          `schema violation at ${path}`,
+        );
+      }
+      await h.insertOrder(tx, "still-usable");
+      await typed.enqueue(tx, { id: "valid", topic: "orders.created", payload: { id: "o", total: 3 } });
+    });
+    assert.equal(await h.orderCount(), 1);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.messages), ["valid"]);
+  });
+
+  it("enqueue() on a closed transaction throws OutboxStorageError", async (h) => {
+    const clock = new Clock();
+    const outbox = make(h, clock, memoryPublisher());
+    const closed = await h.closedTransaction();
+    await assert.rejects(() => outbox.enqueue(closed, { topic: "t", payload: 1 }), OutboxStorageError);
+    assert.equal((await outbox.stats()).pending, 0);
+  });
+
+  // ---------------------------------------------------------------- order
+
+  it("messages of one key are published in enqueue order across transient failures", async (h) => {
+    const clock = new Clock();
+    // Every third publish fails transiently: failures land on every key at some point.
+    const pub = recorder((_m, call) => call % 3 === 1 ? new Error("transient") : undefined);
+    const outbox = make(h, clock, pub, { batchSize: 7, retry: { maxAttempts: 100, baseDelayMs: 10, maxDelayMs: 10, jitter: 0 } });
+    const expected = new Map<string, string[]>();
+    for (let t = 0; t < 6; t++) {
+      await h.commit(async (tx) => {
+        const batch = [];
+        for (let i = 0; i < 12; i++) {
+          const key = i % 4 === 3 ? null : `k${(t + i) % 3}`;
+          const id = `m-${t}-${i}`;
+          batch.push({ id, topic: "t", key, payload: { t, i } });
+          if (key) expected.set(key, [...(expected.get(key) ?? []), id]);
+        }
+        await outbox.enqueue(tx, batch);
+      });
+    }
+    for (let round = 0; round < 500 && (await outbox.stats()).pending > 0; round++) {
+      await outbox.tick({ maxBatches: 1 });
+      clock.advance(10);
+    }
+    assert.equal(pub.log.length, 72, "every message published");
+    assert.equal(new Set(ids(pub.log)).size, 72, "no message published twice");
+    for (const [key, order] of expected) {
+      assert.deepEqual(ids(pub.log.filter((m) => m.key === key)), order, `order of ${key}`);
+    }
+  });
+
+  it("a failed message holds back later messages of its key until it is published; other keys flow", async (h) => {
+    const clock = new Clock();
+    let failA1 = true;
+    const pub = recorder((m) => {
+      if (m.id === "a1" && failA1) {
+        failA1 = false;
+        return new Error("broker hiccup");
+      }
+    });
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "a1", topic: "t", key: "A", payload: 1 },
+        { id: "b1", topic: "t", key: "B", payload: 1 },
+        { id: "a2", topic: "t", key: "A", payload: 2 },
+        { id: "u1", topic: "t", payload: 1 },
+        { id: "a3", topic: "t", key: "A", payload: 3 },
+      ])
+    );
+    const first = await outbox.tick();
+    assert.equal(first.retried, 1);
+    assert.equal(first.released, 2);
+    assert.deepEqual(ids(pub.log).sort(), ["b1", "u1"]);
+    const held = await outbox.inspect();
+    assert.deepEqual(held.map((r) => [r.id, r.status, r.attempts]), [["a1", "pending", 1], ["a2", "pending", 0], ["a3", "pending", 0]]);
+    assert.equal(held[0]!.lastError, "broker hiccup");
+    assert.equal((await outbox.tick()).claimed, 0, "a2 and a3 wait behind a1's back-off");
+    clock.advance(1_000);
+    const second = await outbox.tick();
+    assert.equal(second.published, 3);
+    assert.deepEqual(ids(pub.log).sort(), ["a1", "a2", "a3", "b1", "u1"]);
+    assert.deepEqual(ids(pub.log.filter((m) => m.key === "A")), ["a1", "a2", "a3"]);
+  });
+
+  it("a message that goes dead releases its key: later messages follow in the same tick", async (h) => {
+    const clock = new Clock();
+    const pub = recorder((m) => m.id === "a1" ? new PublishError("No stream for subject t", { permanent: true }) : undefined);
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "a1", topic: "t", key: "A", payload: 1 },
+        { id: "a2", topic: "t", key: "A", payload: 2 },
+        { id: "a3", topic: "t", key: "A", payload: 3 },
+      ])
+    );
+    const report = await outbox.tick();
+    assert.equal(report.dead, 1);
+    assert.equal(report.published, 2);
+    assert.deepEqual(ids(pub.log), ["a2", "a3"]);
+    const [row] = await outbox.inspect();
+    assert.equal(row!.status, "dead");
+    assert.match(row!.lastError!, /No stream for subject t/);
+  });
+
+  it("a batch carries many messages of one hot key", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub, { batchSize: 100 });
+    await h.commit((tx) => outbox.enqueue(tx, Array.from({ length: 60 }, (_, i) => ({ id: `h${i}`, topic: "t", key: "hot", payload: i }))));
+    const report = await outbox.tick({ maxBatches: 1 });
+    assert.equal(report.batches, 1);
+    assert.equal(report.published, 60);
+    assert.deepEqual(pub.messages.map((m) => m.payload), Array.from({ length: 60 }, (_, i) => i));
+  });
+
+  it("a message with a future deliverAt waits, and holds back later messages of its key", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "later", topic: "t", key: "K", payload: 1, deliverAt: new Date(clock.value + 60_000) },
+        { id: "behind", topic: "t", key: "K", payload: 2 },
+        { id: "free", topic: "t", payload: 3, deliverAt: clock.value + 30_000 },
+        { id: "now", topic: "t", payload: 4 },
+      ])
+    );
+    await outbox.tick();
+    assert.deepEqual(ids(pub.messages), ["now"]);
+    clock.advance(30_000);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.messages), ["now", "free"]);
+    clock.advance(30_000);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.messages), ["now", "free", "later", "behind"]);
+  });
+
+  // ---------------------------------------------------------------- leases
+
+  it("a claim is a lease: no other relay takes the rows until it expires, and the late owner's settle is ignored", async (h) => {
+    const clock = new Clock();
+    const other = await h.connect();
+    const outbox = make(h, clock, memoryPublisher());
+    await h.commit((tx) => outbox.enqueue(tx, [{ id: "x", topic: "t", payload: 1 }, { id: "y", topic: "t", payload: 2 }]));
+    const now = clock.value;
+    const mine = await h.storage.claim({ token: "relay-a:1", now, lockedUntil: now + 30_000, limit: 10 });
+    assert.deepEqual(mine.map((r) => [r.id, r.attempts]).sort(), [["x", 1], ["y", 1]]);
+    const rows = await outbox.inspect();
+    assert.deepEqual(rows.map((r) => [r.status, r.lockedBy]), [["processing", "relay-a:1"], ["processing", "relay-a:1"]]);
+    assert.deepEqual(await other.claim({ token: "relay-b:1", now: now + 29_999, lockedUntil: now + 60_000, limit: 10 }), []);
+    const stolen = await other.claim({ token: "relay-b:2", now: now + 30_000, lockedUntil: now + 60_000, limit: 10 });
+    assert.deepEqual(stolen.map((r) => [r.id, r.attempts]).sort(), [["x", 2], ["y", 2]]);
+    const settle = (token: string) =>
+      h.storage.settle({ token, now: now + 30_001, deletePublished: true, settlements: mine.map((r) => ({ seq: r.seq, outcome: "published" as const })) });
+    assert.equal(await settle("relay-a:1"), 0, "the expired owner settles nothing");
+    assert.equal((await outbox.stats()).processing, 2);
+    assert.equal(await settle("relay-b:2"), 2);
+    assert.equal((await outbox.stats()).processing, 0);
+  });
+
+  it("a key leased to one relay is blocked for the others, unkeyed messages are not", async (h) => {
+    const clock = new Clock();
+    const other = await h.connect();
+    const outbox = make(h, clock, memoryPublisher());
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "k1", topic: "t", key: "K", payload: 1 },
+        { id: "k2", topic: "t", key: "K", payload: 2 },
+        { id: "u", topic: "t", payload: 3 },
+      ])
+    );
+    const now = clock.value;
+    const first = await h.storage.claim({ token: "a:1", now, lockedUntil: now + 30_000, limit: 1 });
+    assert.deepEqual(first.map((r) => r.id), ["k1"]);
+    const second = await other.claim({ token: "b:1", now, lockedUntil: now + 30_000, limit: 10 });
+    assert.deepEqual(second.map((r) => r.id), ["u"]);
+    await h.storage.settle({ token: "a:1", now, deletePublished: true, settlements: [{ seq: first[0]!.seq, outcome: "published" }] });
+    const third = await other.claim({ token: "b:2", now, lockedUntil: now + 30_000, limit: 10 });
+    assert.deepEqual(third.map((r) => r.id), ["k2"]);
+  });
+
+  it("a message whose claims keep expiring goes dead after maxAttempts", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub, { retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 10, jitter: 0 } });
+    await h.commit((tx) => outbox.enqueue(tx, { id: "poison", topic: "t", payload: 1 }));
+    for (let crash = 1; crash <= 2; crash++) {
+      const now = clock.value;
+      const rows = await h.storage.claim({ token: `crashed:${crash}`, now, lockedUntil: now + 30_000, limit: 10 });
+      assert.equal(rows.length, 1);
+      clock.advance(30_000); // the relay died; its lease runs out
+    }
+    const report = await outbox.tick();
+    assert.equal(report.dead, 1);
+    assert.equal(pub.messages.length, 0);
+    const [row] = await outbox.inspect();
+    assert.equal(row!.status, "dead");
+    assert.match(row!.lastError!, /Gave up after 2 attempts/);
+  });
+
+  it("concurrent relays publish every message exactly once and keep per-key order", async (h) => {
+    const clock = new Clock();
+    const log: OutboxRecord[] = [];
+    const publish = async (m: OutboxRecord) => {
+      await new Promise((r) => setTimeout(r, m.seq % 3));
+      log.push(m);
+    };
+    const relays = [make(h, clock, publish, { batchSize: 25 })];
+    for (let i = 0; i < 3; i++) {
+      relays.push(createOutbox<Tx, unknown>({ storage: await h.connect(), publisher: publish, now: clock.now, batchSize: 25, onError: () => {} }));
+    }
+    const expected = new Map<string, string[]>();
+    for (let t = 0; t < 8; t++) {
+      await h.commit(async (tx) => {
+        const batch = Array.from({ length: 50 }, (_, i) => {
+          const key = i % 5 === 0 ? null : `k${(i * 7 + t) % 12}`;
+          const id = `c-${t}-${i}`;
+          if (key) expected.set(key, [...(expected.get(key) ?? []), id]);
+          return { id, topic: "t", key, payload: i };
+        });
+        await relays[0]!.enqueue(tx, batch);
+      });
+    }
+    await Promise.all(relays.map(async (relay) => {
+      for (let i = 0; i < 200; i++) {
+        const report = await relay.tick({ maxBatches: 1 });
+        if (report.claimed === 0 && (await relay.stats()).pending + (await relay.stats()).processing === 0) return;
+      }
+    }));
+    assert.equal(log.length, 400);
+    assert.equal(new Set(ids(log)).size, 400, "no duplicates");
+    for (const [key, order] of expected) assert.deepEqual(ids(log.filter((m) => m.key === key)), order, `order of ${key}`);
+  }, 60_000);
+
+  it("ten overlapping tick() calls on one outbox publish no message twice", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub, { batchSize: 10 });
+    await h.commit((tx) => outbox.enqueue(tx, Array.from({ length: 150 }, (_, i) => ({ topic: "t", key: i % 2 ? `k${i % 5}` : null, payload: i }))));
+    const reports = await Promise.all(Array.from({ length: 10 }, () => outbox.tick({ maxBatches: 3 })));
+    const claimed = reports.reduce((s, r) => s + r.claimed, 0);
+    assert.equal(claimed, pub.messages.length);
+    assert.equal(new Set(ids(pub.messages)).size, pub.messages.length);
+    await outbox.tick({ budgetMs: 60_000 });
+    assert.equal(new Set(ids(pub.messages)).size, 150);
+    assert.equal(pub.messages.length, 150);
+  });
+
+  // ---------------------------------------------------------------- retries
+
+  it("a failing message is retried with exponential back-off, then goes dead with lastError", async (h) => {
+    const clock = new Clock();
+    const pub = recorder(() => new Error("connection refused"));
+    const outbox = make(h, clock, pub, { retry: { maxAttempts: 3, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0 } });
+    await h.commit((tx) => outbox.enqueue(tx, { id: "r", topic: "t", payload: 1 }));
+    assert.equal((await outbox.tick()).retried, 1);
+    let [row] = await outbox.inspect();
+    assert.equal(row!.availableAt, clock.value + 1_000);
+    assert.equal(row!.lastError, "connection refused");
+    clock.advance(999);
+    assert.equal((await outbox.tick()).claimed, 0, "not before the back-off");
+    clock.advance(1);
+    assert.equal((await outbox.tick()).retried, 1);
+    [row] = await outbox.inspect();
+    assert.equal(row!.availableAt, clock.value + 2_000, "the delay doubles");
+    clock.advance(2_000);
+    const last = await outbox.tick();
+    assert.equal(last.dead, 1);
+    [row] = await outbox.inspect();
+    assert.equal(row!.status, "dead");
+    assert.equal(row!.attempts, 3);
+    assert.match(row!.lastError!, /connection refused \(after 3 attempts\)/);
+    assert.equal((await outbox.stats()).dead, 1);
+  });
+
+  it("a permanent error sends a message straight to dead", async (h) => {
+    const clock = new Clock();
+    const pub = recorder((m) => m.id === "p1" ? new PublishError("Message over max_payload", { permanent: true }) : Object.assign(new Error("not authorized"), { permanent: true }));
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) => outbox.enqueue(tx, [{ id: "p1", topic: "t", payload: 1 }, { id: "p2", topic: "t", payload: 1 }]));
+    const report = await outbox.tick();
+    assert.equal(report.dead, 2);
+    const rows = await outbox.inspect();
+    assert.deepEqual(rows.map((r) => [r.id, r.status, r.attempts]), [["p1", "dead", 1], ["p2", "dead", 1]]);
+    assert.match(rows[0]!.lastError!, /max_payload/);
+  });
+
+  it("filter() settles a message without publishing it", async (h) => {
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub, { filter: (m) => m.topic !== "internal" });
+    await h.commit((tx) => outbox.enqueue(tx, [{ id: "i", topic: "internal", payload: 1 }, { id: "e", topic: "external", payload: 1 }]));
+    const report = await outbox.tick();
+    assert.equal(report.filtered, 1);
+    assert.equal(report.published, 1);
+    assert.deepEqual(ids(pub.messages), ["e"]);
+    assert.equal((await outbox.stats()).pending, 0);
+  });
+
+  // ---------------------------------------------------------------- retention
+
+  it("published rows are deleted at once by default", async (h) => {
+    const clock = new Clock();
+    const outbox = make(h, clock, memoryPublisher());
+    await h.commit((tx) => outbox.enqueue(tx, [{ topic: "t", payload: 1 }, { topic: "t", payload: 2 }]));
+    await outbox.tick();
+    assert.deepEqual(await outbox.inspect(), []);
+  });
+
+  it("retention keeps published and dead rows for their time, then deletes them in bounded batches", async (h) => {
+    const clock = new Clock();
+    const pub = recorder((m) => m.topic === "bad" ? new PublishError("rejected", { permanent: true }) : undefined);
+    const outbox = make(h, clock, pub, { retention: { publishedMs: 1_000, deadMs: 5_000, intervalMs: 0, batchSize: 3 } });
+    await h.commit((tx) => outbox.enqueue(tx, [...Array.from({ length: 5 }, (_, i) => ({ topic: "ok", payload: i })), { topic: "bad", payload: 0 }]));
+    await outbox.tick();
+    let stats = await outbox.stats();
+    assert.deepEqual([stats.published, stats.dead, stats.pending], [5, 1, 0]);
+    clock.advance(999);
+    assert.equal((await outbox.tick()).cleaned, 0, "not before publishedMs");
+    clock.advance(2);
+    assert.equal((await outbox.tick()).cleaned, 3, "bounded by retention.batchSize");
+    assert.equal((await outbox.tick()).cleaned, 2);
+    stats = await outbox.stats();
+    assert.deepEqual([stats.published, stats.dead], [0, 1]);
+    clock.advance(5_000);
+    assert.equal((await outbox.tick()).cleaned, 1);
+    assert.deepEqual(await outbox.inspect(), []);
+  });
+
+  // ---------------------------------------------------------------- stats, requeue
+
+  it("stats() counts messages by status and reports the age of the oldest unpublished one", async (h) => {
+    const clock = new Clock();
+    const pub = recorder((m) => m.topic === "bad" ? new PublishError("no", { permanent: true }) : undefined);
+    const outbox = make(h, clock, pub, { retention: { publishedMs: 60_000 } });
+    let stats = await outbox.stats();
+    assert.deepEqual(stats, { pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null, oldestPendingAgeMs: 0 });
+    const t0 = clock.value;
+    await h.commit((tx) => outbox.enqueue(tx, [{ topic: "ok", payload: 1 }, { topic: "bad", payload: 1 }]));
+    clock.advance(1_000);
+    await h.commit((tx) => outbox.enqueue(tx, { topic: "later", payload: 1, deliverAt: clock.value + 10_000 }));
+    clock.advance(4_000);
+    stats = await outbox.stats();
+    assert.equal(stats.pending, 3);
+    assert.equal(stats.oldestPendingAgeMs, 5_000);
+    assert.equal(stats.oldestPendingAt?.getTime(), t0);
+    await outbox.tick();
+    stats = await outbox.stats();
+    assert.deepEqual([stats.pending, stats.processing, stats.published, stats.dead], [1, 0, 1, 1]);
+    assert.equal(stats.oldestPendingAgeMs, 4_000);
+    await h.storage.claim({ token: "z:1", now: clock.value + 20_000, lockedUntil: clock.value + 50_000, limit: 10 });
+    stats = await outbox.stats();
+    assert.deepEqual([stats.pending, stats.processing], [0, 1]);
+  });
+
+  it("requeue() gives dead messages another life, by topic, by id or all", async (h) => {
+    const clock = new Clock();
+    let broken = true;
+    const pub = recorder(() => broken ? new PublishError("stream missing", { permanent: true }) : undefined);
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "a", topic: "ta", payload: 1 },
+        { id: "b", topic: "tb", payload: 1 },
+        { id: "c", topic: "tc", payload: 1 },
+      ])
+    );
+    await outbox.tick();
+    assert.equal((await outbox.stats()).dead, 3);
+    broken = false;
+    assert.equal(await outbox.requeue({ topic: "ta" }), 1);
+    assert.equal(await outbox.requeue({ ids: ["b", "missing"] }), 1);
+    assert.equal(await outbox.requeue({ ids: [] }), 0);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.log).sort(), ["a", "b"]);
+    assert.equal(await outbox.requeue(), 1);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.log).sort(), ["a", "b", "c"]);
+    assert.equal(pub.log.find((m) => m.id === "c")!.attempts, 1, "attempts start over");
+    assert.equal(await outbox.requeue(), 0);
+  });
+
+  // ---------------------------------------------------------------- tick budget, loop
+
+  it("tick() stops starting messages when its time budget runs out and releases the rest", async (h) => {
+    const clock = new Clock();
+    const pub = recorder(() => void clock.advance(1_000));
+    const outbox = make(h, clock, pub, { concurrency: 1 });
+    await h.commit((tx) => outbox.enqueue(tx, Array.from({ length: 10 }, (_, i) => ({ id: `b${i}`, topic: "t", payload: i }))));
+    const report = await outbox.tick({ budgetMs: 2_500 });
+    assert.equal(report.published, 3);
+    assert.equal(report.released, 7);
+    const stats = await outbox.stats();
+    assert.deepEqual([stats.pending, stats.processing], [7, 0]);
+    assert.ok((await outbox.inspect()).every((r) => r.attempts === 0), "released messages keep their attempts");
+  });
+
+  it("start() publishes what commits while it runs, and stop() waits for the batch in flight", async (h) => {
+    const gate = Promise.withResolvers<void>();
+    const entered = Promise.withResolvers<void>();
+    const log: string[] = [];
+    const outbox = createOutbox<Tx, unknown>({
+      storage: h.storage,
+      onError: () => {},
+      publisher: async (m) => {
+        if (m.id === "slow") {
+          entered.resolve();
+          await gate.promise;
+        }
+        log.push(m.id);
+      },
+    });
+    const relay = outbox.start({ minIdleMs: 1, maxIdleMs: 5 });
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "slow", topic: "t", key: "K", payload: 1 },
+        { id: "next", topic: "t", key: "K", payload: 2 },
+      ])
+    );
+    await entered.promise;
+    let stopped = false;
+    const stopping = relay.stop().then(() => (stopped = true));
+    for (let i = 0; i < 20; i++) await Promise.resolve();
+    assert.equal(stopped, false, "stop() waits for the publish in flight");
+    assert.equal(relay.running, true);
+    gate.resolve();
+    await stopping;
+    assert.equal(relay.running, false);
+    assert.deepEqual(log, ["slow"], "nothing new starts after stop()");
+    const rows = await outbox.inspect();
+    assert.deepEqual(rows.map((r) => [r.id, r.status, r.attempts]), [["next", "pending", 0]], "the unstarted message is released");
+  });
+
+  it("start() stops on an AbortSignal and keeps running through storage errors", async (h) => {
+    const controller = new AbortController();
+    const errors: unknown[] = [];
+    let failNextClaim = true;
+    const storage: OutboxStorage<Tx, unknown> = {
+      ...h.storage,
+      claim: (request) => {
+        if (failNextClaim) {
+          failNextClaim = false;
+          return Promise.reject(new Error("connection reset"));
+        }
+        return h.storage.claim(request);
+      },
+    };
+    const published = Promise.withResolvers<string>();
+    const outbox = createOutbox<Tx, unknown>({
+      storage,
+      publisher: (m) => published.resolve(m.id),
+      onError: (e) => errors.push(e),
+    });
+    await h.commit((tx) => outbox.enqueue(tx, { id: "after-error", topic: "t", payload: 1 }));
+    const relay = outbox.start({ signal: controller.signal, minIdleMs: 1, maxIdleMs: 5 });
+    assert.equal(await published.promise, "after-error");
+    controller.abort();
+    await relay.done;
+    assert.equal(relay.running, false);
+    assert.equal(errors.length, 1);
+    assert.match(String(errors[0]), /connection reset/);
+  });
+
+  // ---------------------------------------------------------------- setup
+
+  it("setup() is idempotent and safe to run from several connections at once", async (h) => {
+    const others = [h.storage, await h.connect(), await h.connect()];
+    await Promise.all(others.map((s) => s.setup()));
+    await h.storage.setup();
+    const clock = new Clock();
+    const pub = memoryPublisher();
+    const outbox = make(h, clock, pub);
+    await h.commit((tx) => outbox.enqueue(tx, { id: "s", topic: "t", payload: 1 }));
+    await outbox.tick();
+    assert.deepEqual(ids(pub.messages), ["s"]);
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * libSQL test fixtures: a fresh database file per test, in the system temp folder.
+ */
+
+import { createClient, type Client } from "@libsql/client";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { libsqlStorage, type LibsqlTx } from "../adapters/libsql/mod.ts";
+import type { StorageHarness } from "./conformance/storage.ts";
+
+/** A temp folder and a `file:` URL inside it. */
+export function tempDatabase(): { url: string; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), "x-outbox-"));
+  return { url: `file:${join(dir, "test.db")}`, dir };
+}
+
+/** Opens a client in WAL mode, as a multi-process deployment would. */
+export async function openClient(url: string): Promise<Client> {
+  const client = createClient({ url });
+  await client.execute("PRAGMA journal_mode = WAL");
+  return client;
+}
+
+/** Builds the conformance harness on a fresh file database. */
+export async function libsqlHarness(table = "outbox"): Promise<StorageHarness<LibsqlTx>> {
+  const { url, dir } = tempDatabase();
+  const clients: Client[] = [];
+  const client = await openClient(url);
+  clients.push(client);
+  await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)");
+  const storage = libsqlStorage(client, { table });
+  await storage.setup();
+  return {
+    storage,
+    async connect() {
+      const other = await openClient(url);
+      clients.push(other);
+      return libsqlStorage(other, { table });
+    },
+    async commit(fn) {
+      const tx = await client.transaction("write");
+      try {
+        const result = await fn(tx);
+        await tx.commit();
+        return result;
+      } catch (error) {
+        await tx.rollback();
+        throw error;
+      } finally {
+        tx.close();
+      }
+    },
+    async rollback(fn) {
+      const tx = await client.transaction("write");
+      try {
+        await fn(tx);
+      } finally {
+        await tx.rollback();
+        tx.close();
+      }
+    },
+    async insertOrder(tx, id) {
+      await tx.execute({ sql: "INSERT INTO orders (id) VALUES (?)", args: [id] });
+    },
+    async orderCount() {
+      const rs = await client.execute("SELECT count(*) AS n FROM orders");
+      return Number(rs.rows[0]!.n);
+    },
+    async closedTransaction() {
+      const tx = await client.transaction("write");
+      await tx.commit();
+      return tx;
+    },
+    async close() {
+      for (const c of clients) c.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
