@@ -47,6 +47,7 @@ import type {
   StorageStats,
 } from "../../src/types.ts";
 import {
+  claimedSql,
   claimSql,
   cleanupSql,
   createStatements,
@@ -165,6 +166,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
   const schemaSql = createStatements(n);
   const sql = {
     claim: claimSql(n),
+    claimed: claimedSql(n),
     cleanup: cleanupSql(n),
     stats: statsSql(n),
     requeue: requeueSql(n),
@@ -184,7 +186,19 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       try {
         return await run();
       } catch (error) {
-        if (isBusy(error) && Date.now() - started < busyTimeoutMs) {
+        if (!isBusy(error)) throw wrap(what, error);
+        // The embedded driver leaves the failed statement open on its connection, and
+        // every later COMMIT there fails with "SQL statements in progress": start a
+        // fresh connection. (Waiting with PRAGMA busy_timeout instead would block the
+        // event loop, and with it the very transaction we are waiting for.)
+        if (client.protocol === "file" && !client.closed) {
+          try {
+            client.reconnect();
+          } catch {
+            // The next attempt reports a broken client.
+          }
+        }
+        if (Date.now() - started < busyTimeoutMs) {
           await sleep(delay * (0.5 + Math.random()));
           delay = Math.min(delay * 2, 100);
           continue;
@@ -285,8 +299,12 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
 
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
       // A write batch is BEGIN IMMEDIATE … COMMIT locally and one request over HTTP.
-      const [rs] = await withBusyRetry("claim messages", () =>
-        client.batch([{ sql: sql.claim, args: [request.token, request.lockedUntil, request.now, request.limit] }], "write"));
+      const [updated, rs] = await withBusyRetry("claim messages", () =>
+        client.batch([
+          { sql: sql.claim, args: [request.token, request.lockedUntil, request.now, request.limit] },
+          { sql: sql.claimed, args: [request.token] },
+        ], "write"));
+      if (updated!.rowsAffected === 0) return [];
       return rs!.rows.map((row: Row) => ({
         seq: num(row.seq),
         id: String(row.id),

@@ -11,6 +11,7 @@ export interface LibsqlNames {
   readonly claimIndex: string;
   readonly keyIndex: string;
   readonly settledIndex: string;
+  readonly lockedIndex: string;
 }
 
 /** Builds the quoted names for a checked table name. */
@@ -20,6 +21,7 @@ export function libsqlNames(table: string): LibsqlNames {
     claimIndex: `"${table}_claim_idx"`,
     keyIndex: `"${table}_key_idx"`,
     settledIndex: `"${table}_settled_idx"`,
+    lockedIndex: `"${table}_locked_idx"`,
   };
 }
 
@@ -47,6 +49,8 @@ export function createStatements(n: LibsqlNames): string[] {
     `CREATE INDEX IF NOT EXISTS ${n.keyIndex} ON ${n.table} (key, seq, available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
     // Retention cleanup and stats of settled rows.
     `CREATE INDEX IF NOT EXISTS ${n.settledIndex} ON ${n.table} (status, settled_at) WHERE available_at IS NULL`,
+    // Rows of one claim token: reading a claim back and settling it.
+    `CREATE INDEX IF NOT EXISTS ${n.lockedIndex} ON ${n.table} (locked_by) WHERE locked_by IS NOT NULL`,
   ];
 }
 
@@ -67,6 +71,10 @@ export function insertSql(n: LibsqlNames, count: number): string {
  * claimable. Taking them in seq order means a batch holds a prefix of each key's run.
  * Uses claimIndex for the scan and keyIndex for the barrier.
  * Params: ?1 token, ?2 lease end, ?3 now, ?4 limit.
+ *
+ * No RETURNING: the embedded driver leaves a RETURNING statement open inside a batch
+ * ("cannot commit transaction - SQL statements in progress"), so the claimed rows are
+ * read back by token (claimedSql) in the same write batch, which is just as atomic.
  */
 export function claimSql(n: LibsqlNames): string {
   return `UPDATE ${n.table}
@@ -80,8 +88,12 @@ WHERE seq IN (
     ))
   ORDER BY c.seq
   LIMIT ?4
-)
-RETURNING seq, id, topic, key, payload, headers, attempts, created_at`;
+)`;
+}
+
+/** Reads back the rows leased to one claim token (lockedIndex). Param: ?1 token. */
+export function claimedSql(n: LibsqlNames): string {
+  return `SELECT seq, id, topic, key, payload, headers, attempts, created_at FROM ${n.table} WHERE locked_by = ?1 ORDER BY seq`;
 }
 
 /** Settlement statements; `?` lists are JSON arrays expanded by json_each. */
