@@ -6,7 +6,7 @@ storageConformance("libsql", () => libsqlHarness());
 // ------------------------------------------------------------- libSQL-specific
 
 import assert from "node:assert/strict";
-import type { Client, InStatement } from "@libsql/client";
+import type { Client, InStatement, InValue } from "@libsql/client";
 import { createOutbox, memoryPublisher, OutboxConfigError, OutboxStorageError } from "../mod.ts";
 import { libsqlSchema, libsqlStorage } from "../adapters/libsql/mod.ts";
 import { claimedSql, claimSql, cleanupSql, libsqlNames, settleSql } from "../adapters/libsql/sql.ts";
@@ -135,7 +135,7 @@ test("libsql: the claim, read-back, settle and cleanup queries use the outbox in
     const storage = libsqlStorage(client);
     await storage.setup();
     const n = libsqlNames("outbox");
-    const plan = async (sql: string, args: InStatement["args"]) => {
+    const plan = async (sql: string, args: InValue[]) => {
       const rs = await client.execute({ sql: `EXPLAIN QUERY PLAN ${sql}`, args } as InStatement);
       return rs.rows.map((r) => String(r.detail)).join("\n");
     };
