@@ -241,7 +241,7 @@ async function attempt(
       report.filtered++;
       return { seq: row.seq, outcome: "published" };
     }
-    await ctx.publisher.publish(record, context);
+    await untilAborted(ctx.publisher.publish(record, context), context.signal);
     report.published++;
     return { seq: row.seq, outcome: "published" };
   } catch (error) {
@@ -257,4 +257,32 @@ async function attempt(
     report.retried++;
     return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
   }
+}
+
+/**
+ * Settles with `work`, or rejects once `signal` aborts: a publisher that ignores its
+ * signal must not hold the tick (and the other lanes' settlement) past the lease.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      work.catch(() => {});
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }

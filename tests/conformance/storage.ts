@@ -571,6 +571,27 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     assert.equal((await outbox.stats()).pending, 0);
   });
 
+  it("a publish that outlives its lease is abandoned as a failed attempt, and the tick moves on", async (h) => {
+    const outbox = createOutbox<Tx, unknown>({
+      storage: h.storage,
+      leaseMs: 200,
+      onError: () => {},
+      publisher: (m, { signal }) => {
+        assert.equal(signal.aborted, false);
+        // Ignores its signal and never settles: a hung broker connection.
+        return m.id === "hangs" ? new Promise<void>(() => {}) : Promise.resolve();
+      },
+    });
+    await h.commit((tx) => outbox.enqueue(tx, [{ id: "hangs", topic: "t", payload: 1 }, { id: "fine", topic: "t", payload: 2 }]));
+    const report = await outbox.tick();
+    assert.equal(report.published, 1);
+    assert.equal(report.retried, 1);
+    const [row] = await outbox.inspect();
+    assert.equal(row!.id, "hangs");
+    assert.equal(row!.status, "pending");
+    assert.match(row!.lastError!, /lease ended/);
+  });
+
   // ---------------------------------------------------------------- retention
 
   it("published rows are deleted at once by default", async (h) => {
