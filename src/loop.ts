@@ -62,6 +62,18 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       wakeUp = done;
     });
 
+  // An enqueue in this process will most likely commit within milliseconds: poll
+  // again soon rather than at the end of a long idle wait. (A hint, like NOTIFY.)
+  let nudgeTimer: ReturnType<typeof setTimeout> | undefined;
+  const nudge = () => {
+    if (nudgeTimer !== undefined || stopSignal.aborted) return;
+    nudgeTimer = setTimeout(() => {
+      nudgeTimer = undefined;
+      wake();
+    }, Math.min(minIdle, 20));
+  };
+  ctx.nudges.add(nudge);
+
   if (ctx.storage.listen) {
     ctx.storage.listen(wake, stopSignal).catch((error) => ctx.options.onError(error, { phase: "listen" }));
   }
@@ -98,6 +110,8 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       idle = woken ? minIdle : Math.min(maxIdle, idle * 2);
     }
     running = false;
+    ctx.nudges.delete(nudge);
+    clearTimeout(nudgeTimer);
     options.signal?.removeEventListener("abort", onAbort);
   })();
 

@@ -132,6 +132,10 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     options: resolved,
     claims: 0,
     lastCleanupAt: -Infinity,
+    nudges: new Set(),
+  };
+  const nudge = () => {
+    for (const n of ctx.nudges) n();
   };
   const prepare = (messages: unknown) => {
     const rows = prepareMessages(messages, { schemas, maxPayloadBytes: resolved.maxPayloadBytes, now: resolved.now() });
@@ -143,7 +147,10 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     setup: () => storage.setup(),
     async enqueue(tx, messages) {
       const rows = prepare(messages);
-      if (rows.length > 0) await storage.insert(tx, rows);
+      if (rows.length > 0) {
+        await storage.insert(tx, rows);
+        nudge();
+      }
       return rows.map((r) => r.id);
     },
     statements(messages) {
@@ -151,7 +158,9 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
         throw new OutboxConfigError(`The ${storage.name} storage has no statement form; use enqueue(tx, messages)`, "storage");
       }
       const rows = prepare(messages);
-      return rows.length > 0 ? storage.statements(rows) : [];
+      if (rows.length === 0) return [];
+      nudge();
+      return storage.statements(rows);
     },
     tick: (tickOptions) => runTick(ctx, tickOptions),
     start: (startOptions) => startLoop(ctx, startOptions),

@@ -58,6 +58,8 @@ export interface RelayContext {
   readonly options: ResolvedOptions;
   claims: number;
   lastCleanupAt: number;
+  /** Running loops' hooks, called after an enqueue in this process (see startLoop). */
+  readonly nudges: Set<() => void>;
 }
 
 /** Creates an empty report. */

@@ -756,6 +756,29 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     assert.match(String(errors[0]), /connection reset/);
   });
 
+  it("start() picks up a message enqueued in this process without waiting out its idle interval", async (h) => {
+    const firstClaim = Promise.withResolvers<void>();
+    const storage: OutboxStorage<Tx, unknown> = {
+      ...h.storage,
+      claim: async (request) => {
+        const rows = await h.storage.claim(request);
+        firstClaim.resolve();
+        return rows;
+      },
+    };
+    const published = Promise.withResolvers<string>();
+    const outbox = createOutbox<Tx, unknown>({ storage, publisher: (m) => published.resolve(m.id), onError: () => {} });
+    // Idle polling every 60 s: only the enqueue hint can make this test finish in time.
+    const relay = outbox.start({ minIdleMs: 60_000, maxIdleMs: 60_000 });
+    try {
+      await firstClaim.promise;
+      await h.commit((tx) => outbox.enqueue(tx, { id: "hinted", topic: "t", payload: 1 }));
+      assert.equal(await published.promise, "hinted");
+    } finally {
+      await relay.stop();
+    }
+  }, 10_000);
+
   // ---------------------------------------------------------------- setup
 
   it("setup() is idempotent and safe to run from several connections at once", async (h) => {
