@@ -6,7 +6,8 @@ import { libsqlStorage } from "@x/outbox/libsql";
 const client = createClient({ url: "file:example.db" });
 const outbox = createOutbox({
   storage: libsqlStorage(client),
-  publisher: async (message) => console.log("published", message.topic, message.key, message.payload),
+  // A publisher is any (async) function of the message; here it only prints.
+  publisher: (message) => console.log("published", message.topic, message.key, message.payload),
 });
 await outbox.setup();
 await client.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, total REAL NOT NULL)");
