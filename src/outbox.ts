@@ -27,11 +27,15 @@ export interface OutboxStats {
   published: number;
   /** Given up; see `lastError`, and `requeue()` to retry. */
   dead: number;
-  /** When the oldest unpublished message was enqueued, or `null` when none waits. */
+  /**
+   * Since when the longest-waiting unpublished message has been due (its enqueue time,
+   * or its `deliverAt`), or `null` when none waits. Messages scheduled for the future
+   * do not count; messages backing off after failed publishes do.
+   */
   oldestPendingAt: Date | null;
   /**
-   * Age in ms of the oldest unpublished message (0 when none). A value that keeps
-   * growing is a stalled relay: alert on it.
+   * How long the longest-waiting due message has waited, in ms (0 when none). A value
+   * that keeps growing means a stalled relay or a failing broker: alert on it.
    */
   oldestPendingAgeMs: number;
 }

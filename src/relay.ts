@@ -84,6 +84,9 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
   if (started - ctx.lastCleanupAt >= o.retention.intervalMs) {
     ctx.lastCleanupAt = started;
     report.cleaned += await runCleanup(ctx, started);
+    // A full batch means more expired rows wait: stay due, so every tick deletes one
+    // more bounded batch until retention has caught up.
+    if (report.cleaned >= o.retention.batchSize) ctx.lastCleanupAt = -Infinity;
   }
 
   while (report.batches < maxBatches && !options.signal?.aborted) {
@@ -95,9 +98,10 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
     report.batches++;
     report.claimed += rows.length;
     if (rows.length === 0) break;
-    // Stop starting messages a little before the lease ends: past it, another relay may own them.
-    const stopAt = Math.min(deadline, lockedUntil - Math.min(1_000, o.leaseMs / 10));
-    const settlements = await publishBatch(ctx, rows, stopAt, options.signal, report);
+    // A little before the lease ends, publishes in flight are abandoned: past it,
+    // another relay may own the rows. The budget only stops new publishes.
+    const leaseEnd = lockedUntil - Math.min(1_000, o.leaseMs / 10);
+    const settlements = await publishBatch(ctx, rows, Math.min(deadline, leaseEnd), leaseEnd, options.signal, report);
     const matched = await storage.settle({
       token,
       now: o.now(),
@@ -148,6 +152,7 @@ async function publishBatch(
   ctx: RelayContext,
   rows: readonly ClaimedRow[],
   stopAt: number,
+  leaseEnd: number,
   signal: AbortSignal | undefined,
   report: TickReport,
 ): Promise<Settlement[]> {
@@ -174,7 +179,7 @@ async function publishBatch(
   const settlements: Settlement[] = [];
   // Publishes in flight are told to give up when the lease is about to end.
   const leaseAbort = new AbortController();
-  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, stopAt - o.now()));
+  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, leaseEnd - o.now()));
   const context = { signal: leaseAbort.signal };
   const stopped = () => signal?.aborted === true || o.now() >= stopAt;
 

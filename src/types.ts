@@ -52,7 +52,12 @@ export interface OutboxRecord {
 
 /** Context passed to a publisher with each message. */
 export interface PublishContext {
-  /** Aborted when the relay stops or the tick's time budget runs out. */
+  /**
+   * Aborted shortly before the claim's lease ends: give up, because another relay may
+   * take the message after that. (Stopping the relay does not abort a publish in
+   * flight; `stop()` waits for it.) A publish still running when the signal fires is
+   * counted as a failed attempt.
+   */
   readonly signal: AbortSignal;
 }
 
@@ -162,7 +167,11 @@ export interface StorageStats {
   readonly processing: number;
   readonly published: number;
   readonly dead: number;
-  /** `createdAt` (epoch ms) of the oldest unpublished (pending or processing) row. */
+  /**
+   * Since when (epoch ms) the longest-waiting unpublished message has been due: its
+   * `createdAt`, or its `deliverAt` when it was scheduled. Messages scheduled for the
+   * future are not counted; messages backing off after failures are.
+   */
   readonly oldestPendingAt: number | null;
 }
 
@@ -217,7 +226,7 @@ export interface OutboxStorage<Tx = unknown, Stmt = never> {
   settle(request: SettleRequest): Promise<number>;
   /** Deletes expired `published`/`dead` rows, at most `limit`; resolves with the count. */
   cleanup(request: CleanupRequest): Promise<number>;
-  /** Counts rows per status and finds the oldest unpublished row. */
+  /** Counts rows per status and finds the longest-waiting due row. */
   stats(now: number): Promise<StorageStats>;
   /** Moves matching rows back to `pending`; resolves with the count. */
   requeue(request: RequeueRequest): Promise<number>;

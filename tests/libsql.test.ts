@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import type { Client, InStatement, InValue } from "@libsql/client";
 import { createOutbox, memoryPublisher, OutboxConfigError, OutboxStorageError } from "../mod.ts";
 import { libsqlSchema, libsqlStorage } from "../adapters/libsql/mod.ts";
-import { claimedSql, claimSql, cleanupSql, libsqlNames, settleSql } from "../adapters/libsql/sql.ts";
+import { claimedSql, claimSql, cleanupSql, libsqlNames, settleSql, statsSql } from "../adapters/libsql/sql.ts";
 import { test } from "./harness.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
 import { rmSync } from "node:fs";
@@ -120,13 +120,19 @@ test("libsql: enqueue() before setup() says to run setup()", () =>
 test("libsql: libsqlSchema() returns the DDL that setup() runs", () =>
   withDatabase(async (client) => {
     const statements = libsqlSchema({ table: "events_outbox" });
-    assert.equal(statements.length, 5);
+    assert.equal(statements.length, 6);
     for (const s of statements) await client.execute(s);
     const storage = libsqlStorage(client, { table: "events_outbox" });
     assert.deepEqual(storage.schemaSql, statements);
     await storage.setup(); // idempotent on top of a hand-run migration
     const idx = await client.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events_outbox' AND sql IS NOT NULL ORDER BY name");
-    assert.deepEqual(idx.rows.map((r) => r.name), ["events_outbox_claim_idx", "events_outbox_key_idx", "events_outbox_locked_idx", "events_outbox_settled_idx"]);
+    assert.deepEqual(idx.rows.map((r) => r.name), [
+      "events_outbox_claim_idx",
+      "events_outbox_key_idx",
+      "events_outbox_locked_idx",
+      "events_outbox_scheduled_idx",
+      "events_outbox_settled_idx",
+    ]);
     assert.throws(() => libsqlSchema({ table: "bad name" }), OutboxConfigError);
   }));
 
@@ -147,6 +153,10 @@ test("libsql: the claim, read-back, settle and cleanup queries use the outbox in
       assert.match(await plan(settle, ["t", "[]", 1]), /outbox_locked_idx \(locked_by=\?( AND rowid=\?)?\)/);
     }
     assert.match(await plan(cleanupSql(n), ["published", 1, 10]), /USING (COVERING )?INDEX outbox_settled_idx \(status=\? AND settled_at<\?\)/);
+    assert.match(claim, /SCAN c USING COVERING INDEX outbox_claim_idx/, "the claim scan reads no table rows");
+    const oldest = await plan(statsSql(n)[1]!, [1]);
+    assert.match(oldest, /USING (COVERING )?INDEX outbox_claim_idx/);
+    assert.match(oldest, /USING (COVERING )?INDEX outbox_scheduled_idx \(deliver_at/);
     assert.doesNotMatch(claim + (await plan(cleanupSql(n), ["dead", 1, 10])), /SCAN outbox(?! USING)|SCAN c$/m);
   }));
 

@@ -5,6 +5,10 @@
  * (`libsql://`, `https://`) and the edge client (`@libsql/client/web`): it only uses
  * `execute` and `batch`, which every libSQL client has.
  *
+ * With `:memory:`, `@libsql/client` gives every `client.transaction()` a new, empty
+ * database: enqueue with `outbox.statements()` in `client.batch()` or with the client
+ * itself there, or use a `file:` database (a temp file is as fast for tests).
+ *
  * @example
  * ```ts
  * import { createClient } from "@libsql/client";
@@ -230,6 +234,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
         args[i++] = r.body;
         args[i++] = r.headers;
         args[i++] = r.availableAt;
+        args[i++] = r.availableAt > r.createdAt ? r.availableAt : null;
         args[i++] = r.createdAt;
       }
       statements.push({ sql: insertSql(n, chunk.length), args });
@@ -370,9 +375,9 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       return deleted;
     },
 
-    async stats(): Promise<StorageStats> {
+    async stats(now: number): Promise<StorageStats> {
       const [counts, oldest] = await withBusyRetry("read outbox stats", () =>
-        client.batch(sql.stats.map((s) => ({ sql: s, args: [] })), "read"));
+        client.batch([{ sql: sql.stats[0]!, args: [] }, { sql: sql.stats[1]!, args: [now] }], "read"));
       const by: Record<string, number> = { pending: 0, processing: 0, published: 0, dead: 0 };
       for (const row of counts!.rows) by[String(row.status)] = (by[String(row.status)] ?? 0) + num(row.n);
       const first = oldest!.rows[0];
@@ -381,7 +386,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
         processing: by.processing!,
         published: by.published!,
         dead: by.dead!,
-        oldestPendingAt: first ? num(first.created_at) : null,
+        oldestPendingAt: first ? numOrNull(first.since) : null,
       };
     },
 

@@ -12,6 +12,7 @@ export interface LibsqlNames {
   readonly keyIndex: string;
   readonly settledIndex: string;
   readonly lockedIndex: string;
+  readonly scheduledIndex: string;
 }
 
 /** Builds the quoted names for a checked table name. */
@@ -22,6 +23,7 @@ export function libsqlNames(table: string): LibsqlNames {
     keyIndex: `"${table}_key_idx"`,
     settledIndex: `"${table}_settled_idx"`,
     lockedIndex: `"${table}_locked_idx"`,
+    scheduledIndex: `"${table}_scheduled_idx"`,
   };
 }
 
@@ -38,29 +40,32 @@ export function createStatements(n: LibsqlNames): string[] {
   status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'published', 'dead')),
   attempts INTEGER NOT NULL DEFAULT 0,
   available_at INTEGER,
+  deliver_at INTEGER,
   locked_by TEXT,
   last_error TEXT,
   created_at INTEGER NOT NULL,
   settled_at INTEGER
 )`,
-    // Claim scan: unsettled rows in seq order, due time covered.
-    `CREATE INDEX IF NOT EXISTS ${n.claimIndex} ON ${n.table} (seq, available_at) WHERE available_at IS NOT NULL`,
+    // Claim scan: unsettled rows in seq order; due time and key covered.
+    `CREATE INDEX IF NOT EXISTS ${n.claimIndex} ON ${n.table} (seq, available_at, key) WHERE available_at IS NOT NULL`,
     // Per-key barrier: earlier unsettled rows of one key.
     `CREATE INDEX IF NOT EXISTS ${n.keyIndex} ON ${n.table} (key, seq, available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
     // Retention cleanup and stats of settled rows.
     `CREATE INDEX IF NOT EXISTS ${n.settledIndex} ON ${n.table} (status, settled_at) WHERE available_at IS NULL`,
     // Rows of one claim token: reading a claim back and settling it.
     `CREATE INDEX IF NOT EXISTS ${n.lockedIndex} ON ${n.table} (locked_by) WHERE locked_by IS NOT NULL`,
+    // Unsettled messages scheduled with deliverAt: stats' oldest-due age (empty without deliverAt).
+    `CREATE INDEX IF NOT EXISTS ${n.scheduledIndex} ON ${n.table} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
   ];
 }
 
 /** Columns written by an insert, in bind order. */
-export const INSERT_COLUMNS = 7;
+export const INSERT_COLUMNS = 8;
 
 /** A multi-row insert for `count` rows. */
 export function insertSql(n: LibsqlNames, count: number): string {
-  const row = "(?, ?, ?, ?, ?, 'pending', 0, ?, ?)";
-  return `INSERT INTO ${n.table} (id, topic, key, payload, headers, status, attempts, available_at, created_at) VALUES ${
+  const row = "(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)";
+  return `INSERT INTO ${n.table} (id, topic, key, payload, headers, status, attempts, available_at, deliver_at, created_at) VALUES ${
     Array(count).fill(row).join(", ")
   }`;
 }
@@ -129,7 +134,14 @@ export function statsSql(n: LibsqlNames): string[] {
     `SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NOT NULL GROUP BY status
 UNION ALL
 SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NULL GROUP BY status`,
-    `SELECT created_at FROM ${n.table} WHERE available_at IS NOT NULL ORDER BY seq LIMIT 1`,
+    // When the longest-waiting due message became due: the oldest unscheduled row by
+    // seq (claimIndex), or the earliest scheduled row whose deliverAt has passed
+    // (scheduledIndex). Messages scheduled for later do not count as waiting.
+    `SELECT MIN(since) AS since FROM (
+  SELECT since FROM (SELECT created_at AS since FROM ${n.table} WHERE available_at IS NOT NULL AND deliver_at IS NULL ORDER BY seq LIMIT 1)
+  UNION ALL
+  SELECT MIN(deliver_at) AS since FROM ${n.table} WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL AND deliver_at <= ?1
+)`,
   ];
 }
 

@@ -680,6 +680,28 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     assert.deepEqual(await outbox.inspect(), []);
   });
 
+  it("retention cleanup keeps going tick after tick while it is behind, then waits for its interval", async (h) => {
+    const clock = new Clock();
+    let cleanups = 0;
+    const storage: OutboxStorage<Tx, unknown> = { ...h.storage, cleanup: (r) => (cleanups++, h.storage.cleanup(r)) };
+    const outbox = createOutbox<Tx, unknown>({
+      storage,
+      publisher: () => {},
+      now: clock.now,
+      retention: { publishedMs: 1_000, intervalMs: 60_000, batchSize: 2 },
+    });
+    await h.commit((tx) => outbox.enqueue(tx, Array.from({ length: 5 }, (_, i) => ({ topic: "t", payload: i }))));
+    assert.equal((await outbox.tick()).published, 5); // this first tick's cleanup found nothing
+    assert.equal(cleanups, 1);
+    clock.advance(60_000);
+    const cleaned = [];
+    for (let i = 0; i < 3; i++) cleaned.push((await outbox.tick()).cleaned);
+    assert.deepEqual(cleaned, [2, 2, 1], "a full batch keeps cleanup due on the next tick");
+    assert.equal((await outbox.stats()).published, 0);
+    await outbox.tick();
+    assert.equal(cleanups, 4, "caught up: no cleanup query until the interval has passed again");
+  });
+
   // ---------------------------------------------------------------- stats, requeue
 
   it("stats() counts messages by status and reports the age of the oldest unpublished one", async (h) => {
@@ -700,10 +722,38 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     await outbox.tick();
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing, stats.published, stats.dead], [1, 0, 1, 1]);
-    assert.equal(stats.oldestPendingAgeMs, 4_000);
+    assert.equal(stats.oldestPendingAgeMs, 0, "the one left is scheduled for later");
     await h.storage.claim({ token: "z:1", now: clock.value + 20_000, lockedUntil: clock.value + 50_000, limit: 10 });
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing], [0, 1]);
+  });
+
+  it("stats() does not count a message scheduled for later as waiting until it is due", async (h) => {
+    const clock = new Clock();
+    const outbox = make(h, clock, memoryPublisher());
+    const t0 = clock.value;
+    await h.commit((tx) => outbox.enqueue(tx, { topic: "reminder", payload: 1, deliverAt: t0 + 86_400_000 }));
+    clock.advance(3_600_000);
+    let stats = await outbox.stats();
+    assert.equal(stats.pending, 1);
+    assert.equal(stats.oldestPendingAt, null, "a message due tomorrow is not a stall");
+    assert.equal(stats.oldestPendingAgeMs, 0);
+    await h.commit((tx) => outbox.enqueue(tx, { topic: "now", payload: 1 }));
+    clock.advance(1_000);
+    stats = await outbox.stats();
+    assert.equal(stats.oldestPendingAgeMs, 1_000);
+    clock.value = t0 + 86_400_000 + 5_000;
+    stats = await outbox.stats();
+    assert.equal(stats.oldestPendingAt?.getTime(), t0 + 3_600_000, "the unscheduled message has waited longest");
+    assert.equal(stats.oldestPendingAgeMs, 86_400_000 - 3_600_000 + 5_000);
+    await outbox.tick();
+    await h.commit((tx) => outbox.enqueue(tx, { topic: "later", payload: 1, deliverAt: clock.value - 1 }));
+    const due = await h.commit((tx) => outbox.enqueue(tx, { topic: "soon", payload: 1, deliverAt: clock.value + 10_000 }));
+    clock.advance(12_000);
+    stats = await outbox.stats();
+    assert.equal(stats.pending, 2);
+    assert.equal(stats.oldestPendingAgeMs, 12_000, "a past deliverAt counts from enqueue time");
+    assert.ok(due.length === 1);
   });
 
   it("requeue() gives dead messages another life, by topic, by id or all", async (h) => {
@@ -746,6 +796,21 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     const stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing], [7, 0]);
     assert.ok((await outbox.inspect()).every((r) => r.attempts === 0), "released messages keep their attempts");
+  });
+
+  it("tick() awaits a publish in flight when its time budget runs out, and counts it published", async (h) => {
+    const outbox = createOutbox<Tx, unknown>({
+      storage: h.storage,
+      onError: () => {},
+      concurrency: 1,
+      // Slower than the budget: the publish must not be abandoned (that would send it twice).
+      publisher: () => new Promise<void>((resolve) => setTimeout(resolve, 60)),
+    });
+    await h.commit((tx) => outbox.enqueue(tx, [{ id: "slow-1", topic: "t", payload: 1 }, { id: "slow-2", topic: "t", payload: 2 }]));
+    const report = await outbox.tick({ budgetMs: 10 });
+    assert.deepEqual([report.published, report.retried, report.released], [1, 0, 1]);
+    const rows = await outbox.inspect();
+    assert.deepEqual(rows.map((r) => [r.id, r.status, r.lastError]), [["slow-2", "pending", null]]);
   });
 
   it("start() publishes what commits while it runs, and stop() waits for the batch in flight", async (h) => {
