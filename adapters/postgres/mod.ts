@@ -1,0 +1,383 @@
+/**
+ * PostgreSQL storage for @x/outbox, on postgres.js (`postgres` on npm).
+ *
+ * - Claims are leases taken with `FOR UPDATE SKIP LOCKED` in one round trip, serialized
+ *   per table by a transaction-scoped advisory lock so per-key order holds with any
+ *   number of relays (see `claimLockSql` in sql.ts for the race this closes).
+ * - A batch is settled in one statement, whatever its size.
+ * - Retention cleanup deletes bounded batches, one relay at a time.
+ * - `enqueue` NOTIFYs a channel at commit and `start()` LISTENs to it: a wake-up hint.
+ *   Polling stays on, so behind PgBouncer in transaction mode (no LISTEN) the relay
+ *   still delivers.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { createOutbox } from "@x/outbox";
+ * import { postgresStorage } from "@x/outbox/postgres";
+ *
+ * const sql = postgres("postgres://localhost/app");
+ * const outbox = createOutbox({ storage: postgresStorage(sql), publisher: async (m) => console.log(m.topic) });
+ * await outbox.setup();
+ * await sql.begin(async (tx) => {
+ *   await tx`insert into orders (id) values (${"o-1"})`;
+ *   await outbox.enqueue(tx, { topic: "orders.created", key: "o-1", payload: { id: "o-1" } });
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
+import { checkIdentifier } from "../../src/identifier.ts";
+import { bodyBytes } from "../../src/payload.ts";
+import type {
+  ClaimedRow,
+  ClaimRequest,
+  CleanupRequest,
+  NewOutboxRow,
+  OutboxRow,
+  OutboxStatus,
+  OutboxStorage,
+  RequeueRequest,
+  SettleRequest,
+  StorageStats,
+} from "../../src/types.ts";
+import {
+  claimLockSql,
+  claimSql,
+  cleanupSql,
+  createStatements,
+  insertSql,
+  inspectSql,
+  postgresNames,
+  requeueSql,
+  settleSql,
+  setupLockSql,
+  statsSql,
+  uninsertSql,
+} from "./sql.ts";
+
+/** A row as postgres.js returns it. */
+type Row = Record<string, unknown>;
+
+/**
+ * What the adapter needs of a postgres.js `sql` or transaction: `unsafe` (parameters
+ * are always bound; only checked identifiers are spliced into the text).
+ */
+export interface PostgresQueryable {
+  unsafe(query: string, parameters?: unknown[]): PromiseLike<Row[]>;
+}
+
+/** A postgres.js transaction (`sql.begin(async (tx) => …)`) or the `sql` itself. */
+export type PostgresTx = PostgresQueryable;
+
+/** The parts of a postgres.js `sql` instance the relay uses. */
+export interface PostgresSql extends PostgresQueryable {
+  begin<T>(cb: (tx: PostgresQueryable) => T | Promise<T>): Promise<unknown>;
+  listen(channel: string, onnotify: (value: string) => void, onlisten?: () => void): PromiseLike<{ unlisten(): Promise<void> }>;
+}
+
+/** Options of {@link postgresStorage}. */
+export interface PostgresStorageOptions {
+  /** Schema name, a plain identifier (default `"public"`); `setup()` creates it if missing. */
+  schema?: string;
+  /** Table name, a plain identifier (default `"outbox"`). */
+  table?: string;
+  /**
+   * NOTIFY the table's channel when `enqueue` writes (default `true`). Each notifying
+   * commit takes Postgres' global notify lock briefly; turn it off at very high commit
+   * rates and let the relay poll.
+   */
+  notify?: boolean;
+}
+
+/** The Postgres storage. */
+export interface PostgresStorage extends OutboxStorage<PostgresTx, never> {
+  /** The schema name. */
+  readonly schema: string;
+  /** The table name. */
+  readonly table: string;
+  /** The LISTEN/NOTIFY channel. */
+  readonly channel: string;
+  /** The DDL `setup()` runs, for hand-written migrations. */
+  readonly schemaSql: readonly string[];
+}
+
+const OPTION_KEYS = new Set(["schema", "table", "notify"]);
+
+/**
+ * Returns the DDL (schema, table and indexes), for teams that write their own migrations.
+ *
+ * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
+ * @returns SQL statements, each idempotent.
+ */
+export function postgresSchema(options: { schema?: string; table?: string } = {}): string[] {
+  return createStatements(
+    postgresNames(checkIdentifier(options.schema ?? "public", "schema"), checkIdentifier(options.table ?? "outbox", "table")),
+  );
+}
+
+function isPostgresSql(value: unknown): value is PostgresSql {
+  return typeof value === "function" &&
+    typeof (value as unknown as PostgresSql).unsafe === "function" &&
+    typeof (value as unknown as PostgresSql).begin === "function" &&
+    typeof (value as unknown as PostgresSql).listen === "function";
+}
+
+const num = (value: unknown): number => Number(value);
+const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value));
+const str = (value: unknown): string | null => (value === null || value === undefined ? null : String(value));
+
+function duplicateError(id: string, count: number): OutboxMessageError {
+  return new OutboxMessageError(`Message id ${JSON.stringify(id)} is already in the outbox; ids must be unique`, count === 1 ? "id" : "");
+}
+
+function base64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+function fromBase64(text: string): Uint8Array {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/**
+ * Creates a Postgres storage on a postgres.js `sql` instance.
+ *
+ * @param sql The postgres.js client: `postgres(url)`.
+ * @param options `schema`, `table`, `notify`.
+ * @returns The storage to pass to `createOutbox`.
+ * @throws {OutboxConfigError} When `sql` is not a postgres.js instance or a name is not a plain identifier.
+ */
+export function postgresStorage(sql: PostgresSql, options: PostgresStorageOptions = {}): PostgresStorage {
+  if (!isPostgresSql(sql)) {
+    throw new OutboxConfigError("postgresStorage needs a postgres.js sql instance: postgres(url)", "sql");
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new OutboxConfigError("postgresStorage options must be an object", "options");
+  }
+  for (const key of Object.keys(options)) {
+    if (!OPTION_KEYS.has(key)) throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to postgresStorage`, key);
+  }
+  const schema = checkIdentifier(options.schema ?? "public", "schema");
+  const table = checkIdentifier(options.table ?? "outbox", "table");
+  if (options.notify !== undefined && typeof options.notify !== "boolean") {
+    throw new OutboxConfigError(`notify must be a boolean, got ${JSON.stringify(options.notify)}`, "notify");
+  }
+  const notify = options.notify ?? true;
+  const n = postgresNames(schema, table);
+  const schemaSql = createStatements(n);
+  const q = {
+    insert: insertSql(n),
+    uninsert: uninsertSql(n),
+    claimLock: claimLockSql(n),
+    claim: claimSql(n),
+    settle: settleSql(n),
+    cleanup: cleanupSql(n),
+    stats: statsSql(n),
+    requeue: requeueSql(n),
+    inspect: inspectSql(n),
+    setupLock: setupLockSql(n),
+  };
+
+  function wrap(what: string, error: unknown): Error {
+    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
+    const code = (error as { code?: unknown })?.code;
+    const message = error instanceof Error ? error.message : String(error);
+    if (code === "42P01" || /relation .* does not exist/i.test(message)) {
+      return new OutboxStorageError(`Could not ${what}: table ${n.qualified} does not exist; run outbox.setup() first`, { cause: error });
+    }
+    return new OutboxStorageError(`Could not ${what} in Postgres table ${n.qualified}: ${message}`, { cause: error });
+  }
+
+  async function run(what: string, query: string, params: unknown[] = []): Promise<Row[]> {
+    try {
+      return await sql.unsafe(query, params);
+    } catch (error) {
+      throw wrap(what, error);
+    }
+  }
+
+  return {
+    name: "postgres",
+    schema,
+    table,
+    channel: n.channel,
+    schemaSql,
+
+    async setup() {
+      try {
+        await sql.begin(async (tx) => {
+          await tx.unsafe(q.setupLock);
+          for (const statement of schemaSql) await tx.unsafe(statement);
+        });
+      } catch (error) {
+        throw wrap("create the outbox table", error);
+      }
+    },
+
+    async insert(tx, rows) {
+      if (typeof tx !== "function" && (typeof tx !== "object" || tx === null) || typeof tx.unsafe !== "function") {
+        throw new OutboxStorageError("enqueue needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument");
+      }
+      const ids: string[] = [];
+      const topics: string[] = [];
+      const keys: (string | null)[] = [];
+      const payloads: (string | null)[] = [];
+      const bytes: (string | null)[] = [];
+      const headers: (string | null)[] = [];
+      const available: number[] = [];
+      const deliver: (number | null)[] = [];
+      const created: number[] = [];
+      for (const r of rows) {
+        ids.push(r.id);
+        topics.push(r.topic);
+        keys.push(r.key);
+        if (typeof r.body === "string") {
+          payloads.push(r.body);
+          bytes.push(null);
+        } else {
+          payloads.push(null);
+          bytes.push(base64(bodyBytes(r.body)));
+        }
+        headers.push(r.headers);
+        available.push(r.availableAt);
+        deliver.push(r.availableAt > r.createdAt ? r.availableAt : null);
+        created.push(r.createdAt);
+      }
+      const write = async (target: PostgresQueryable) => {
+        const [result] = await target.unsafe(q.insert, [ids, topics, keys, payloads, bytes, headers, available, deliver, created, notify]);
+        if (result?.duplicate !== null && result?.duplicate !== undefined) {
+          throw duplicateError(String(result.duplicate), rows.length);
+        }
+        if (num(result?.n) !== rows.length) {
+          // Another transaction inserted one of these ids since we checked: undo ours.
+          const written = (result?.ids as string[] | null) ?? [];
+          if (written.length > 0) await target.unsafe(q.uninsert, [written]);
+          throw duplicateError(ids.find((id) => !written.includes(id)) ?? "", rows.length);
+        }
+      };
+      try {
+        if (isPostgresSql(tx)) {
+          // No caller transaction: make the insert (and a compensation) atomic on its own.
+          await tx.begin((inner) => write(inner));
+        } else {
+          await write(tx);
+        }
+      } catch (error) {
+        if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) throw error;
+        const code = (error as { code?: unknown })?.code;
+        if (code === "25P02") {
+          throw new OutboxStorageError("Could not enqueue: the transaction is aborted by an earlier error; roll it back", { cause: error });
+        }
+        throw wrap("enqueue", error);
+      }
+    },
+
+    async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
+      let rows: Row[];
+      try {
+        // Pipelined: BEGIN, lock, claim, COMMIT go out in one round trip.
+        const results = await sql.begin((tx) => [
+          tx.unsafe(q.claimLock),
+          tx.unsafe(q.claim, [request.now, request.limit, request.token, request.lockedUntil]),
+        ]) as Row[][];
+        rows = results[1]!;
+      } catch (error) {
+        throw wrap("claim messages", error);
+      }
+      return rows.map((row) => ({
+        seq: num(row.seq),
+        id: String(row.id),
+        topic: String(row.topic),
+        key: str(row.key),
+        body: row.payload !== null && row.payload !== undefined ? String(row.payload) : fromBase64(String(row.payload_bytes ?? "")),
+        headers: str(row.headers),
+        attempts: num(row.attempts),
+        createdAt: num(row.created_at),
+      }));
+    },
+
+    async settle(request: SettleRequest): Promise<number> {
+      if (request.settlements.length === 0) return 0;
+      const seqs: number[] = [];
+      const outcomes: string[] = [];
+      const at: (number | null)[] = [];
+      const errors: (string | null)[] = [];
+      for (const s of request.settlements) {
+        seqs.push(s.seq);
+        outcomes.push(s.outcome);
+        at.push(s.outcome === "retry" ? s.availableAt : null);
+        errors.push(s.outcome === "retry" || s.outcome === "dead" ? s.error : null);
+      }
+      const [row] = await run("settle messages", q.settle, [request.token, request.now, request.deletePublished, seqs, outcomes, at, errors]);
+      return num(row?.n ?? 0);
+    },
+
+    async cleanup(request: CleanupRequest): Promise<number> {
+      let deleted = 0;
+      const steps: [string, number][] = [];
+      if (request.publishedBefore !== null) steps.push(["published", request.publishedBefore]);
+      if (request.deadBefore !== null) steps.push(["dead", request.deadBefore]);
+      for (const [status, before] of steps) {
+        const remaining = request.limit - deleted;
+        if (remaining <= 0) break;
+        const result = await run("clean up settled messages", q.cleanup, [status, before, remaining]);
+        deleted += (result as unknown as { count?: number }).count ?? 0;
+      }
+      return deleted;
+    },
+
+    async stats(now: number): Promise<StorageStats> {
+      const [row] = await run("read outbox stats", q.stats, [now]);
+      const counts = (row?.counts ? JSON.parse(String(row.counts)) : {}) as Record<string, number>;
+      const by = (status: string) => Number(counts[status] ?? 0);
+      return {
+        pending: by("pending"),
+        processing: by("processing"),
+        published: by("published"),
+        dead: by("dead"),
+        oldestPendingAt: numOrNull(row?.since),
+      };
+    },
+
+    async requeue(request: RequeueRequest): Promise<number> {
+      const result = await run("requeue messages", q.requeue, [request.now, request.status, request.topic ?? null, request.ids ? [...request.ids] : null]);
+      return (result as unknown as { count?: number }).count ?? 0;
+    },
+
+    async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
+      const rows = await run("list messages", q.inspect, [inspectOptions.limit ?? 1_000_000]);
+      return rows.map((row) => ({
+        seq: num(row.seq),
+        id: String(row.id),
+        topic: String(row.topic),
+        key: str(row.key),
+        status: String(row.status) as OutboxStatus,
+        attempts: num(row.attempts),
+        availableAt: numOrNull(row.available_at),
+        lockedBy: str(row.locked_by),
+        lastError: str(row.last_error),
+        createdAt: num(row.created_at),
+        settledAt: numOrNull(row.settled_at),
+      }));
+    },
+
+    async listen(onWake, signal) {
+      if (signal.aborted) return;
+      const subscription = await sql.listen(n.channel, () => onWake());
+      if (signal.aborted) {
+        await subscription.unlisten();
+        return;
+      }
+      signal.addEventListener("abort", () => void subscription.unlisten().catch(() => {}), { once: true });
+    },
+  };
+}

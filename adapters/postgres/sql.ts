@@ -1,0 +1,219 @@
+/**
+ * The SQL the Postgres adapter runs. Same model as libSQL: `available_at` is when a row
+ * may be claimed next (its lease end while processing) and NULL once it is settled, so
+ * partial indexes over unsettled rows serve every hot query and stay small. Times are
+ * epoch milliseconds (bigint), taken from the relay's clock.
+ */
+
+/** Quoted, schema-qualified names of the table, its indexes and its NOTIFY channel. */
+export interface PostgresNames {
+  readonly schema: string;
+  readonly table: string;
+  readonly qualified: string;
+  readonly channel: string;
+  readonly index: (suffix: string) => string;
+  /** Key of the advisory locks (claim serialization, setup, cleanup): `hashtext` input. */
+  readonly lockName: string;
+}
+
+/** Builds names for checked identifiers. */
+export function postgresNames(schema: string, table: string): PostgresNames {
+  return {
+    schema: `"${schema}"`,
+    table: `"${table}"`,
+    qualified: `"${schema}"."${table}"`,
+    // Channel names are identifiers too: at most 63 bytes.
+    channel: `x_outbox_${schema}_${table}`.slice(0, 63),
+    index: (suffix) => `"${table}_${suffix}"`,
+    lockName: `@x/outbox:${schema}.${table}`,
+  };
+}
+
+// Advisory lock class for this library (first int of the two-int form); the second int
+// is hashtext(lockName) + a small offset per purpose.
+const LOCK_CLASS = 0x0b0c5;
+
+/** DDL statements, each idempotent. */
+export function createStatements(n: PostgresNames): string[] {
+  return [
+    `CREATE SCHEMA IF NOT EXISTS ${n.schema}`,
+    `CREATE TABLE IF NOT EXISTS ${n.qualified} (
+  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  id text NOT NULL UNIQUE,
+  topic text NOT NULL,
+  key text,
+  payload json,
+  payload_bytes bytea,
+  headers json,
+  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'published', 'dead')),
+  attempts integer NOT NULL DEFAULT 0,
+  available_at bigint,
+  deliver_at bigint,
+  locked_by text,
+  last_error text,
+  created_at bigint NOT NULL,
+  settled_at bigint,
+  CHECK ((payload IS NULL) <> (payload_bytes IS NULL))
+)`,
+    // Claim scan: unsettled rows in seq order; due time and key carried in the index.
+    `CREATE INDEX IF NOT EXISTS ${n.index("claim_idx")} ON ${n.qualified} (seq) INCLUDE (available_at, key) WHERE available_at IS NOT NULL`,
+    // Per-key barrier: earlier unsettled rows of one key.
+    `CREATE INDEX IF NOT EXISTS ${n.index("key_idx")} ON ${n.qualified} (key, seq) INCLUDE (available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
+    // Retention cleanup and stats of settled rows.
+    `CREATE INDEX IF NOT EXISTS ${n.index("settled_idx")} ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
+    // Rows of one claim token: settling a batch.
+    `CREATE INDEX IF NOT EXISTS ${n.index("locked_idx")} ON ${n.qualified} (locked_by) WHERE locked_by IS NOT NULL`,
+    // Unsettled messages scheduled with deliverAt: stats' oldest-due age.
+    `CREATE INDEX IF NOT EXISTS ${n.index("scheduled_idx")} ON ${n.qualified} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
+  ];
+}
+
+/** Serializes concurrent setup() calls (CREATE … IF NOT EXISTS races on the catalog). */
+export function setupLockSql(n: PostgresNames): string {
+  return `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${n.lockName.replace(/'/g, "''")}') + 1)`;
+}
+
+/**
+ * Inserts rows given as parallel arrays: one statement, one round trip, for any count.
+ *
+ * An id already in the table (committed, or written by this transaction) is reported
+ * as `duplicate` with nothing inserted, instead of raising a unique violation, because
+ * an error would abort the caller's whole transaction. `$10` NOTIFYs the channel; the
+ * notification is delivered at commit.
+ */
+export function insertSql(n: PostgresNames): string {
+  return `WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
+    WITH ORDINALITY AS r(id, topic, key, payload, payload_bytes, headers, available_at, deliver_at, created_at, ord)
+),
+guard AS (
+  SELECT (SELECT o.id FROM ${n.qualified} AS o WHERE o.id IN (SELECT id FROM input) LIMIT 1) AS duplicate
+),
+ins AS (
+  INSERT INTO ${n.qualified} (id, topic, key, payload, payload_bytes, headers, available_at, deliver_at, created_at)
+  SELECT r.id, r.topic, r.key, r.payload::json, decode(r.payload_bytes, 'base64'), r.headers::json, r.available_at, r.deliver_at, r.created_at
+  FROM input AS r, guard AS g
+  WHERE g.duplicate IS NULL
+  ORDER BY r.ord
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id
+)
+SELECT (SELECT duplicate FROM guard) AS duplicate,
+  count(*)::int AS n, array_agg(id) AS ids,
+  CASE WHEN $10::boolean AND count(*) > 0 THEN pg_notify('${n.channel}', '') END AS notified
+FROM ins`;
+}
+
+/** Compensates an insert that lost a race on an id: removes the rows it did write. $1 ids. */
+export function uninsertSql(n: PostgresNames): string {
+  return `DELETE FROM ${n.qualified} WHERE id = ANY($1::text[]) AND status = 'pending'`;
+}
+
+/**
+ * Serializes claims on one table. The claim statement that follows in the same
+ * transaction then takes its snapshot after every earlier claim has committed, which
+ * closes the READ COMMITTED race where a relay sees message n of a key as pending while
+ * another relay's uncommitted claim holds it, and takes n+1.
+ */
+export function claimLockSql(n: PostgresNames): string {
+  return `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${n.lockName.replace(/'/g, "''")}'))`;
+}
+
+/**
+ * Leases claimable rows: due (pending and available, or processing with an expired
+ * lease) and not behind an earlier unsettled row of the same key that is not itself
+ * claimable, in seq order. claim_idx drives the scan, key_idx the barrier.
+ * Params: $1 now, $2 limit, $3 token, $4 lease end.
+ */
+export function claimSql(n: PostgresNames): string {
+  return `WITH c AS (
+  SELECT c.seq FROM ${n.qualified} AS c
+  WHERE c.available_at <= $1
+    AND (c.key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM ${n.qualified} AS b
+      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > $1
+    ))
+  ORDER BY c.seq
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE ${n.qualified} AS o
+SET status = 'processing', locked_by = $3, available_at = $4, attempts = o.attempts + 1
+FROM c WHERE o.seq = c.seq
+RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payload_bytes, 'base64') AS payload_bytes,
+  o.headers::text AS headers, o.attempts, o.created_at`;
+}
+
+/**
+ * Applies a whole batch of outcomes in one statement (parallel arrays through unnest).
+ * Params: $1 token, $2 now, $3 delete published, $4 seqs, $5 outcomes, $6 retry times, $7 errors.
+ */
+export function settleSql(n: PostgresNames): string {
+  return `WITH s AS (
+  SELECT * FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[]) AS s(seq, outcome, at, error)
+),
+del AS (
+  DELETE FROM ${n.qualified} AS o USING s
+  WHERE $3::boolean AND s.outcome = 'published' AND o.seq = s.seq AND o.locked_by = $1
+  RETURNING 1
+),
+upd AS (
+  UPDATE ${n.qualified} AS o SET
+    status = CASE s.outcome WHEN 'published' THEN 'published' WHEN 'dead' THEN 'dead' ELSE 'pending' END,
+    available_at = CASE s.outcome WHEN 'retry' THEN s.at WHEN 'release' THEN $2::bigint ELSE NULL END,
+    attempts = CASE s.outcome WHEN 'release' THEN greatest(o.attempts - 1, 0) ELSE o.attempts END,
+    last_error = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.error ELSE o.last_error END,
+    settled_at = CASE WHEN s.outcome IN ('published', 'dead') THEN $2::bigint END,
+    locked_by = NULL
+  FROM s
+  WHERE o.seq = s.seq AND o.locked_by = $1 AND NOT ($3::boolean AND s.outcome = 'published')
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM del)::int + (SELECT count(*) FROM upd)::int AS n`;
+}
+
+/**
+ * Deletes up to $3 settled rows of status $1 settled before $2 (settled_idx), only if no
+ * other relay is cleaning this table right now: one cleaner at a time, never a wait.
+ */
+export function cleanupSql(n: PostgresNames): string {
+  return `WITH lock AS (
+  SELECT pg_try_advisory_xact_lock(${LOCK_CLASS}, hashtext('${n.lockName.replace(/'/g, "''")}') + 2) AS ok
+),
+doomed AS (
+  SELECT seq FROM ${n.qualified}
+  WHERE available_at IS NULL AND status = $1 AND settled_at < $2 AND (SELECT ok FROM lock)
+  ORDER BY settled_at
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+)
+DELETE FROM ${n.qualified} AS o USING doomed WHERE o.seq = doomed.seq`;
+}
+
+/** Counts per status (each half from a partial index), and the longest-waiting due row. */
+export function statsSql(n: PostgresNames): string {
+  return `SELECT
+  (SELECT json_object_agg(status, c) FROM (
+    SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NOT NULL GROUP BY status
+    UNION ALL
+    SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NULL GROUP BY status
+  ) counts)::text AS counts,
+  LEAST(
+    (SELECT created_at FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NULL ORDER BY seq LIMIT 1),
+    (SELECT min(deliver_at) FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL AND deliver_at <= $1)
+  ) AS since`;
+}
+
+/** Moves settled rows back to pending. $1 now, $2 status, $3 topic or NULL, $4 ids or NULL. */
+export function requeueSql(n: PostgresNames): string {
+  return `UPDATE ${n.qualified} SET status = 'pending', available_at = $1, attempts = 0, locked_by = NULL, settled_at = NULL
+WHERE available_at IS NULL AND status = $2
+  AND ($3::text IS NULL OR topic = $3)
+  AND ($4::text[] IS NULL OR id = ANY($4::text[]))`;
+}
+
+/** All rows in seq order. */
+export function inspectSql(n: PostgresNames): string {
+  return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at
+FROM ${n.qualified} ORDER BY seq LIMIT $1`;
+}
