@@ -2,3 +2,169 @@ import { storageConformance } from "./conformance/storage.ts";
 import { postgresHarness } from "./postgres_helpers.ts";
 
 storageConformance("postgres", () => postgresHarness());
+
+// ------------------------------------------------------------- Postgres-specific
+
+import assert from "node:assert/strict";
+import { createOutbox, memoryPublisher, OutboxConfigError, type OutboxStorage } from "../mod.ts";
+import { postgresSchema, postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { claimSql, cleanupSql, postgresNames, settleSql } from "../adapters/postgres/sql.ts";
+import { test } from "./harness.ts";
+import { openSql, uniqueSchema } from "./postgres_helpers.ts";
+
+async function withSchema(body: (sql: ReturnType<typeof openSql>, schema: string) => Promise<void>) {
+  const sql = openSql();
+  const schema = uniqueSchema("spec");
+  try {
+    await body(sql, schema);
+  } finally {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+    await sql.end({ timeout: 1 });
+  }
+}
+
+const asSql = (sql: unknown) => sql as PostgresSql;
+
+test("postgres: schema and table names that are not plain identifiers are rejected, injection included", () =>
+  withSchema(async (sql, schema) => {
+    await sql.unsafe(`CREATE SCHEMA "${schema}"`);
+    await sql.unsafe(`CREATE TABLE "${schema}".victim (id int)`);
+    const bad = [`x"; DROP TABLE "${schema}".victim; --`, "outbox; DROP TABLE victim", "Robert'); --", "a b", "", "1x", "a".repeat(64), "public.outbox"];
+    for (const name of bad) {
+      assert.throws(() => postgresStorage(asSql(sql), { table: name }), (e: unknown) => e instanceof OutboxConfigError && e.path === "table");
+      assert.throws(() => postgresStorage(asSql(sql), { schema: name }), (e: unknown) => e instanceof OutboxConfigError && e.path === "schema");
+      assert.throws(() => postgresSchema({ schema: name }), OutboxConfigError);
+    }
+    assert.throws(() => postgresStorage({} as PostgresSql), (e: unknown) => e instanceof OutboxConfigError && e.path === "sql");
+    assert.throws(() => postgresStorage(asSql(async () => {})), OutboxConfigError);
+    assert.throws(() => postgresStorage(asSql(sql), { notify: "yes" } as never), /notify must be a boolean/);
+    assert.throws(() => postgresStorage(asSql(sql), { tabel: "x" } as never), /Unknown option "tabel"/);
+    const [row] = await sql.unsafe(`SELECT count(*)::int AS n FROM "${schema}".victim`);
+    assert.equal(row!.n, 0, "the victim table is still there");
+  }));
+
+test("postgres: topic, key, header and id values with SQL in them are stored and published verbatim", () =>
+  withSchema(async (sql, schema) => {
+    const pub = memoryPublisher();
+    const outbox = createOutbox({ storage: postgresStorage(asSql(sql), { schema }), publisher: pub });
+    await outbox.setup();
+    const evil = `'); DROP TABLE "${schema}".outbox; --`;
+    await sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { id: evil, topic: "t'1", key: evil, headers: { "x-evil": evil }, payload: { evil } }));
+    await outbox.tick();
+    assert.equal(pub.messages.length, 1);
+    const m = pub.messages[0]!;
+    assert.deepEqual([m.id, m.topic, m.key, m.headers["x-evil"], (m.payload as { evil: string }).evil], [evil, "t'1", evil, evil, evil]);
+  }));
+
+test("postgres: start() wakes on NOTIFY when another process commits, long before its next poll", () =>
+  withSchema(async (sql, schema) => {
+    const writer = openSql(1);
+    try {
+      const published = Promise.withResolvers<string>();
+      const relay = createOutbox({ storage: postgresStorage(asSql(sql), { schema }), publisher: (m) => published.resolve(m.id) });
+      await relay.setup();
+      let listening = false;
+      const storage = postgresStorage(asSql(sql), { schema });
+      const listened: OutboxStorage<PostgresTx> = {
+        ...storage,
+        listen: async (onWake, signal) => {
+          await storage.listen!(onWake, signal);
+          listening = true;
+        },
+      };
+      const loop = createOutbox({ storage: listened, publisher: (m) => published.resolve(m.id) }).start({ minIdleMs: 60_000, maxIdleMs: 60_000 });
+      try {
+        for (let i = 0; i < 200 && !listening; i++) await new Promise((r) => setTimeout(r, 5));
+        assert.ok(listening, "LISTEN is set up");
+        // A different outbox instance on another connection: no in-process hint, only NOTIFY.
+        const other = createOutbox({ storage: postgresStorage(asSql(writer), { schema }), publisher: () => {} });
+        await writer.begin((tx) => other.enqueue(tx as unknown as PostgresTx, { id: "notified", topic: "t", payload: 1 }));
+        assert.equal(await published.promise, "notified");
+      } finally {
+        await loop.stop();
+      }
+    } finally {
+      await writer.end({ timeout: 1 });
+    }
+  }), { timeout: 10_000 });
+
+test("postgres: without LISTEN (PgBouncer in transaction mode) the relay still delivers by polling", () =>
+  withSchema(async (sql, schema) => {
+    const published = Promise.withResolvers<string>();
+    const storage = postgresStorage(asSql(sql), { schema, notify: false });
+    await storage.setup();
+    const noListen: OutboxStorage<PostgresTx> = {
+      ...storage,
+      listen: () => Promise.reject(new Error("LISTEN is not supported in transaction pooling mode")),
+    };
+    const errors: unknown[] = [];
+    const outbox = createOutbox({ storage: noListen, publisher: (m) => published.resolve(m.id), onError: (e) => errors.push(e) });
+    const writer = createOutbox({ storage, publisher: () => {} });
+    const loop = outbox.start({ minIdleMs: 5, maxIdleMs: 20 });
+    try {
+      await sql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, { id: "polled", topic: "t", payload: 1 }));
+      assert.equal(await published.promise, "polled");
+      assert.match(String(errors[0]), /LISTEN is not supported/);
+    } finally {
+      await loop.stop();
+    }
+  }));
+
+test("postgres: enqueue() with an id that exists keeps the caller's transaction usable", () =>
+  withSchema(async (sql, schema) => {
+    const outbox = createOutbox({ storage: postgresStorage(asSql(sql), { schema }), publisher: memoryPublisher() });
+    await outbox.setup();
+    await outbox.enqueue(asSql(sql), { id: "taken", topic: "t", payload: 1 });
+    await sql.begin(async (tx) => {
+      const t = tx as unknown as PostgresTx;
+      await assert.rejects(() => outbox.enqueue(t, [{ id: "fresh", topic: "t", payload: 1 }, { id: "taken", topic: "t", payload: 2 }]), /"taken" is already in the outbox/);
+      await outbox.enqueue(t, { id: "after", topic: "t", payload: 3 });
+    });
+    const rows = await outbox.inspect();
+    assert.deepEqual(rows.map((r) => r.id), ["taken", "after"]);
+  }));
+
+test("postgres: postgresSchema() returns the DDL setup() runs, and setup() accepts a hand-run migration", () =>
+  withSchema(async (sql, schema) => {
+    const ddl = postgresSchema({ schema, table: "events" });
+    for (const statement of ddl) await sql.unsafe(statement);
+    const storage = postgresStorage(asSql(sql), { schema, table: "events" });
+    assert.deepEqual(storage.schemaSql, ddl);
+    await storage.setup();
+    const idx = await sql.unsafe(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'events' ORDER BY indexname`, [schema]);
+    assert.deepEqual(idx.map((r) => r.indexname), [
+      "events_claim_idx",
+      "events_id_key",
+      "events_key_idx",
+      "events_locked_idx",
+      "events_pkey",
+      "events_scheduled_idx",
+      "events_settled_idx",
+    ]);
+  }));
+
+test("postgres: claim, settle and cleanup queries use index scans", () =>
+  withSchema(async (sql, schema) => {
+    const storage = postgresStorage(asSql(sql), { schema });
+    await storage.setup();
+    const n = postgresNames(schema, "outbox");
+    // A table big enough that the planner prefers indexes (ANALYZE after the load).
+    await sql.unsafe(`INSERT INTO ${n.qualified} (id, topic, key, payload, status, available_at, created_at, settled_at)
+      SELECT 'm' || g, 't', 'k' || (g % 100), '1', CASE WHEN g % 10 = 0 THEN 'pending' ELSE 'published' END,
+        CASE WHEN g % 10 = 0 THEN g END, g, CASE WHEN g % 10 = 0 THEN NULL ELSE g END
+      FROM generate_series(1, 50000) AS g`);
+    await sql.unsafe(`ANALYZE ${n.qualified}`);
+    const plan = async (text: string, params: unknown[]) => {
+      // Plain EXPLAIN plans without executing.
+      const rows = await sql.unsafe(`EXPLAIN ${text}`, params as never[]);
+      return rows.map((r) => String(r["QUERY PLAN"])).join("\n");
+    };
+    const claim = await plan(claimSql(n), [1_000_000, 100, "t", 2_000_000]);
+    assert.match(claim, /Index (Only )?Scan using outbox_claim_idx/);
+    assert.match(claim, /Index (Only )?Scan using outbox_key_idx/);
+    const settle = await plan(settleSql(n), ["t", 1, true, [1, 2], ["published", "retry"], [null, 5], [null, "e"]]);
+    assert.doesNotMatch(settle, /Seq Scan on outbox/);
+    const cleanup = await plan(cleanupSql(n), ["published", 10_000, 1_000]);
+    assert.match(cleanup, /Index (Only )?Scan using outbox_settled_idx/);
+    assert.doesNotMatch(claim + cleanup, /Seq Scan on outbox/);
+  }));

@@ -55,10 +55,11 @@ export function createStatements(n: PostgresNames): string[] {
   settled_at bigint,
   CHECK ((payload IS NULL) <> (payload_bytes IS NULL))
 )`,
-    // Claim scan: unsettled rows in seq order; due time and key carried in the index.
-    `CREATE INDEX IF NOT EXISTS ${n.index("claim_idx")} ON ${n.qualified} (seq) INCLUDE (available_at, key) WHERE available_at IS NOT NULL`,
+    // Claim scan: unsettled rows in seq order; due time and key in the index (index-only).
+    // Plain key columns rather than INCLUDE, so drizzle-kit can declare the same index.
+    `CREATE INDEX IF NOT EXISTS ${n.index("claim_idx")} ON ${n.qualified} (seq, available_at, key) WHERE available_at IS NOT NULL`,
     // Per-key barrier: earlier unsettled rows of one key.
-    `CREATE INDEX IF NOT EXISTS ${n.index("key_idx")} ON ${n.qualified} (key, seq) INCLUDE (available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
+    `CREATE INDEX IF NOT EXISTS ${n.index("key_idx")} ON ${n.qualified} (key, seq, available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
     // Retention cleanup and stats of settled rows.
     `CREATE INDEX IF NOT EXISTS ${n.index("settled_idx")} ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
     // Rows of one claim token: settling a batch.
@@ -175,6 +176,8 @@ SELECT (SELECT count(*) FROM del)::int + (SELECT count(*) FROM upd)::int AS n`;
 /**
  * Deletes up to $3 settled rows of status $1 settled before $2 (settled_idx), only if no
  * other relay is cleaning this table right now: one cleaner at a time, never a wait.
+ * `= ANY (ARRAY(…))` keeps the delete on the primary key: a join with the CTE lets the
+ * planner hash-join against a sequential scan of the whole table.
  */
 export function cleanupSql(n: PostgresNames): string {
   return `WITH lock AS (
@@ -187,7 +190,7 @@ doomed AS (
   LIMIT $3
   FOR UPDATE SKIP LOCKED
 )
-DELETE FROM ${n.qualified} AS o USING doomed WHERE o.seq = doomed.seq`;
+DELETE FROM ${n.qualified} WHERE seq = ANY (ARRAY(SELECT seq FROM doomed))`;
 }
 
 /** Counts per status (each half from a partial index), and the longest-waiting due row. */
