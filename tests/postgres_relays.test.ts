@@ -109,4 +109,4 @@ test("postgres: 4 relays, 4 concurrent writers, 10% rollbacks and flaky publishe
     await admin.unsafe(`DROP SCHEMA "${schema}" CASCADE`).catch(() => {});
     await Promise.all([admin, ...clients].map((c) => c.end({ timeout: 1 })));
   }
-}, 120_000);
+}, { timeout: 120_000 });
