@@ -50,13 +50,12 @@ import type {
   SettleRequest,
   StorageStats,
 } from "../../src/types.ts";
+import { insertError, insertStatements, runInsertStatements } from "./insert.ts";
 import {
   claimedSql,
   claimSql,
   cleanupSql,
   createStatements,
-  INSERT_COLUMNS,
-  insertSql,
   inspectSql,
   libsqlNames,
   requeueSql,
@@ -87,9 +86,6 @@ export interface LibsqlStorage extends OutboxStorage<LibsqlTx, InStatement> {
   readonly schemaSql: readonly string[];
 }
 
-// Rows per INSERT: 7 values each stays far below SQLite's 32,766 bound parameters.
-const INSERT_CHUNK = 500;
-
 /**
  * Returns the DDL (table and indexes) for a table name, for teams that write their
  * own migrations. The same statements `setup()` runs.
@@ -105,7 +101,7 @@ function isClient(value: unknown): value is Client {
   return typeof (value as Client).transaction === "function" && typeof (value as Client).batch === "function";
 }
 
-function errorCode(error: unknown): string {
+export function errorCode(error: unknown): string {
   const e = error as { code?: unknown; cause?: { code?: unknown } };
   const code = typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
   return code;
@@ -221,44 +217,6 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     return new OutboxStorageError(`Could not ${what} in libSQL table ${n.table}: ${message}`, { cause: error });
   }
 
-  function insertStatements(rows: readonly NewOutboxRow[]): InStatement[] {
-    const statements: InStatement[] = [];
-    for (let start = 0; start < rows.length; start += INSERT_CHUNK) {
-      const chunk = rows.slice(start, start + INSERT_CHUNK);
-      const args: InValue[] = new Array(chunk.length * INSERT_COLUMNS);
-      let i = 0;
-      for (const r of chunk) {
-        args[i++] = r.id;
-        args[i++] = r.topic;
-        args[i++] = r.key;
-        args[i++] = r.body;
-        args[i++] = r.headers;
-        args[i++] = r.availableAt;
-        args[i++] = r.availableAt > r.createdAt ? r.availableAt : null;
-        args[i++] = r.createdAt;
-      }
-      statements.push({ sql: insertSql(n, chunk.length), args });
-    }
-    return statements;
-  }
-
-  function insertError(error: unknown, rows: readonly NewOutboxRow[]): Error {
-    const message = error instanceof Error ? error.message : String(error);
-    const code = errorCode(error);
-    if (/UNIQUE constraint failed: .*\.id/i.test(message) || code === "SQLITE_CONSTRAINT_UNIQUE") {
-      const ids = rows.length === 1 ? ` ${JSON.stringify(rows[0]!.id)}` : "";
-      return new OutboxMessageError(`Message id${ids} is already in the outbox; ids must be unique`, rows.length === 1 ? "id" : "", {
-        cause: error,
-      });
-    }
-    if (code === "TRANSACTION_CLOSED" || /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(message)) {
-      return new OutboxStorageError("Could not enqueue: the transaction is already closed (committed or rolled back)", {
-        cause: error,
-      });
-    }
-    return wrap("enqueue", error);
-  }
-
   return {
     name: "libsql",
     table,
@@ -274,32 +232,20 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
           "enqueue needs a libSQL transaction (await client.transaction(\"write\")) or client as its first argument",
         );
       }
-      const statements = insertStatements(rows);
+      const statements = insertStatements(n, rows);
       try {
-        if (statements.length === 1) {
-          await tx.execute(statements[0]!);
-        } else if (isClient(tx)) {
+        if (statements.length > 1 && isClient(tx)) {
           await tx.batch(statements, "write");
         } else {
-          // Several statements inside the caller's transaction: a savepoint makes them
-          // all-or-nothing without touching the caller's own work.
-          await tx.execute("SAVEPOINT x_outbox_enqueue");
-          try {
-            for (const statement of statements) await tx.execute(statement);
-            await tx.execute("RELEASE x_outbox_enqueue");
-          } catch (error) {
-            await tx.execute("ROLLBACK TO x_outbox_enqueue").catch(() => {});
-            await tx.execute("RELEASE x_outbox_enqueue").catch(() => {});
-            throw error;
-          }
+          await runInsertStatements((statement) => tx.execute(statement), statements);
         }
       } catch (error) {
-        throw insertError(error, rows);
+        throw insertError(error, rows, (e) => wrap("enqueue", e));
       }
     },
 
     statements(rows) {
-      return insertStatements(rows);
+      return insertStatements(n, rows);
     },
 
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {

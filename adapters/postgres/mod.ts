@@ -30,7 +30,6 @@
 
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
-import { bodyBytes } from "../../src/payload.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
@@ -43,23 +42,23 @@ import type {
   SettleRequest,
   StorageStats,
 } from "../../src/types.ts";
+import { insertError, insertQueries, writeRows } from "./insert.ts";
 import {
   claimLockSql,
   claimSql,
   cleanupSql,
   createStatements,
-  insertSql,
   inspectSql,
   postgresNames,
   requeueSql,
   settleSql,
   setupLockSql,
   statsSql,
-  uninsertSql,
 } from "./sql.ts";
 
 /** A row as postgres.js returns it. */
 type Row = Record<string, unknown>;
+export type { Row as PostgresRow };
 
 /**
  * What the adapter needs of a postgres.js `sql` or transaction: `unsafe` (parameters
@@ -129,18 +128,6 @@ const num = (value: unknown): number => Number(value);
 const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value));
 const str = (value: unknown): string | null => (value === null || value === undefined ? null : String(value));
 
-function duplicateError(id: string, count: number): OutboxMessageError {
-  return new OutboxMessageError(`Message id ${JSON.stringify(id)} is already in the outbox; ids must be unique`, count === 1 ? "id" : "");
-}
-
-function base64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
-}
-
 function fromBase64(text: string): Uint8Array {
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
@@ -175,8 +162,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   const n = postgresNames(schema, table);
   const schemaSql = createStatements(n);
   const q = {
-    insert: insertSql(n),
-    uninsert: uninsertSql(n),
+    ...insertQueries(n),
     claimLock: claimLockSql(n),
     claim: claimSql(n),
     settle: settleSql(n),
@@ -227,43 +213,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
       if (typeof tx !== "function" && (typeof tx !== "object" || tx === null) || typeof tx.unsafe !== "function") {
         throw new OutboxStorageError("enqueue needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument");
       }
-      const ids: string[] = [];
-      const topics: string[] = [];
-      const keys: (string | null)[] = [];
-      const payloads: (string | null)[] = [];
-      const bytes: (string | null)[] = [];
-      const headers: (string | null)[] = [];
-      const available: number[] = [];
-      const deliver: (number | null)[] = [];
-      const created: number[] = [];
-      for (const r of rows) {
-        ids.push(r.id);
-        topics.push(r.topic);
-        keys.push(r.key);
-        if (typeof r.body === "string") {
-          payloads.push(r.body);
-          bytes.push(null);
-        } else {
-          payloads.push(null);
-          bytes.push(base64(bodyBytes(r.body)));
-        }
-        headers.push(r.headers);
-        available.push(r.availableAt);
-        deliver.push(r.availableAt > r.createdAt ? r.availableAt : null);
-        created.push(r.createdAt);
-      }
-      const write = async (target: PostgresQueryable) => {
-        const [result] = await target.unsafe(q.insert, [ids, topics, keys, payloads, bytes, headers, available, deliver, created, notify]);
-        if (result?.duplicate !== null && result?.duplicate !== undefined) {
-          throw duplicateError(String(result.duplicate), rows.length);
-        }
-        if (num(result?.n) !== rows.length) {
-          // Another transaction inserted one of these ids since we checked: undo ours.
-          const written = (result?.ids as string[] | null) ?? [];
-          if (written.length > 0) await target.unsafe(q.uninsert, [written]);
-          throw duplicateError(ids.find((id) => !written.includes(id)) ?? "", rows.length);
-        }
-      };
+      const write = (target: PostgresQueryable) => writeRows(q, rows, notify, (text, params) => target.unsafe(text, params));
       try {
         if (isPostgresSql(tx)) {
           // No caller transaction: make the insert (and a compensation) atomic on its own.
@@ -272,12 +222,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
           await write(tx);
         }
       } catch (error) {
-        if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) throw error;
-        const code = (error as { code?: unknown })?.code;
-        if (code === "25P02") {
-          throw new OutboxStorageError("Could not enqueue: the transaction is aborted by an earlier error; roll it back", { cause: error });
-        }
-        throw wrap("enqueue", error);
+        throw insertError(error, (e) => wrap("enqueue", e));
       }
     },
 
