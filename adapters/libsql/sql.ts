@@ -13,6 +13,7 @@ export interface LibsqlNames {
   readonly settledIndex: string;
   readonly lockedIndex: string;
   readonly scheduledIndex: string;
+  readonly idIndex: string;
 }
 
 /** Builds the quoted names for a checked table name. */
@@ -24,6 +25,7 @@ export function libsqlNames(table: string): LibsqlNames {
     settledIndex: `"${table}_settled_idx"`,
     lockedIndex: `"${table}_locked_idx"`,
     scheduledIndex: `"${table}_scheduled_idx"`,
+    idIndex: `"${table}_id_unique"`,
   };
 }
 
@@ -31,8 +33,8 @@ export function libsqlNames(table: string): LibsqlNames {
 export function createStatements(n: LibsqlNames): string[] {
   return [
     `CREATE TABLE IF NOT EXISTS ${n.table} (
-  seq INTEGER PRIMARY KEY,
-  id TEXT NOT NULL UNIQUE,
+  seq INTEGER PRIMARY KEY NOT NULL,
+  id TEXT NOT NULL,
   topic TEXT NOT NULL,
   key TEXT,
   payload BLOB NOT NULL,
@@ -46,6 +48,9 @@ export function createStatements(n: LibsqlNames): string[] {
   created_at INTEGER NOT NULL,
   settled_at INTEGER
 )`,
+    // Message ids are the dedup ids end to end. A named index rather than a column
+    // UNIQUE, so drizzle-kit can declare exactly the same thing.
+    `CREATE UNIQUE INDEX IF NOT EXISTS ${n.idIndex} ON ${n.table} (id)`,
     // Claim scan: unsettled rows in seq order; due time and key covered.
     `CREATE INDEX IF NOT EXISTS ${n.claimIndex} ON ${n.table} (seq, available_at, key) WHERE available_at IS NOT NULL`,
     // Per-key barrier: earlier unsettled rows of one key.

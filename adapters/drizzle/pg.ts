@@ -1,0 +1,145 @@
+/**
+ * Drizzle definitions and storage for Postgres (drizzle-orm/pg-core, postgres-js driver).
+ */
+
+import { Param, type SQL, sql, type SQLChunk } from "drizzle-orm";
+import { bigint, check, customType, index, integer, json, pgSchema, pgTable, text } from "drizzle-orm/pg-core";
+import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
+import { checkIdentifier } from "../../src/identifier.ts";
+import type { OutboxStorage } from "../../src/types.ts";
+import { insertError, insertQueries, writeRows } from "../postgres/insert.ts";
+import { postgresStorage, type PostgresSql, type PostgresStorageOptions } from "../postgres/mod.ts";
+import { postgresNames } from "../postgres/sql.ts";
+
+const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
+
+/**
+ * The outbox table as a drizzle `pg-core` table, identical (columns, constraints,
+ * indexes) to what `outbox.setup()` creates, so drizzle-kit migrations include it.
+ *
+ * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
+ * @returns The table; export it from your drizzle schema file.
+ *
+ * @example
+ * ```ts
+ * // schema.ts, read by drizzle-kit
+ * import { pgOutboxTable } from "@x/outbox/drizzle";
+ * export const outbox = pgOutboxTable();
+ * ```
+ */
+export function pgOutboxTable(options: { schema?: string; table?: string } = {}) {
+  const schema = checkIdentifier(options.schema ?? "public", "schema");
+  const name = checkIdentifier(options.table ?? "outbox", "table");
+  const columns = {
+    seq: bigint("seq", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    id: text("id").notNull().unique(`${name}_id_key`),
+    topic: text("topic").notNull(),
+    key: text("key"),
+    payload: json("payload"),
+    payloadBytes: bytea("payload_bytes"),
+    headers: json("headers"),
+    status: text("status").notNull().default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    availableAt: bigint("available_at", { mode: "number" }),
+    deliverAt: bigint("deliver_at", { mode: "number" }),
+    lockedBy: text("locked_by"),
+    lastError: text("last_error"),
+    createdAt: bigint("created_at", { mode: "number" }).notNull(),
+    settledAt: bigint("settled_at", { mode: "number" }),
+  };
+  // Keep in step with createStatements in adapters/postgres/sql.ts (a test compares them).
+  const extras = (t: { [K in keyof typeof columns]: never }) => [
+    check(`${name}_status_check`, sql`${sql.raw("status")} IN ('pending', 'processing', 'published', 'dead')`),
+    check(`${name}_check`, sql.raw("(payload IS NULL) <> (payload_bytes IS NULL)")),
+    index(`${name}_claim_idx`).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
+    index(`${name}_key_idx`).on(t.key, t.seq, t.availableAt).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
+    index(`${name}_settled_idx`).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
+    index(`${name}_locked_idx`).on(t.lockedBy).where(sql.raw("locked_by IS NOT NULL")),
+    index(`${name}_scheduled_idx`).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
+  ];
+  return schema === "public"
+    ? pgTable(name, columns, (t) => extras(t as never))
+    : pgSchema(schema).table(name, columns, (t) => extras(t as never));
+}
+
+/** A drizzle postgres-js database: what `drizzle(sql)` returns. */
+export interface DrizzlePgDatabase {
+  /** The postgres.js client drizzle wraps. */
+  readonly $client: unknown;
+  /** Runs a callback in a transaction. */
+  transaction<T>(fn: (tx: DrizzlePgTransaction) => Promise<T>): Promise<T>;
+}
+
+/** A drizzle Postgres transaction (or database): anything with `execute(sql)`. */
+export interface DrizzlePgTransaction {
+  execute(query: SQL): PromiseLike<unknown>;
+}
+
+function storageError(table: string, error: unknown): OutboxStorageError {
+  const message = error instanceof Error ? error.message : String(error);
+  const cause = (error as { cause?: unknown })?.cause;
+  const detail = cause instanceof Error ? `: ${cause.message}` : "";
+  return new OutboxStorageError(`Could not enqueue into outbox table "${table}": ${message}${detail}`, { cause: error });
+}
+
+/** Turns `$n` placeholders into drizzle params, so the statement runs through drizzle. */
+export function drizzleSql(text: string, params: readonly unknown[]): SQL {
+  const chunks: SQLChunk[] = [];
+  const re = /\$(\d+)/g;
+  let last = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    chunks.push(sql.raw(text.slice(last, m.index)));
+    chunks.push(new Param(params[Number(m[1]) - 1]));
+    last = m.index + m[0].length;
+  }
+  chunks.push(sql.raw(text.slice(last)));
+  return sql.join(chunks);
+}
+
+/**
+ * A storage on a drizzle postgres-js database: the relay runs on the postgres.js client
+ * drizzle wraps, and `outbox.enqueue(tx, …)` writes through the drizzle transaction.
+ *
+ * @param db `drizzle(sql)` from `drizzle-orm/postgres-js`.
+ * @param options `schema`, `table`, `notify`, as for `postgresStorage`.
+ * @returns The storage; its transaction type is drizzle's transaction.
+ * @throws {OutboxConfigError} When `db` does not run on postgres.js.
+ *
+ * @example
+ * ```ts
+ * const outbox = createOutbox({ storage: drizzlePgStorage(db), publisher });
+ * await db.transaction(async (tx) => {
+ *   await tx.insert(orders).values({ id: "o-1" });
+ *   await outbox.enqueue(tx, { topic: "orders.created", key: "o-1", payload: { id: "o-1" } });
+ * });
+ * ```
+ */
+export function drizzlePgStorage(db: DrizzlePgDatabase, options: PostgresStorageOptions = {}): OutboxStorage<DrizzlePgTransaction> {
+  const client = (db as { $client?: unknown })?.$client;
+  if (typeof client !== "function" || typeof (client as unknown as PostgresSql).unsafe !== "function") {
+    throw new OutboxConfigError("drizzlePgStorage needs a drizzle database on the postgres-js driver: drizzle(postgres(url))", "db");
+  }
+  const base = postgresStorage(client as unknown as PostgresSql, options);
+  const q = insertQueries(postgresNames(base.schema, base.table));
+  const notify = options.notify ?? true;
+  const execute = (tx: DrizzlePgTransaction) => async (text: string, params: unknown[]) =>
+    (await tx.execute(drizzleSql(text, params))) as Record<string, unknown>[];
+  return {
+    ...base,
+    name: "drizzle-postgres",
+    async insert(tx, rows) {
+      if (typeof tx !== "object" || tx === null || typeof tx.execute !== "function") {
+        throw new OutboxStorageError("enqueue needs a drizzle transaction (db.transaction(async (tx) => …)) or the db as its first argument");
+      }
+      try {
+        if (tx === (db as unknown)) {
+          await db.transaction((inner) => writeRows(q, rows, notify, execute(inner)));
+        } else {
+          await writeRows(q, rows, notify, execute(tx));
+        }
+      } catch (error) {
+        throw insertError(error, (e) => storageError(base.table, e));
+      }
+    },
+  };
+}

@@ -1,0 +1,114 @@
+/**
+ * Drizzle definitions and storage for SQLite / libSQL (drizzle-orm/sqlite-core, libsql driver).
+ */
+
+import type { Client, InStatement } from "@libsql/client";
+import { Param, type SQL, sql, type SQLChunk } from "drizzle-orm";
+import { blob, check, index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
+import { checkIdentifier } from "../../src/identifier.ts";
+import type { OutboxStorage } from "../../src/types.ts";
+import { insertError, insertStatements, runInsertStatements } from "../libsql/insert.ts";
+import { libsqlStorage, type LibsqlStorageOptions } from "../libsql/mod.ts";
+import { libsqlNames } from "../libsql/sql.ts";
+
+/**
+ * The outbox table as a drizzle `sqlite-core` table, identical (columns, indexes) to
+ * what `outbox.setup()` creates, so drizzle-kit migrations include it.
+ *
+ * @param options `table` (default `"outbox"`).
+ * @returns The table; export it from your drizzle schema file.
+ */
+export function sqliteOutboxTable(options: { table?: string } = {}) {
+  const name = checkIdentifier(options.table ?? "outbox", "table");
+  // Keep in step with createStatements in adapters/libsql/sql.ts (a test compares them).
+  return sqliteTable(name, {
+    seq: integer("seq").primaryKey(),
+    id: text("id").notNull(),
+    topic: text("topic").notNull(),
+    key: text("key"),
+    payload: blob("payload").notNull(),
+    headers: text("headers"),
+    status: text("status").notNull().default("pending"),
+    attempts: integer("attempts").notNull().default(0),
+    availableAt: integer("available_at"),
+    deliverAt: integer("deliver_at"),
+    lockedBy: text("locked_by"),
+    lastError: text("last_error"),
+    createdAt: integer("created_at").notNull(),
+    settledAt: integer("settled_at"),
+  }, (t) => [
+    check(`${name}_status_check`, sql.raw("status IN ('pending', 'processing', 'published', 'dead')")),
+    uniqueIndex(`${name}_id_unique`).on(t.id),
+    index(`${name}_claim_idx`).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
+    index(`${name}_key_idx`).on(t.key, t.seq, t.availableAt).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
+    index(`${name}_settled_idx`).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
+    index(`${name}_locked_idx`).on(t.lockedBy).where(sql.raw("locked_by IS NOT NULL")),
+    index(`${name}_scheduled_idx`).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
+  ]);
+}
+
+/** A drizzle libsql database: what `drizzle(client)` from `drizzle-orm/libsql` returns. */
+export interface DrizzleSqliteDatabase {
+  /** The libSQL client drizzle wraps. */
+  readonly $client: unknown;
+  /** Runs a callback in a transaction. */
+  transaction<T>(fn: (tx: DrizzleSqliteTransaction) => Promise<T>): Promise<T>;
+}
+
+/** A drizzle SQLite transaction (or database): anything with `run(sql)`. */
+export interface DrizzleSqliteTransaction {
+  run(query: SQL): PromiseLike<unknown>;
+}
+
+/** Turns `?` placeholders into drizzle params, so the statement runs through drizzle. */
+function drizzleSql(statement: InStatement | string): SQL {
+  if (typeof statement === "string") return sql.raw(statement);
+  const args = statement.args as unknown[];
+  const parts = statement.sql.split("?");
+  const chunks: SQLChunk[] = [sql.raw(parts[0]!)];
+  for (let i = 1; i < parts.length; i++) {
+    chunks.push(new Param(args[i - 1]));
+    chunks.push(sql.raw(parts[i]!));
+  }
+  return sql.join(chunks);
+}
+
+/**
+ * A storage on a drizzle libsql database: the relay runs on the libSQL client drizzle
+ * wraps, and `outbox.enqueue(tx, …)` writes through the drizzle transaction.
+ *
+ * @param db `drizzle(client)` from `drizzle-orm/libsql`.
+ * @param options `table`, `busyTimeoutMs`, as for `libsqlStorage`.
+ * @returns The storage; its transaction type is drizzle's transaction.
+ * @throws {OutboxConfigError} When `db` does not run on a libSQL client.
+ */
+export function drizzleSqliteStorage(db: DrizzleSqliteDatabase, options: LibsqlStorageOptions = {}): OutboxStorage<DrizzleSqliteTransaction> {
+  const client = (db as { $client?: unknown })?.$client as Client | undefined;
+  if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
+    throw new OutboxConfigError("drizzleSqliteStorage needs a drizzle database on the libsql driver: drizzle(createClient({ url }))", "db");
+  }
+  const base = libsqlStorage(client, options);
+  const n = libsqlNames(base.table);
+  return {
+    ...base,
+    name: "drizzle-sqlite",
+    statements: undefined,
+    async insert(tx, rows) {
+      if (typeof tx !== "object" || tx === null || typeof tx.run !== "function") {
+        throw new OutboxStorageError("enqueue needs a drizzle transaction (db.transaction(async (tx) => …)) or the db as its first argument");
+      }
+      const statements = insertStatements(n, rows);
+      try {
+        if (tx === (db as unknown) && statements.length > 1) {
+          await db.transaction((inner) => runInsertStatements((s) => Promise.resolve(inner.run(drizzleSql(s))), statements));
+        } else {
+          await runInsertStatements((s) => Promise.resolve(tx.run(drizzleSql(s))), statements);
+        }
+      } catch (error) {
+        throw insertError(error, rows, (e) =>
+          new OutboxStorageError(`Could not enqueue into outbox table "${base.table}": ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+      }
+    },
+  };
+}

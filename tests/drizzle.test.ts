@@ -1,0 +1,207 @@
+/**
+ * Drizzle: the conformance suite on drizzle's postgres-js and libsql drivers, and the
+ * exported table definitions compared with what setup() creates, through drizzle-kit.
+ */
+
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { createClient } from "@libsql/client";
+import { drizzle as drizzlePg } from "drizzle-orm/postgres-js";
+import { drizzle as drizzleLibsql } from "drizzle-orm/libsql";
+import { sql as dsql } from "drizzle-orm";
+import { generateDrizzleJson, generateMigration, generateSQLiteDrizzleJson, generateSQLiteMigration } from "drizzle-kit/api";
+import { createOutbox, memoryPublisher, OutboxConfigError } from "../mod.ts";
+import { drizzlePgStorage, drizzleSqliteStorage, pgOutboxTable, sqliteOutboxTable } from "../adapters/drizzle/mod.ts";
+import type { DrizzlePgTransaction, DrizzleSqliteTransaction } from "../adapters/drizzle/mod.ts";
+import { postgresStorage, type PostgresSql } from "../adapters/postgres/mod.ts";
+import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { storageConformance, type StorageHarness } from "./conformance/storage.ts";
+import { test } from "./harness.ts";
+import { openSql, uniqueSchema } from "./postgres_helpers.ts";
+import { openClient, tempDatabase } from "./libsql_helpers.ts";
+
+async function pgHarness(): Promise<StorageHarness<DrizzlePgTransaction>> {
+  const schema = uniqueSchema("dz");
+  const clients = [openSql()];
+  const db = drizzlePg(clients[0]!);
+  await db.execute(dsql.raw(`CREATE SCHEMA "${schema}"`));
+  await db.execute(dsql.raw(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY)`));
+  const storage = drizzlePgStorage(db, { schema });
+  await storage.setup();
+  return {
+    storage,
+    async connect() {
+      const other = openSql();
+      clients.push(other);
+      return drizzlePgStorage(drizzlePg(other), { schema });
+    },
+    commit: (fn) => db.transaction((tx) => fn(tx)),
+    async rollback(fn) {
+      await db.transaction(async (tx) => {
+        await fn(tx);
+        tx.rollback();
+      }).catch((e) => {
+        if (!/rollback/i.test(String(e))) throw e;
+      });
+    },
+    async insertOrder(tx, id) {
+      await tx.execute(dsql`INSERT INTO ${dsql.raw(`"${schema}".orders`)} (id) VALUES (${id})`);
+    },
+    async orderCount() {
+      const rows = await db.execute(dsql.raw(`SELECT count(*)::int AS n FROM "${schema}".orders`));
+      return Number((rows as unknown as { n: number }[])[0]!.n);
+    },
+    async close() {
+      await clients[0]!.unsafe(`DROP SCHEMA "${schema}" CASCADE`).catch(() => {});
+      await Promise.all(clients.map((c) => c.end({ timeout: 1 })));
+    },
+  };
+}
+
+async function sqliteHarness(): Promise<StorageHarness<DrizzleSqliteTransaction>> {
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  const clients = [client];
+  const db = drizzleLibsql(client);
+  await db.run(dsql.raw("CREATE TABLE orders (id TEXT PRIMARY KEY)"));
+  const storage = drizzleSqliteStorage(db);
+  await storage.setup();
+  return {
+    storage,
+    async connect() {
+      const other = await openClient(url);
+      clients.push(other);
+      return drizzleSqliteStorage(drizzleLibsql(other));
+    },
+    commit: (fn) => db.transaction((tx) => fn(tx)),
+    async rollback(fn) {
+      await db.transaction(async (tx) => {
+        await fn(tx);
+        tx.rollback();
+      }).catch((e) => {
+        if (!/rollback/i.test(String(e))) throw e;
+      });
+    },
+    async insertOrder(tx, id) {
+      await tx.run(dsql`INSERT INTO orders (id) VALUES (${id})`);
+    },
+    async orderCount() {
+      const rows = await db.all<{ n: number }>(dsql.raw("SELECT count(*) AS n FROM orders"));
+      return Number(rows[0]!.n);
+    },
+    async close() {
+      for (const c of clients) c.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+storageConformance("drizzle-postgres", pgHarness);
+storageConformance("drizzle-sqlite", sqliteHarness);
+
+test("drizzle: pgOutboxTable() through drizzle-kit creates the same columns, constraints and indexes as setup()", async () => {
+  const sql = openSql();
+  const fromKit = uniqueSchema("kit");
+  const fromSetup = uniqueSchema("setup");
+  try {
+    const table = pgOutboxTable({ schema: fromKit });
+    const statements = await generateMigration(generateDrizzleJson({}), generateDrizzleJson({ table }));
+    await sql.unsafe(`CREATE SCHEMA "${fromKit}"`); // drizzle-kit creates schemas only for exported pgSchema objects
+    for (const s of statements) await sql.unsafe(s);
+    await postgresStorage(sql as unknown as PostgresSql, { schema: fromSetup }).setup();
+    const describe = async (schema: string) => {
+      const columns = await sql.unsafe(
+        `SELECT column_name, data_type, is_nullable, column_default, is_identity, identity_generation
+         FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'outbox' ORDER BY column_name`,
+        [schema],
+      );
+      const indexes = await sql.unsafe(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`, [schema]);
+      const constraints = await sql.unsafe(
+        `SELECT conname, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+         WHERE n.nspname = $1 ORDER BY conname`,
+        [schema],
+      );
+      const normal = (text: string) => text.replaceAll(`"${schema}"`, "S").replaceAll(schema, "S");
+      return {
+        columns: columns.map((c) => ({ ...c })),
+        indexes: indexes.map((i) => `${i.indexname}: ${normal(String(i.indexdef))}`),
+        constraints: constraints.map((c) => `${c.conname}: ${c.def}`),
+      };
+    };
+    const kit = await describe(fromKit);
+    const setup = await describe(fromSetup);
+    assert.equal(kit.columns.length, 15);
+    assert.deepEqual(kit.columns, setup.columns);
+    assert.deepEqual(kit.indexes, setup.indexes);
+    assert.deepEqual(kit.constraints, setup.constraints);
+  } finally {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${fromKit}" CASCADE`).catch(() => {});
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${fromSetup}" CASCADE`).catch(() => {});
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("drizzle: sqliteOutboxTable() through drizzle-kit creates the same columns and indexes as setup()", async () => {
+  const a = tempDatabase();
+  const b = tempDatabase();
+  const kitDb = createClient({ url: a.url });
+  const setupDb = createClient({ url: b.url });
+  try {
+    const statements = await generateSQLiteMigration(await generateSQLiteDrizzleJson({}), await generateSQLiteDrizzleJson({ outbox: sqliteOutboxTable() }));
+    for (const s of statements) await kitDb.execute(s);
+    await libsqlStorage(setupDb).setup();
+    const describe = async (db: typeof kitDb) => {
+      const columns = (await db.execute("SELECT name, upper(type) AS type, \"notnull\", dflt_value, pk FROM pragma_table_info('outbox') ORDER BY name")).rows
+        .map((r) => `${r.name} ${r.type} notnull=${r.notnull} default=${r.dflt_value} pk=${r.pk}`);
+      const indexes = [];
+      for (const idx of (await db.execute("SELECT name, \"unique\", partial FROM pragma_index_list('outbox') WHERE origin != 'pk' ORDER BY name")).rows) {
+        const cols = (await db.execute({ sql: "SELECT name FROM pragma_index_info(?) ORDER BY seqno", args: [String(idx.name)] })).rows.map((r) => r.name);
+        const def = (await db.execute({ sql: "SELECT sql FROM sqlite_master WHERE name = ?", args: [String(idx.name)] })).rows[0]?.sql;
+        const where = String(def ?? "").replace(/\s+/g, " ").replace(/^.* WHERE /i, "").replace(/[`"]/g, "").trim();
+        indexes.push(`${idx.name} unique=${idx.unique} (${cols.join(", ")}) where ${idx.partial ? where : "-"}`);
+      }
+      const table = String((await db.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'")).rows[0]!.sql);
+      const checks = /CHECK\s*\((.*)\)/is.exec(table)?.[1]?.replace(/[`"\s]/g, "") ?? "";
+      return { columns, indexes, checks };
+    };
+    const kit = await describe(kitDb);
+    const setup = await describe(setupDb);
+    assert.equal(kit.columns.length, 14);
+    assert.deepEqual(kit.columns, setup.columns);
+    assert.deepEqual(kit.indexes, setup.indexes);
+    assert.ok(kit.checks.includes("statusIN('pending','processing','published','dead')"), kit.checks);
+    assert.ok(setup.checks.includes("statusIN('pending','processing','published','dead')"), setup.checks);
+  } finally {
+    kitDb.close();
+    setupDb.close();
+    rmSync(a.dir, { recursive: true, force: true });
+    rmSync(b.dir, { recursive: true, force: true });
+  }
+});
+
+test("drizzle: storages refuse a database on another driver", () => {
+  assert.throws(() => drizzlePgStorage({ $client: {} } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "db");
+  assert.throws(() => drizzleSqliteStorage({ $client: null } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "db");
+  assert.throws(() => pgOutboxTable({ table: "x; drop" }), OutboxConfigError);
+  assert.throws(() => sqliteOutboxTable({ table: "" }), OutboxConfigError);
+});
+
+test("drizzle: enqueue() inside db.transaction() is typed by drizzle's own transaction type", async () => {
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  try {
+    const db = drizzleLibsql(client);
+    const pub = memoryPublisher();
+    const outbox = createOutbox({ storage: drizzleSqliteStorage(db), publisher: pub });
+    await outbox.setup();
+    await db.transaction(async (tx) => {
+      await outbox.enqueue(tx, { id: "typed", topic: "t", payload: { ok: true } });
+    });
+    await outbox.enqueue(db, { id: "on-db", topic: "t", payload: 1 });
+    await outbox.tick();
+    assert.deepEqual(pub.messages.map((m) => m.id), ["typed", "on-db"]);
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
