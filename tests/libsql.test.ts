@@ -120,7 +120,7 @@ test("libsql: enqueue() before setup() says to run setup()", () =>
 test("libsql: libsqlSchema() returns the DDL that setup() runs", () =>
   withDatabase(async (client) => {
     const statements = libsqlSchema({ table: "events_outbox" });
-    assert.equal(statements.length, 6);
+    assert.equal(statements.length, 7);
     for (const s of statements) await client.execute(s);
     const storage = libsqlStorage(client, { table: "events_outbox" });
     assert.deepEqual(storage.schemaSql, statements);
@@ -128,6 +128,7 @@ test("libsql: libsqlSchema() returns the DDL that setup() runs", () =>
     const idx = await client.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events_outbox' AND sql IS NOT NULL ORDER BY name");
     assert.deepEqual(idx.rows.map((r) => r.name), [
       "events_outbox_claim_idx",
+      "events_outbox_id_unique",
       "events_outbox_key_idx",
       "events_outbox_locked_idx",
       "events_outbox_scheduled_idx",
