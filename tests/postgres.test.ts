@@ -136,7 +136,6 @@ test("postgres: postgresSchema() returns the DDL setup() runs, and setup() accep
       "events_claim_idx",
       "events_id_key",
       "events_key_idx",
-      "events_locked_idx",
       "events_pkey",
       "events_scheduled_idx",
       "events_settled_idx",
@@ -162,8 +161,12 @@ test("postgres: claim, settle and cleanup queries use index scans", () =>
     const claim = await plan(claimSql(n), [1_000_000, 100, "t", 2_000_000]);
     assert.match(claim, /Index (Only )?Scan using outbox_claim_idx/);
     assert.match(claim, /Index (Only )?Scan using outbox_key_idx/);
-    const settle = await plan(settleSql(n), ["t", 1, true, [1, 2], ["published", "retry"], [null, 5], [null, "e"]]);
+    // A full batch of 500: the plan must stay on the primary key (no nested loop over the batch twice).
+    const seqs = Array.from({ length: 500 }, (_, i) => (i + 1) * 10);
+    const settle = await plan(settleSql(n), ["t", 1, true, seqs, seqs, seqs, seqs.map(() => "e"), seqs, seqs.map(() => "e"), seqs]);
     assert.doesNotMatch(settle, /Seq Scan on outbox/);
+    assert.match(settle, /Index Scan using outbox_pkey/);
+    assert.doesNotMatch(settle, /outbox_locked_idx/);
     const cleanup = await plan(cleanupSql(n), ["published", 10_000, 1_000]);
     assert.match(cleanup, /Index (Only )?Scan using outbox_settled_idx/);
     assert.doesNotMatch(claim + cleanup, /Seq Scan on outbox/);

@@ -252,17 +252,44 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async settle(request: SettleRequest): Promise<number> {
       if (request.settlements.length === 0) return 0;
-      const seqs: number[] = [];
-      const outcomes: string[] = [];
-      const at: (number | null)[] = [];
-      const errors: (string | null)[] = [];
+      const published: number[] = [];
+      const retrySeqs: number[] = [];
+      const retryAt: number[] = [];
+      const retryErrors: string[] = [];
+      const deadSeqs: number[] = [];
+      const deadErrors: string[] = [];
+      const released: number[] = [];
       for (const s of request.settlements) {
-        seqs.push(s.seq);
-        outcomes.push(s.outcome);
-        at.push(s.outcome === "retry" ? s.availableAt : null);
-        errors.push(s.outcome === "retry" || s.outcome === "dead" ? s.error : null);
+        switch (s.outcome) {
+          case "published":
+            published.push(s.seq);
+            break;
+          case "retry":
+            retrySeqs.push(s.seq);
+            retryAt.push(s.availableAt);
+            retryErrors.push(s.error);
+            break;
+          case "dead":
+            deadSeqs.push(s.seq);
+            deadErrors.push(s.error);
+            break;
+          case "release":
+            released.push(s.seq);
+            break;
+        }
       }
-      const [row] = await run("settle messages", q.settle, [request.token, request.now, request.deletePublished, seqs, outcomes, at, errors]);
+      const [row] = await run("settle messages", q.settle, [
+        request.token,
+        request.now,
+        request.deletePublished,
+        published,
+        retrySeqs,
+        retryAt,
+        retryErrors,
+        deadSeqs,
+        deadErrors,
+        released,
+      ]);
       return num(row?.n ?? 0);
     },
 

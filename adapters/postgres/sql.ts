@@ -62,8 +62,6 @@ export function createStatements(n: PostgresNames): string[] {
     `CREATE INDEX IF NOT EXISTS ${n.index("key_idx")} ON ${n.qualified} (key, seq, available_at) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
     // Retention cleanup and stats of settled rows.
     `CREATE INDEX IF NOT EXISTS ${n.index("settled_idx")} ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
-    // Rows of one claim token: settling a batch.
-    `CREATE INDEX IF NOT EXISTS ${n.index("locked_idx")} ON ${n.qualified} (locked_by) WHERE locked_by IS NOT NULL`,
     // Unsettled messages scheduled with deliverAt: stats' oldest-due age.
     `CREATE INDEX IF NOT EXISTS ${n.index("scheduled_idx")} ON ${n.qualified} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
   ];
@@ -123,7 +121,9 @@ export function claimLockSql(n: PostgresNames): string {
 /**
  * Leases claimable rows: due (pending and available, or processing with an expired
  * lease) and not behind an earlier unsettled row of the same key that is not itself
- * claimable, in seq order. claim_idx drives the scan, key_idx the barrier.
+ * claimable, in seq order. claim_idx drives the scan, key_idx the barrier; the update
+ * finds the chosen rows by primary key (`= ANY(ARRAY(…))`, never a join that the
+ * planner may turn into a hash join over a sequential scan).
  * Params: $1 now, $2 limit, $3 token, $4 lease end.
  */
 export function claimSql(n: PostgresNames): string {
@@ -140,37 +140,42 @@ export function claimSql(n: PostgresNames): string {
 )
 UPDATE ${n.qualified} AS o
 SET status = 'processing', locked_by = $3, available_at = $4, attempts = o.attempts + 1
-FROM c WHERE o.seq = c.seq
+WHERE o.seq = ANY (ARRAY(SELECT seq FROM c))
 RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payload_bytes, 'base64') AS payload_bytes,
   o.headers::text AS headers, o.attempts, o.created_at`;
 }
 
 /**
- * Applies a whole batch of outcomes in one statement (parallel arrays through unnest).
- * Params: $1 token, $2 now, $3 delete published, $4 seqs, $5 outcomes, $6 retry times, $7 errors.
+ * Applies a whole batch of outcomes in one statement. Every part finds its rows by
+ * primary key (`seq = ANY(array)`) and checks the lease token as a filter: driving by
+ * `locked_by` (estimated at one row) gave nested loops quadratic in the batch size.
+ * Params: $1 token, $2 now, $3 delete published, $4 published seqs, $5 retry seqs,
+ * $6 retry times, $7 retry errors, $8 dead seqs, $9 dead errors, $10 released seqs.
  */
 export function settleSql(n: PostgresNames): string {
-  return `WITH s AS (
-  SELECT * FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::text[]) AS s(seq, outcome, at, error)
+  return `WITH del AS (
+  DELETE FROM ${n.qualified} WHERE $3::boolean AND seq = ANY($4::bigint[]) AND locked_by = $1 RETURNING 1
 ),
-del AS (
-  DELETE FROM ${n.qualified} AS o USING s
-  WHERE $3::boolean AND s.outcome = 'published' AND o.seq = s.seq AND o.locked_by = $1
-  RETURNING 1
+pub AS (
+  UPDATE ${n.qualified} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = $2::bigint
+  WHERE NOT $3::boolean AND seq = ANY($4::bigint[]) AND locked_by = $1 RETURNING 1
 ),
-upd AS (
-  UPDATE ${n.qualified} AS o SET
-    status = CASE s.outcome WHEN 'published' THEN 'published' WHEN 'dead' THEN 'dead' ELSE 'pending' END,
-    available_at = CASE s.outcome WHEN 'retry' THEN s.at WHEN 'release' THEN $2::bigint ELSE NULL END,
-    attempts = CASE s.outcome WHEN 'release' THEN greatest(o.attempts - 1, 0) ELSE o.attempts END,
-    last_error = CASE WHEN s.outcome IN ('retry', 'dead') THEN s.error ELSE o.last_error END,
-    settled_at = CASE WHEN s.outcome IN ('published', 'dead') THEN $2::bigint END,
-    locked_by = NULL
-  FROM s
-  WHERE o.seq = s.seq AND o.locked_by = $1 AND NOT ($3::boolean AND s.outcome = 'published')
-  RETURNING 1
+rty AS (
+  UPDATE ${n.qualified} AS o SET status = 'pending', available_at = r.at, last_error = r.error, locked_by = NULL
+  FROM unnest($5::bigint[], $6::bigint[], $7::text[]) AS r(seq, at, error)
+  WHERE o.seq = ANY($5::bigint[]) AND o.seq = r.seq AND o.locked_by = $1 RETURNING 1
+),
+ded AS (
+  UPDATE ${n.qualified} AS o SET status = 'dead', available_at = NULL, last_error = d.error, locked_by = NULL, settled_at = $2::bigint
+  FROM unnest($8::bigint[], $9::text[]) AS d(seq, error)
+  WHERE o.seq = ANY($8::bigint[]) AND o.seq = d.seq AND o.locked_by = $1 RETURNING 1
+),
+rel AS (
+  UPDATE ${n.qualified} SET status = 'pending', available_at = $2::bigint, attempts = greatest(attempts - 1, 0), locked_by = NULL
+  WHERE seq = ANY($10::bigint[]) AND locked_by = $1 RETURNING 1
 )
-SELECT (SELECT count(*) FROM del)::int + (SELECT count(*) FROM upd)::int AS n`;
+SELECT ((SELECT count(*) FROM del) + (SELECT count(*) FROM pub) + (SELECT count(*) FROM rty)
+  + (SELECT count(*) FROM ded) + (SELECT count(*) FROM rel))::int AS n`;
 }
 
 /**
