@@ -47,6 +47,7 @@ export type {
   PublishContext,
   Publisher,
   PublishFunction,
+  PublishOutcome,
   RequeueRequest,
   Settlement,
   SettleRequest,

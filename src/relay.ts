@@ -11,7 +11,7 @@
 import { describeError, isPermanentError } from "./errors.ts";
 import { backoffDelay, type ResolvedOptions } from "./options.ts";
 import { decodeBody } from "./payload.ts";
-import type { ClaimedRow, OutboxRecord, OutboxStorage, Publisher, Settlement } from "./types.ts";
+import type { ClaimedRow, OutboxRecord, OutboxStorage, PublishOutcome, Publisher, Settlement } from "./types.ts";
 
 /** Options of one `tick()`. */
 export interface TickOptions {
@@ -162,9 +162,13 @@ async function publishBatch(
   const sorted = rows.length > 1 && rows.some((r, i) => i > 0 && r.seq < rows[i - 1]!.seq)
     ? [...rows].sort((a, b) => a.seq - b.seq)
     : rows;
+  const pipelined = typeof ctx.publisher.publishRun === "function";
+  const unkeyed: ClaimedRow[] = [];
   for (const row of sorted) {
     if (row.key === null) {
-      lanes.push([row]);
+      // One pipelined run for all unkeyed messages; otherwise a lane each.
+      if (pipelined) unkeyed.push(row);
+      else lanes.push([row]);
       continue;
     }
     let lane = byKey.get(row.key);
@@ -176,6 +180,7 @@ async function publishBatch(
     lane.push(row);
   }
 
+  if (unkeyed.length > 0) lanes.push(unkeyed);
   const settlements: Settlement[] = [];
   // Publishes in flight are told to give up when the lease is about to end.
   const leaseAbort = new AbortController();
@@ -199,10 +204,52 @@ async function publishBatch(
     }
   };
 
+  const runPipelinedLane = async (lane: ClaimedRow[]) => {
+    if (stopped()) {
+      releaseRest(lane, 0, settlements, report);
+      return;
+    }
+    const ordered = lane[0]!.key !== null;
+    const sending: { row: ClaimedRow; record: OutboxRecord }[] = [];
+    for (const row of lane) {
+      const prepared = await prepare(ctx, row, report);
+      if ("settlement" in prepared) settlements.push(prepared.settlement);
+      else sending.push({ row, record: prepared.record });
+    }
+    if (sending.length === 0) return;
+    let outcomes: readonly PublishOutcome[];
+    try {
+      outcomes = await untilAborted(ctx.publisher.publishRun!(sending.map((s) => s.record), context), context.signal);
+    } catch (error) {
+      outcomes = sending.map(() => ({ ok: false, error }));
+    }
+    let blocked = false;
+    for (let i = 0; i < sending.length; i++) {
+      const { row } = sending[i]!;
+      const outcome = outcomes[i] ?? { ok: false, error: new Error("The publisher reported no outcome for this message") };
+      if (outcome.ok) {
+        // Accepted by the broker, even after an earlier failure of its key: it is
+        // there already, and sending it again would only be dropped as a duplicate.
+        report.published++;
+        settlements.push({ seq: row.seq, outcome: "published" });
+      } else if (blocked) {
+        settlements.push({ seq: row.seq, outcome: "release" });
+        report.released++;
+      } else {
+        const settlement = failure(ctx, row, outcome.error, report);
+        settlements.push(settlement);
+        if (ordered && settlement.outcome === "retry") blocked = true;
+      }
+    }
+  };
+
   try {
     let next = 0;
     const worker = async () => {
-      while (next < lanes.length) await runLane(lanes[next++]!);
+      while (next < lanes.length) {
+        const lane = lanes[next++]!;
+        await (pipelined ? runPipelinedLane(lane) : runLane(lane));
+      }
     };
     const workers = Math.min(o.concurrency, lanes.length);
     await Promise.all(Array.from({ length: workers }, worker));
@@ -219,21 +266,23 @@ function releaseRest(lane: readonly ClaimedRow[], from: number, out: Settlement[
   }
 }
 
-async function attempt(
+/** Checks a claimed row before publishing: dead (attempts, decoding), filtered, or a record to send. */
+async function prepare(
   ctx: RelayContext,
   row: ClaimedRow,
-  context: { signal: AbortSignal },
   report: TickReport,
-): Promise<Settlement> {
+): Promise<{ settlement: Settlement } | { record: OutboxRecord }> {
   const o = ctx.options;
   if (row.attempts > o.retry.maxAttempts) {
     // Earlier claims ended without a result (crashed relay, expired lease): a message
     // that keeps killing its relay must not loop forever.
     report.dead++;
     return {
-      seq: row.seq,
-      outcome: "dead",
-      error: `Gave up after ${row.attempts - 1} attempts; the last ended without a result (relay stopped or lease expired)`,
+      settlement: {
+        seq: row.seq,
+        outcome: "dead",
+        error: `Gave up after ${row.attempts - 1} attempts; the last ended without a result (relay stopped or lease expired)`,
+      },
     };
   }
   let record: OutboxRecord;
@@ -241,28 +290,53 @@ async function attempt(
     record = toRecord(row);
   } catch (error) {
     report.dead++;
-    return { seq: row.seq, outcome: "dead", error: `Stored message could not be decoded: ${describeError(error)}` };
+    return { settlement: { seq: row.seq, outcome: "dead", error: `Stored message could not be decoded: ${describeError(error)}` } };
   }
-  try {
-    if (o.filter && !(await o.filter(record))) {
-      report.filtered++;
-      return { seq: row.seq, outcome: "published" };
+  if (o.filter) {
+    let keep: boolean;
+    try {
+      keep = await o.filter(record);
+    } catch (error) {
+      return { settlement: failure(ctx, row, error, report) };
     }
-    await untilAborted(ctx.publisher.publish(record, context), context.signal);
+    if (!keep) {
+      report.filtered++;
+      return { settlement: { seq: row.seq, outcome: "published" } };
+    }
+  }
+  return { record };
+}
+
+/** Classifies a failed attempt: permanent or out of attempts → dead, else retry with back-off. */
+function failure(ctx: RelayContext, row: ClaimedRow, error: unknown, report: TickReport): Settlement {
+  const o = ctx.options;
+  const message = describeError(error);
+  if (isPermanentError(error)) {
+    report.dead++;
+    return { seq: row.seq, outcome: "dead", error: message };
+  }
+  if (row.attempts >= o.retry.maxAttempts) {
+    report.dead++;
+    return { seq: row.seq, outcome: "dead", error: `${message} (after ${row.attempts} attempts)` };
+  }
+  report.retried++;
+  return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
+}
+
+async function attempt(
+  ctx: RelayContext,
+  row: ClaimedRow,
+  context: { signal: AbortSignal },
+  report: TickReport,
+): Promise<Settlement> {
+  const prepared = await prepare(ctx, row, report);
+  if ("settlement" in prepared) return prepared.settlement;
+  try {
+    await untilAborted(ctx.publisher.publish(prepared.record, context), context.signal);
     report.published++;
     return { seq: row.seq, outcome: "published" };
   } catch (error) {
-    const message = describeError(error);
-    if (isPermanentError(error)) {
-      report.dead++;
-      return { seq: row.seq, outcome: "dead", error: message };
-    }
-    if (row.attempts >= o.retry.maxAttempts) {
-      report.dead++;
-      return { seq: row.seq, outcome: "dead", error: `${message} (after ${row.attempts} attempts)` };
-    }
-    report.retried++;
-    return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
+    return failure(ctx, row, error, report);
   }
 }
 

@@ -74,9 +74,26 @@ export interface Publisher {
    * @param context Cancellation signal.
    */
   publish(message: OutboxRecord, context: PublishContext): Promise<void>;
+  /**
+   * Optional pipelined form: publishes a run of messages in the given order with many in
+   * flight, and resolves with one outcome per message, in the same order. The relay
+   * hands it each key's claimed run (and the batch's unkeyed messages as one run).
+   * Messages must reach the broker in the order given; a failure must not stop the
+   * publisher from reporting the outcomes of the messages after it.
+   */
+  publishRun?(messages: readonly OutboxRecord[], context: PublishContext): Promise<PublishOutcome[]>;
+  /**
+   * Optional check run once by `start()`: given how long a message may take from its
+   * first publish to its last retry, returns warnings (e.g. a broker dedup window that
+   * is shorter). Errors are reported to `onError`, never thrown at the caller.
+   */
+  check?(options: { retryHorizonMs: number; subjects?: readonly string[] }): Promise<string[]>;
   /** Releases resources; called by nobody but the owner of the publisher. */
   close?(): Promise<void>;
 }
+
+/** The outcome of one message of a {@link Publisher.publishRun}. */
+export type PublishOutcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
 
 /** A plain async function is a publisher too. */
 export type PublishFunction = (message: OutboxRecord, context: PublishContext) => Promise<void> | void;

@@ -327,6 +327,84 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     }
   });
 
+  it("a pipelined publisher gets each key's run in order and all unkeyed messages as one run", async (h) => {
+    const clock = new Clock();
+    const runs: string[][] = [];
+    const outbox = make(h, clock, {
+      publish: () => Promise.reject(new Error("publish() must not be used when publishRun() exists")),
+      publishRun: (messages) => {
+        runs.push(messages.map((m) => m.id));
+        return Promise.resolve(messages.map(() => ({ ok: true as const })));
+      },
+    });
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [
+        { id: "a1", topic: "t", key: "A", payload: 1 },
+        { id: "u1", topic: "t", payload: 1 },
+        { id: "b1", topic: "t", key: "B", payload: 1 },
+        { id: "a2", topic: "t", key: "A", payload: 2 },
+        { id: "u2", topic: "t", payload: 2 },
+        { id: "a3", topic: "t", key: "A", payload: 3 },
+      ])
+    );
+    const report = await outbox.tick();
+    assert.equal(report.published, 6);
+    assert.deepEqual(runs.map((r) => r.join(",")).sort(), ["a1,a2,a3", "b1", "u1,u2"]);
+  });
+
+  it("a pipelined run that fails mid-key keeps what the broker took, retries the failure and holds back the rest", async (h) => {
+    const clock = new Clock();
+    const outbox = make(h, clock, {
+      publish: () => Promise.reject(new Error("unused")),
+      // a2 fails; a3 was accepted anyway (already in the broker); a4 failed too.
+      publishRun: (messages) =>
+        Promise.resolve(messages.map((m) =>
+          m.id === "a2" || m.id === "a4" ? { ok: false as const, error: new Error(`lost ${m.id}`) } : { ok: true as const }
+        )),
+    });
+    await h.commit((tx) => outbox.enqueue(tx, ["a1", "a2", "a3", "a4"].map((id, i) => ({ id, topic: "t", key: "A", payload: i }))));
+    const report = await outbox.tick();
+    assert.deepEqual([report.published, report.retried, report.released], [2, 1, 1]);
+    const rows = await outbox.inspect();
+    assert.deepEqual(rows.map((r) => [r.id, r.status, r.attempts]), [["a2", "pending", 1], ["a4", "pending", 0]]);
+    assert.equal(rows[0]!.lastError, "lost a2");
+  });
+
+  it("with a pipelined publisher, key order survives transient failures too", async (h) => {
+    const clock = new Clock();
+    const log: OutboxRecord[] = [];
+    let calls = 0;
+    const outbox = make(h, clock, {
+      publish: () => Promise.reject(new Error("unused")),
+      publishRun: (messages) => {
+        let failedKey = false;
+        return Promise.resolve(messages.map((m) => {
+          // Fail some messages; once a run fails, the rest of it fails as a broker would.
+          if (failedKey || calls++ % 4 === 1) {
+            failedKey = m.key !== null;
+            return { ok: false as const, error: new Error("timeout") };
+          }
+          log.push(m);
+          return { ok: true as const };
+        }));
+      },
+    }, { batchSize: 9, retry: { maxAttempts: 100, baseDelayMs: 10, maxDelayMs: 10, jitter: 0 } });
+    const expected = new Map<string, string[]>();
+    await h.commit((tx) =>
+      outbox.enqueue(tx, Array.from({ length: 60 }, (_, i) => {
+        const key = i % 5 === 0 ? null : `k${i % 4}`;
+        if (key) expected.set(key, [...(expected.get(key) ?? []), `p${i}`]);
+        return { id: `p${i}`, topic: "t", key, payload: i };
+      }))
+    );
+    for (let round = 0; round < 300 && (await outbox.stats()).pending > 0; round++) {
+      await outbox.tick({ maxBatches: 1 });
+      clock.advance(10);
+    }
+    assert.equal(new Set(ids(log)).size, 60);
+    for (const [key, order] of expected) assert.deepEqual(ids(log.filter((m) => m.key === key)), order, `order of ${key}`);
+  });
+
   it("a failed message holds back later messages of its key until it is published; other keys flow", async (h) => {
     const clock = new Clock();
     let failA1 = true;
