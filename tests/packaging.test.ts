@@ -1,59 +1,193 @@
 /**
- * Packaging checks: the JSR/Deno and npm export maps list the same entry points, and
- * the core stays runtime-agnostic with valibot as its only dependency.
+ * Packaging: one source tree published to JSR (the .ts sources, through jsr.json and
+ * deno.json) and to npm (compiled dist/, through package.json). These tests fail when
+ * the three manifests drift apart, when the core reaches for a runtime or a driver, or
+ * when a dependency sneaks into the core.
+ *
+ * That the npm targets exist and import under Node 20 is proven by tests/node/, which
+ * runs against the build.
  */
 
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, normalize, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { test } from "./harness.ts";
 
-const root = join(import.meta.dirname ?? new URL(".", import.meta.url).pathname, "..");
-const json = (file: string) => JSON.parse(readFileSync(join(root, file), "utf8"));
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-test("jsr.json, deno.json and package.json export the same entry points, and each target exists", () => {
-  const jsr = json("jsr.json");
-  const deno = json("deno.json");
-  const pkg = json("package.json");
-  assert.deepEqual(deno.exports, jsr.exports, "deno.json and jsr.json exports match");
+// deno-lint-ignore no-explicit-any
+type Json = any;
+const readJson = (file: string): Json => JSON.parse(readFileSync(join(root, file), "utf8"));
+const pkg = readJson("package.json");
+const jsr = readJson("jsr.json");
+const deno = readJson("deno.json");
+
+/** Every .ts file under a folder, as root-relative paths with forward slashes. */
+function tsFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(join(root, dir)).sort()) {
+    const path = `${dir}/${name}`;
+    if (statSync(join(root, path)).isDirectory()) out.push(...tsFiles(path));
+    else if (name.endsWith(".ts")) out.push(path);
+  }
+  return out;
+}
+
+/** Source without comments (they hold usage examples that import the package by name). */
+function stripComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\/|(^|[^:\\])\/\/.*$/gm, "$1");
+}
+
+const code = (file: string): string => stripComments(readFileSync(join(root, file), "utf8"));
+
+/** Module specifiers of static imports, re-exports, side-effect imports and import(). */
+function specifiers(source: string): string[] {
+  const found = [
+    ...source.matchAll(/\bfrom\s*["']([^"']+)["']/g),
+    ...source.matchAll(/\bimport\s*\(?\s*["']([^"']+)["']/g),
+  ];
+  return found.map((m) => m[1]!);
+}
+
+/** The npm package a bare specifier names: "drizzle-orm/pg-core" → "drizzle-orm". */
+function packageOf(specifier: string): string {
+  const parts = specifier.split("/");
+  return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!;
+}
+
+/** Root-relative path a relative specifier in `file` points at. */
+function resolveFrom(file: string, specifier: string): string {
+  return relative(root, normalize(join(root, dirname(file), specifier))).replaceAll("\\", "/");
+}
+
+const RUNTIME_GLOBALS = /\b(?:Deno|Bun|process|Buffer)\s*\.|\brequire\s*\(|\b__dirname\b/;
+
+/** Why `file` is not runtime-agnostic code that imports only what `allowed` accepts. */
+function purityProblems(file: string, source: string, allowed: (specifier: string) => boolean): string[] {
+  const problems: string[] = [];
+  for (const specifier of specifiers(source)) {
+    if (specifier.startsWith("node:")) problems.push(`${file} imports the Node built-in ${specifier}`);
+    else if (!allowed(specifier)) problems.push(`${file} imports ${specifier}`);
+  }
+  const global = RUNTIME_GLOBALS.exec(source);
+  if (global) problems.push(`${file} uses the runtime-specific ${global[0].trim()}`);
+  return problems;
+}
+
+const coreFiles = ["mod.ts", ...tsFiles("src")];
+const isCoreImport = (file: string) => (specifier: string) =>
+  specifier === "valibot" ||
+  ((specifier.startsWith("./") || specifier.startsWith("../")) &&
+    /^(mod\.ts|src\/.+\.ts)$/.test(resolveFrom(file, specifier)));
+
+const adapterNames = readdirSync(join(root, "adapters"))
+  .filter((name) => existsSync(join(root, "adapters", name, "mod.ts")))
+  .sort();
+
+test("jsr.json, deno.json and package.json export the same entry points", () => {
+  assert.deepEqual(deno.exports, jsr.exports, "deno.json and jsr.json list the same exports");
   assert.deepEqual(Object.keys(pkg.exports).sort(), Object.keys(jsr.exports).sort(), "npm and JSR list the same subpaths");
-  for (const [subpath, source] of Object.entries(jsr.exports as Record<string, string>)) {
+  assert.equal(jsr.name, "@x/outbox");
+  assert.equal(deno.name, jsr.name);
+  assert.equal(pkg.name, jsr.name);
+  assert.equal(jsr.version, pkg.version, "jsr.json has the package.json version");
+  assert.equal(deno.version, pkg.version, "deno.json has the package.json version");
+});
+
+test("each entry point is mod.ts or adapters/<subpath>/mod.ts, and every adapter has one", () => {
+  const expected: Record<string, string> = { ".": "./mod.ts" };
+  for (const name of adapterNames) expected[`./${name}`] = `./adapters/${name}/mod.ts`;
+  assert.deepEqual(jsr.exports, expected, "the folder name is the subpath (STYLE.md 2)");
+  for (const source of Object.values(jsr.exports as Record<string, string>)) {
     assert.ok(existsSync(join(root, source)), `${source} exists`);
+    assert.match(readFileSync(join(root, source), "utf8"), /@module/, `${source} documents itself with @module`);
+  }
+});
+
+test("npm exports point at the compiled twin of each JSR source, types first", () => {
+  for (const [subpath, source] of Object.entries(jsr.exports as Record<string, string>)) {
     const built = source.replace(/^\.\//, "./dist/").replace(/\.ts$/, "");
-    assert.deepEqual(pkg.exports[subpath], { types: `${built}.d.ts`, default: `${built}.js` }, `npm ${subpath} points at the build of ${source}`);
+    const target = pkg.exports[subpath];
+    assert.deepEqual(target, { types: `${built}.d.ts`, default: `${built}.js` }, `npm ${subpath} is the build of ${source}`);
+    assert.equal(Object.keys(target)[0], "types", `npm ${subpath}: "types" comes first, as TypeScript requires`);
   }
-  assert.equal(jsr.name, pkg.name);
-  assert.equal(jsr.version, pkg.version);
-  assert.equal(deno.version, pkg.version);
-  assert.deepEqual(deno.imports, jsr.imports, "deno.json and jsr.json map dependencies alike");
+  // The build mirrors the source tree into dist/, which is what the mapping above assumes.
+  const build = readFileSync(join(root, "tsconfig.build.json"), "utf8");
+  assert.match(build, /"outDir":\s*"dist"/);
+  assert.match(build, /"rootDir":\s*"\."/);
 });
 
-test("the core imports no runtime, driver or Node built-in: only valibot and its own files", () => {
-  const files = ["mod.ts", ...readdirSync(join(root, "src")).filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`)];
-  for (const file of files) {
-    // Comments hold usage examples that import the package: look at code only.
-    const code = readFileSync(join(root, file), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
-    const specifiers = [...code.matchAll(/(?:from|import)\s*\(?\s*["']([^"']+)["']/g)].map((m) => m[1]!);
-    for (const specifier of specifiers) {
-      assert.ok(specifier === "valibot" || specifier.startsWith("./") || specifier.startsWith("../src/"), `${file} imports ${specifier}`);
-    }
-    assert.doesNotMatch(code, /\b(Deno|Bun|process|Buffer|require)\s*[.(]/, `${file} uses a runtime-specific global`);
-  }
-});
-
-test("the core depends on valibot alone; drivers are optional peer dependencies", () => {
-  const pkg = json("package.json");
-  assert.deepEqual(Object.keys(pkg.dependencies), ["valibot"]);
-  for (const driver of Object.keys(pkg.peerDependencies)) {
-    assert.equal(pkg.peerDependenciesMeta[driver]?.optional, true, `${driver} is optional`);
-  }
+test("package.json is an ESM package for Node 20+ that ships dist/ and has no side effects", () => {
   assert.equal(pkg.type, "module");
+  assert.equal(pkg.sideEffects, false);
+  assert.equal(pkg.engines?.node, ">=20");
+  assert.ok(pkg.files.includes("dist"), "files ships dist/");
+  assert.ok(!pkg.files.some((f: string) => /^(tests|src|adapters|bench|examples)\b/.test(f)), "files ships no sources or tests");
+  for (const script of ["build", "check", "test", "test:bun", "test:deno", "demo", "bench"]) {
+    assert.equal(typeof pkg.scripts[script], "string", `npm run ${script} exists`);
+  }
 });
 
-test("every adapter folder is an entry point under its own name", () => {
-  const pkg = json("package.json");
-  for (const dir of readdirSync(join(root, "adapters"))) {
-    assert.ok(pkg.exports[`./${dir}`], `@x/outbox/${dir} is exported`);
-    assert.ok(existsSync(join(root, "adapters", dir, "mod.ts")), `adapters/${dir}/mod.ts exists`);
+test("the core depends on valibot alone; drivers are optional peer dependencies, installed for the tests", () => {
+  assert.deepEqual(Object.keys(pkg.dependencies), ["valibot"]);
+  const peers = Object.keys(pkg.peerDependencies ?? {});
+  assert.ok(peers.includes("@libsql/client"));
+  for (const driver of peers) {
+    assert.equal(pkg.peerDependenciesMeta?.[driver]?.optional, true, `${driver} is an optional peer`);
+    assert.ok(pkg.devDependencies[driver], `${driver} is a devDependency, so the tests run against it`);
   }
+});
+
+test("deno.json and jsr.json map each dependency and driver to the npm range package.json uses", () => {
+  assert.deepEqual(deno.imports, jsr.imports, "deno.json and jsr.json map dependencies alike");
+  const ranges: Record<string, string> = { ...pkg.devDependencies, ...pkg.dependencies };
+  for (const name of [...Object.keys(pkg.dependencies), ...Object.keys(pkg.peerDependencies ?? {})]) {
+    assert.equal(deno.imports[name], `npm:${name}@${ranges[name]}`, `deno.json imports ${name} at ${ranges[name]}`);
+  }
+  for (const [specifier, target] of Object.entries(deno.imports as Record<string, string>)) {
+    const m = /^npm:\/?((?:@[^/@]+\/)?[^/@]+)@([^/]+)\/?$/.exec(target);
+    assert.ok(m, `deno.json maps ${specifier} to an npm: specifier (${target})`);
+    assert.equal(m[1], specifier.replace(/\/$/, ""), `deno.json maps ${specifier} to the package of that name`);
+    assert.equal(m[2], ranges[m[1]!], `deno.json's range for ${m[1]} matches package.json`);
+  }
+});
+
+test("the core (mod.ts, src/) imports only valibot and its own files, and uses no runtime's globals", () => {
+  assert.ok(coreFiles.length > 5, "the scan sees the core's files");
+  const problems = coreFiles.flatMap((file) => purityProblems(file, code(file), isCoreImport(file)));
+  assert.deepEqual(problems, []);
+});
+
+test("adapters import the core, their own driver (an optional peer mapped in deno.json) and no runtime built-ins", () => {
+  assert.ok(adapterNames.includes("libsql"));
+  const peers = new Set(Object.keys(pkg.peerDependencies ?? {}));
+  const problems: string[] = [];
+  for (const name of adapterNames) {
+    for (const file of tsFiles(`adapters/${name}`)) {
+      const allowed = (specifier: string) => {
+        if (specifier.startsWith(".")) return /^(src|adapters)\//.test(resolveFrom(file, specifier));
+        const dep = packageOf(specifier);
+        return dep === "valibot" || (peers.has(dep) && dep in deno.imports);
+      };
+      problems.push(...purityProblems(file, code(file), allowed));
+    }
+  }
+  assert.deepEqual(problems, []);
+});
+
+test("the purity scan catches what it is meant to catch", () => {
+  const scan = (source: string) => purityProblems("src/x.ts", source, isCoreImport("src/x.ts"));
+  assert.deepEqual(scan(`import * as v from "valibot";\nimport { a } from "./a.ts";\nexport { b } from "../mod.ts";`), []);
+  assert.equal(scan(`import { readFile } from "node:fs/promises";`).length, 1);
+  assert.equal(scan(`import type { Client } from "@libsql/client";`).length, 1);
+  assert.equal(scan(`export { libsqlStorage } from "../adapters/libsql/mod.ts";`).length, 1);
+  assert.equal(scan(`const m = await import("postgres");`).length, 1);
+  assert.equal(scan(`const env = Deno.env.get("X");`).length, 1);
+  assert.equal(scan(`if (Bun.version) {}`).length, 1);
+  assert.equal(scan(`const x = process.env.X;`).length, 1);
+  assert.equal(scan(`const b = Buffer.from("x");`).length, 1);
+  // Examples in doc comments import the package by name; they are not code.
+  const documented = `/**\n * import { x } from "@x/outbox";\n */\nconst u = "https://a.b"; // Deno.env is not read here`;
+  assert.deepEqual(purityProblems("src/x.ts", stripComments(documented), isCoreImport("src/x.ts")), []);
 });
