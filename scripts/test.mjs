@@ -1,87 +1,240 @@
-// Runs every suite the README promises: the build, then the tests under Bun, under
-// Deno (the same files: the core is runtime-agnostic) and the npm build under Node.
-// Prints one total as the last line: "N passed, N failed[, N skipped]".
+#!/usr/bin/env node
+/**
+ * Runs every suite the README promises, in plain Node (no TypeScript needed):
+ *
+ *   1. `npm run build`: the npm build (dist/), which the Node suite imports;
+ *   2. Bun:  `bun test` on every tests/*.test.ts;
+ *   3. Deno: `deno test -A --no-check=remote` on the same files (the core is
+ *      runtime-agnostic, so the same suites must pass there too);
+ *   4. Node: `node --test` on tests/node/*.test.mjs, against dist/ (Node 20 has no
+ *      TypeScript: this proves the npm package works there).
+ *
+ * Each runner's output streams through; its pass/fail/skip counts are read from its own
+ * summary. The last line printed is the total, `N passed, N failed` (`, N skipped` is
+ * appended only when something was skipped). Exits non-zero when a runner fails, when a
+ * runner's counts cannot be found, or when no test ran at all.
+ *
+ * Usage:
+ *   node scripts/test.mjs                 everything (npm test)
+ *   node scripts/test.mjs --only bun      one runtime (also deno, node; repeat or comma-separate)
+ *   node scripts/test.mjs --no-build      reuse dist/ as it is
+ *
+ * Environment: OUTBOX_TEST_RUNNER_TIMEOUT_MS bounds each runner (default 600000 ms);
+ * a runner still going then is killed and counted as failed.
+ */
+
 import { spawn } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const runs = [
-  { name: "build", cmd: "npx", args: ["tsc", "-p", "tsconfig.build.json"], count: null },
-  { name: "bun", cmd: "npx", args: ["bun", "test", "tests/"], count: countBun },
-  { name: "deno", cmd: "npx", args: ["deno", "test", "-A", "tests/"], count: countDeno },
-  { name: "node", cmd: "node", args: ["--test", "tests/node/"], count: countNode },
-];
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const RUNNERS = ["bun", "deno", "node"];
 
-function strip(text) {
-  // deno-lint-ignore no-control-regex
-  return text.replace(/\x1b\[[0-9;]*m/g, "");
+// ------------------------------------------------------------------- arguments
+
+function parseArgs(argv) {
+  const only = new Set();
+  let build = true;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--no-build") build = false;
+    else if (arg === "--only" || arg.startsWith("--only=")) {
+      const value = arg === "--only" ? argv[++i] : arg.slice("--only=".length);
+      for (const name of (value ?? "").split(",").filter(Boolean)) {
+        if (!RUNNERS.includes(name)) usage(`Unknown runner "${name}"`);
+        only.add(name);
+      }
+    } else if (arg === "--help" || arg === "-h") usage();
+    else usage(`Unknown argument "${arg}"`);
+  }
+  const runners = only.size > 0 ? RUNNERS.filter((name) => only.has(name)) : RUNNERS;
+  // Only the Node suite reads dist/; Bun and Deno run the .ts sources.
+  return { runners, build: build && runners.includes("node") };
 }
 
-function countBun(out) {
-  const pass = /^\s*(\d+) pass$/m.exec(out);
-  const fail = /^\s*(\d+) fail$/m.exec(out);
-  const skip = /^\s*(\d+) skip$/m.exec(out);
-  return pass && fail ? { passed: +pass[1], failed: +fail[1], skipped: skip ? +skip[1] : 0 } : null;
+function usage(problem) {
+  if (problem) console.error(`test: ${problem}.`);
+  console.error("Usage: node scripts/test.mjs [--only bun|deno|node[,…]] [--no-build]");
+  process.exit(problem ? 2 : 0);
 }
 
-function countDeno(out) {
-  const m = /(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed(?: \(\d+ steps?\))?(?: \| (\d+) ignored)?/.exec(out);
-  return m ? { passed: +m[1], failed: +m[2], skipped: m[3] ? +m[3] : 0 } : null;
+// ----------------------------------------------------------------- test files
+
+function testFiles(dir, pattern) {
+  const full = join(root, dir);
+  if (!existsSync(full)) return [];
+  return readdirSync(full)
+    .filter((name) => pattern.test(name))
+    .sort()
+    .map((name) => `${dir}/${name}`);
 }
 
-function countNode(out) {
-  const pass = /^# pass (\d+)$/m.exec(out);
-  const fail = /^# fail (\d+)$/m.exec(out);
-  const skip = /^# skipped (\d+)$/m.exec(out);
-  return pass && fail ? { passed: +pass[1], failed: +fail[1], skipped: skip ? +skip[1] : 0 } : null;
+/** A binary from node_modules/.bin, so no runner is ever fetched on the fly. */
+function localBin(name) {
+  const file = join(root, "node_modules", ".bin", process.platform === "win32" ? `${name}.cmd` : name);
+  if (!existsSync(file)) {
+    console.error(`test: ${name} is not installed in node_modules (run npm install, or npm ci).`);
+    process.exit(2);
+  }
+  return file;
 }
 
-function run({ cmd, args }) {
+// ------------------------------------------------------------- output parsing
+
+// deno colours its output even into a pipe; counts are read from plain text.
+// deno-lint-ignore no-control-regex
+const stripAnsi = (text) => text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "");
+
+function lastMatch(text, pattern) {
+  let last = null;
+  for (const match of text.matchAll(pattern)) last = match;
+  return last;
+}
+
+/** bun test: " 120 pass", " 0 fail", " 2 skip", " 1 todo" at the end of the run. */
+function countBun(text) {
+  const pass = lastMatch(text, /^\s*(\d+) pass\s*$/gm);
+  const fail = lastMatch(text, /^\s*(\d+) fail\s*$/gm);
+  if (!pass || !fail) return null;
+  const skip = lastMatch(text, /^\s*(\d+) skip\s*$/gm);
+  const todo = lastMatch(text, /^\s*(\d+) todo\s*$/gm);
+  return { passed: +pass[1], failed: +fail[1], skipped: +(skip?.[1] ?? 0) + +(todo?.[1] ?? 0) };
+}
+
+/** deno test: "ok | 11 passed | 0 failed | 1 ignored (42ms)" (steps may follow counts). */
+function countDeno(text) {
+  const m = lastMatch(
+    text,
+    /^(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed(?: \(\d+ steps?\))?(?: \| (\d+) ignored(?: \(\d+ steps?\))?)?/gm,
+  );
+  return m ? { passed: +m[1], failed: +m[2], skipped: +(m[3] ?? 0) } : null;
+}
+
+/** node --test, TAP reporter: "# pass 3", "# fail 0", "# skipped 0", "# todo 0", "# cancelled 0". */
+function countNode(text) {
+  const read = (label) => lastMatch(text, new RegExp(`^# ${label} (\\d+)\\s*$`, "gm"));
+  const pass = read("pass");
+  const fail = read("fail");
+  if (!pass || !fail) return null;
+  const cancelled = +(read("cancelled")?.[1] ?? 0);
+  const skipped = +(read("skipped")?.[1] ?? 0) + +(read("todo")?.[1] ?? 0);
+  return { passed: +pass[1], failed: +fail[1] + cancelled, skipped };
+}
+
+// ------------------------------------------------------------------- running
+
+const timeoutMs = Number(process.env.OUTBOX_TEST_RUNNER_TIMEOUT_MS ?? 600_000);
+
+/** Runs a command, streaming its output through, and resolves with its exit and output. */
+function run(command, args) {
+  console.log(`\n$ ${[command, ...args].map((part) => part.replace(root + "/", "")).join(" ")}`);
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" } });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      process.stdout.write(d);
+    const env = { ...process.env };
+    if (!process.stdout.isTTY) env.NO_COLOR = "1";
+    const child = spawn(command, args, {
+      cwd: root,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so a timeout can end the runner and everything it started.
+      detached: process.platform !== "win32",
     });
-    child.stderr.on("data", (d) => {
-      out += d;
-      process.stderr.write(d);
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      process.stdout.write(chunk);
     });
-    child.on("close", (code) => resolve({ code, out: strip(out) }));
+    child.stderr.on("data", (chunk) => {
+      output += chunk;
+      process.stderr.write(chunk);
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      console.error(`\ntest: ${command} still running after ${timeoutMs} ms; stopping it.`);
+      try {
+        if (child.pid && process.platform !== "win32") process.kill(-child.pid, "SIGKILL");
+        else child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }, timeoutMs);
+    child.on("error", (error) => {
+      output += `\n${error.message}\n`;
+      console.error(`test: could not start ${command}: ${error.message}`);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, signal, timedOut, output: stripAnsi(output) });
+    });
   });
 }
 
-const totals = { passed: 0, failed: 0, skipped: 0 };
-const summary = [];
-let broken = false;
-for (const r of runs) {
-  console.log(`\n=== ${r.name}: ${r.cmd} ${r.args.join(" ")}`);
-  const { code, out } = await run(r);
-  if (!r.count) {
-    if (code !== 0) {
-      summary.push(`${r.name}: failed (exit ${code})`);
-      totals.failed++;
-      broken = true;
-    }
-    continue;
-  }
-  const counts = r.count(out);
-  if (!counts) {
-    summary.push(`${r.name}: no test summary found (exit ${code})`);
-    totals.failed++;
-    broken = true;
-    continue;
-  }
-  summary.push(`${r.name}: ${counts.passed} passed, ${counts.failed} failed${counts.skipped ? `, ${counts.skipped} skipped` : ""} (exit ${code})`);
-  totals.passed += counts.passed;
-  totals.failed += counts.failed;
-  totals.skipped += counts.skipped;
-  if (code !== 0 && counts.failed === 0) {
-    totals.failed++;
-    broken = true;
-  }
+// ---------------------------------------------------------------------- main
+
+const { runners, build } = parseArgs(process.argv.slice(2));
+const suites = testFiles("tests", /\.test\.ts$/);
+const nodeSuites = testFiles("tests/node", /\.test\.(mjs|js)$/);
+
+const plans = {
+  bun: { command: localBin("bun"), args: ["test", ...suites.map((file) => `./${file}`)], count: countBun, files: suites },
+  deno: { command: localBin("deno"), args: ["test", "-A", "--no-check=remote", ...suites], count: countDeno, files: suites },
+  node: { command: process.execPath, args: ["--test", "--test-reporter=tap", ...nodeSuites], count: countNode, files: nodeSuites },
+};
+
+const results = [];
+let buildFailed = false;
+
+if (build) {
+  const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+  const { code } = await run(npm, ["run", "--silent", "build"]);
+  buildFailed = code !== 0;
+  if (buildFailed) console.error("test: npm run build failed; the Node suite will not run.");
 }
-console.log("\n=== summary");
-for (const line of summary) console.log(line);
-if (totals.passed === 0) broken = true;
-console.log(`${totals.passed} passed, ${totals.failed} failed${totals.skipped ? `, ${totals.skipped} skipped` : ""}`);
-process.exit(broken || totals.failed > 0 ? 1 : 0);
+
+for (const name of runners) {
+  const plan = plans[name];
+  if (plan.files.length === 0) {
+    results.push({ name, counts: null, note: "no test files found" });
+    continue;
+  }
+  if (name === "node" && buildFailed) {
+    results.push({ name, counts: null, note: "not run: the build failed" });
+    continue;
+  }
+  const { code, signal, timedOut, output } = await run(plan.command, plan.args);
+  const counts = plan.count(output);
+  const exit = timedOut ? `killed after ${timeoutMs} ms` : signal ? `killed by ${signal}` : `exit ${code}`;
+  let note = exit;
+  if (!counts) note = `no test counts found in its output (${exit})`;
+  else if (code !== 0 && counts.failed === 0) note = `${exit} although no test failed`;
+  results.push({ name, counts, note, ok: !!counts && code === 0 && !timedOut && counts.failed === 0 });
+}
+
+// -------------------------------------------------------------------- summary
+
+const totals = { passed: 0, failed: 0, skipped: 0 };
+let ok = !buildFailed;
+console.log("\nSummary");
+if (build) console.log(`  build  ${buildFailed ? "FAILED" : "ok"}`);
+for (const result of results) {
+  const { name, counts, note } = result;
+  if (counts) {
+    totals.passed += counts.passed;
+    totals.failed += counts.failed;
+    totals.skipped += counts.skipped;
+  }
+  // A runner that broke without reporting a failed test still counts as one failure,
+  // so the closing line never reads "0 failed" for a broken run.
+  if (!result.ok && !(counts && counts.failed > 0)) totals.failed += 1;
+  if (!result.ok) ok = false;
+  const line = counts ? `${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped` : "no counts";
+  console.log(`  ${name.padEnd(5)}  ${line}  (${note})`);
+}
+if (buildFailed) totals.failed += 1;
+if (totals.passed + totals.failed === 0) {
+  console.log("  no test ran");
+  ok = false;
+}
+console.log(`${totals.passed} passed, ${totals.failed} failed${totals.skipped > 0 ? `, ${totals.skipped} skipped` : ""}`);
+process.exit(ok && totals.failed === 0 ? 0 : 1);
