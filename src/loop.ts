@@ -4,6 +4,7 @@
  * Polling is always on; wake-ups only shorten the wait.
  */
 
+import { retryHorizonMs } from "./options.ts";
 import type { RelayContext, TickReport } from "./relay.ts";
 import { runTick } from "./relay.ts";
 
@@ -73,6 +74,12 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
     }, Math.min(minIdle, 20));
   };
   ctx.nudges.add(nudge);
+
+  if (ctx.publisher.check) {
+    const o = ctx.options;
+    ctx.publisher.check({ retryHorizonMs: retryHorizonMs(o), warn: o.onWarning })
+      .catch((error) => o.onError(error, { phase: "check" }));
+  }
 
   if (ctx.storage.listen) {
     ctx.storage.listen(wake, stopSignal).catch((error) => ctx.options.onError(error, { phase: "listen" }));

@@ -36,7 +36,7 @@ export interface RetentionOptions {
 /** Where an error reported to `onError` came from. */
 export interface OutboxErrorContext {
   /** The relay step that failed. */
-  readonly phase: "tick" | "claim" | "settle" | "cleanup" | "listen";
+  readonly phase: "tick" | "claim" | "settle" | "cleanup" | "listen" | "check";
 }
 
 /**
@@ -73,6 +73,8 @@ export interface OutboxOptions<Tx, Stmt, M extends MessageSchemas> {
   now?: () => number;
   /** Receives errors the relay loop survives (default: `console.error`). */
   onError?: (error: unknown, context: OutboxErrorContext) => void;
+  /** Receives configuration warnings, e.g. a broker dedup window shorter than the retry horizon (default: `console.warn`). */
+  onWarning?: (message: string) => void;
 }
 
 /** Options after validation, with defaults applied. */
@@ -87,6 +89,7 @@ export interface ResolvedOptions {
   now: () => number;
   filter: ((message: OutboxRecord) => boolean | Promise<boolean>) | undefined;
   onError: (error: unknown, context: OutboxErrorContext) => void;
+  onWarning: (message: string) => void;
 }
 
 const DAY = 86_400_000;
@@ -181,6 +184,7 @@ const optionsSchema = v.strictObject(
     ),
     now: v.optional(fn("now")),
     onError: v.optional(fn("onError")),
+    onWarning: v.optional(fn("onWarning")),
   },
   (issue) => `Unknown option ${formatKey(issue.input)} passed to createOutbox`,
 );
@@ -242,6 +246,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     filter: o.filter as ResolvedOptions["filter"],
     onError: (o.onError as ResolvedOptions["onError"] | undefined) ??
       ((error, context) => console.error(`[@x/outbox] ${context.phase} failed:`, error)),
+    onWarning: (o.onWarning as ResolvedOptions["onWarning"] | undefined) ?? ((message) => console.warn(`[@x/outbox] ${message}`)),
   };
 }
 
@@ -254,4 +259,13 @@ export function backoffDelay(retry: Required<RetryOptions>, attempts: number, ra
   const base = Math.min(retry.maxDelayMs, exp);
   const spread = base * retry.jitter * (random() * 2 - 1);
   return Math.max(0, Math.min(retry.maxDelayMs, Math.round(base + spread)));
+}
+
+/**
+ * The longest a message can take from one publish attempt to the next: a lease that
+ * expires (a crashed relay) plus the largest back-off. A broker that drops duplicates
+ * only inside a window must keep that window longer than this.
+ */
+export function retryHorizonMs(o: Pick<ResolvedOptions, "leaseMs" | "retry">): number {
+  return o.leaseMs + o.retry.maxDelayMs;
 }

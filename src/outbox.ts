@@ -6,7 +6,7 @@ import type * as v from "valibot";
 import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
 import { startLoop, type RelayHandle, type StartOptions } from "./loop.ts";
 import { prepareMessages } from "./message.ts";
-import { type MessageSchemas, type OutboxOptions, resolveOptions } from "./options.ts";
+import { type MessageSchemas, type OutboxOptions, resolveOptions, retryHorizonMs } from "./options.ts";
 import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
 import type { OutboxMessage, OutboxRow, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
@@ -60,6 +60,11 @@ export interface RequeueOptions {
 export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<never, never>> {
   /** Name of this relay as written into `lockedBy`. */
   readonly relayId: string;
+  /**
+   * The longest gap between two publish attempts of one message (lease + largest
+   * back-off): a broker's dedup window must be longer (see `ensureStream`).
+   */
+  readonly retryHorizonMs: number;
   /** Creates the outbox table and indexes if missing. Idempotent. */
   setup(): Promise<void>;
   /**
@@ -148,6 +153,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
 
   return {
     relayId: resolved.relayId,
+    retryHorizonMs: retryHorizonMs(resolved),
     setup: () => storage.setup(),
     async enqueue(tx, messages) {
       const rows = prepare(messages);

@@ -83,11 +83,12 @@ export interface Publisher {
    */
   publishRun?(messages: readonly OutboxRecord[], context: PublishContext): Promise<PublishOutcome[]>;
   /**
-   * Optional check run once by `start()`: given how long a message may take from its
-   * first publish to its last retry, returns warnings (e.g. a broker dedup window that
-   * is shorter). Errors are reported to `onError`, never thrown at the caller.
+   * Optional check run by `start()`: given how long a message may take from its first
+   * publish to its last retry (lease + largest back-off), the publisher reports through
+   * `warn` what would break a guarantee, such as a broker dedup window that is shorter.
+   * It may keep `warn` to report later (for a stream it first meets when publishing).
    */
-  check?(options: { retryHorizonMs: number; subjects?: readonly string[] }): Promise<string[]>;
+  check?(options: { retryHorizonMs: number; warn: (message: string) => void }): Promise<void>;
   /** Releases resources; called by nobody but the owner of the publisher. */
   close?(): Promise<void>;
 }

@@ -1,0 +1,267 @@
+/**
+ * NATS JetStream publisher for @x/outbox, on `@nats-io/jetstream` (v3).
+ *
+ * - The message id goes out as `Nats-Msg-Id`, so the stream drops a repeated message
+ *   inside its `duplicate_window`: with retries that land inside the window, the stream
+ *   holds each message once.
+ * - A batch is pipelined: each key's run goes out in order on the one connection with
+ *   many publishes in flight, instead of one round trip per message.
+ * - Failures are classified: no stream for the subject, a message over `max_payload`
+ *   and permission errors are permanent (the message goes `dead` with a plain-words
+ *   `lastError`); timeouts, disconnects and an unavailable cluster are retried.
+ * - It takes your JetStream client, so any transport works: `@nats-io/transport-node`,
+ *   `@nats-io/transport-deno`, or `wsconnect` on the edge.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "@nats-io/transport-node";
+ * import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+ * import { createOutbox } from "@x/outbox";
+ * import { ensureStream, jetstreamPublisher } from "@x/outbox/nats";
+ *
+ * const nc = await connect({ servers: "127.0.0.1:4222" });
+ * const outbox = createOutbox({ storage, publisher: jetstreamPublisher(jetstream(nc)) });
+ * await ensureStream(await jetstreamManager(nc), { name: "ORDERS", subjects: ["orders.>"], outbox });
+ * ```
+ *
+ * @module
+ */
+
+import type { JetStreamClient, JetStreamManager, JetStreamPublishOptions, StreamConfig, StreamInfo } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import { OutboxConfigError, PublishError } from "../../src/errors.ts";
+import type { OutboxRecord, PublishContext, PublishOutcome, Publisher } from "../../src/types.ts";
+
+/** Options of {@link jetstreamPublisher}. */
+export interface JetStreamPublisherOptions {
+  /** Maps a message to its subject (default: the topic, after `subjectPrefix`). */
+  subject?: (message: OutboxRecord) => string;
+  /** Prepended to the topic when no `subject` function is given, e.g. `"events."`. */
+  subjectPrefix?: string;
+  /** How long to wait for the stream's ack, in ms (default 5,000). */
+  timeoutMs?: number;
+  /** Most publishes in flight in one pipelined run (default 256). */
+  maxInFlight?: number;
+  /** Encodes the payload (default: the stored body: JSON text, or the bytes as they are). */
+  encode?: (message: OutboxRecord) => Uint8Array | string;
+  /** A manager for the dedup-window check; default `js.jetstreamManager()`. */
+  manager?: JetStreamManager;
+}
+
+/** The JetStream publisher: a {@link Publisher} with pipelining and a dedup-window check. */
+export interface JetStreamPublisher extends Publisher {
+  /** The subject a message is published to. */
+  subjectOf(message: OutboxRecord): string;
+}
+
+const NS_PER_MS = 1_000_000;
+
+function errorName(error: unknown): string {
+  return (error as { name?: unknown })?.name as string ?? "";
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Turns a NATS error into the outbox's view of it: permanent `PublishError`s for what
+ * retrying cannot fix, transient ones (with the original as `cause`) for the rest.
+ *
+ * @param error What `js.publish` threw.
+ * @param subject The subject that was published to.
+ * @param size Encoded payload size in bytes.
+ * @returns A `PublishError` whose `permanent` flag decides retry or dead.
+ */
+export function classifyJetStreamError(error: unknown, subject: string, size: number): PublishError {
+  const name = errorName(error);
+  const text = errorText(error);
+  const cause = (error as { cause?: unknown })?.cause;
+  const causeText = cause instanceof Error ? cause.message : "";
+  if (name === "JetStreamNotEnabled" || /no responders/i.test(text + causeText)) {
+    return new PublishError(`No JetStream stream accepts subject "${subject}" (no responders); create a stream for it, then requeue()`, {
+      permanent: true,
+      cause: error,
+    });
+  }
+  if (/max_payload|maximum payload/i.test(text)) {
+    return new PublishError(`Message of ${size} bytes is larger than the server's max_payload; it can never be published as is`, {
+      permanent: true,
+      cause: error,
+    });
+  }
+  if (/permissions? violation|authorization|not authorized|permission denied/i.test(text) || name === "PermissionViolationError") {
+    return new PublishError(`Not allowed to publish to subject "${subject}": ${text}`, { permanent: true, cause: error });
+  }
+  if (name === "TimeoutError" || /timeout/i.test(text)) {
+    return new PublishError(`No ack from JetStream for "${subject}" in time (timeout); will retry`, { cause: error });
+  }
+  if (/closed|draining|disconnect|reconnect/i.test(name + text)) {
+    return new PublishError(`NATS connection unavailable while publishing to "${subject}" (${text}); will retry`, { cause: error });
+  }
+  return new PublishError(`JetStream publish to "${subject}" failed: ${text}`, { cause: error });
+}
+
+function isJetStreamClient(value: unknown): value is JetStreamClient {
+  return typeof value === "object" && value !== null && typeof (value as JetStreamClient).publish === "function";
+}
+
+/**
+ * Creates a JetStream publisher.
+ *
+ * @param js A JetStream client: `jetstream(nc)` from `@nats-io/jetstream`.
+ * @param options Subject mapping, timeout, pipelining, encoding.
+ * @returns The publisher to pass to `createOutbox`.
+ * @throws {OutboxConfigError} When `js` is not a JetStream client or an option is invalid.
+ */
+export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublisherOptions = {}): JetStreamPublisher {
+  if (!isJetStreamClient(js)) {
+    throw new OutboxConfigError("jetstreamPublisher needs a JetStream client: jetstream(nc) from @nats-io/jetstream", "js");
+  }
+  const known = new Set(["subject", "subjectPrefix", "timeoutMs", "maxInFlight", "encode", "manager"]);
+  for (const key of Object.keys(options)) {
+    if (!known.has(key)) throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to jetstreamPublisher`, key);
+  }
+  if (options.subject !== undefined && typeof options.subject !== "function") {
+    throw new OutboxConfigError("subject must be a function (message) => string; use subjectPrefix for a prefix", "subject");
+  }
+  if (options.subjectPrefix !== undefined && (typeof options.subjectPrefix !== "string" || /\s/.test(options.subjectPrefix))) {
+    throw new OutboxConfigError("subjectPrefix must be a string without whitespace", "subjectPrefix");
+  }
+  const timeoutMs = options.timeoutMs ?? 5_000;
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new OutboxConfigError("timeoutMs must be a positive number", "timeoutMs");
+  const maxInFlight = options.maxInFlight ?? 256;
+  if (!(Number.isInteger(maxInFlight) && maxInFlight >= 1)) throw new OutboxConfigError("maxInFlight must be an integer ≥ 1", "maxInFlight");
+  const prefix = options.subjectPrefix ?? "";
+  const subjectOf = options.subject ?? ((m: OutboxRecord) => prefix + m.topic);
+  const encode = options.encode ?? ((m: OutboxRecord) => m.body);
+  const encoder = new TextEncoder();
+
+  // Dedup-window check: set up by check(), applied to every stream that acks.
+  let horizonMs: number | null = null;
+  let warn: ((message: string) => void) | null = null;
+  const checked = new Set<string>();
+
+  async function checkStream(stream: string): Promise<string | null> {
+    if (horizonMs === null || checked.has(stream)) return null;
+    checked.add(stream);
+    const manager = options.manager ?? await js.jetstreamManager();
+    const info = await manager.streams.info(stream);
+    const windowMs = (info.config.duplicate_window ?? 0) / NS_PER_MS;
+    if (windowMs >= horizonMs) return null;
+    return `JetStream stream "${stream}" drops duplicates only within ${windowMs} ms, but a message can be retried for up to ${horizonMs} ms ` +
+      `(lease + largest back-off): a retry after the window would be stored twice. Raise duplicate_window (ensureStream does).`;
+  }
+
+  function afterAck(stream: string) {
+    if (horizonMs === null || checked.has(stream)) return;
+    checkStream(stream).then((w) => w && warn?.(w), (e) => warn?.(`Could not check the duplicate window of stream "${stream}": ${errorText(e)}`));
+  }
+
+  async function send(message: OutboxRecord, signal: AbortSignal): Promise<void> {
+    const subject = subjectOf(message);
+    const data = encode(message);
+    const size = typeof data === "string" ? encoder.encode(data).byteLength : data.byteLength;
+    const opts: Partial<JetStreamPublishOptions> = { msgID: message.id, timeout: timeoutMs };
+    const entries = Object.entries(message.headers);
+    if (entries.length > 0) {
+      const h = natsHeaders();
+      for (const [k, v] of entries) h.set(k, v);
+      opts.headers = h;
+    }
+    if (signal.aborted) throw new PublishError("Publish cancelled: the claim's lease is ending", { cause: signal.reason });
+    try {
+      const ack = await js.publish(subject, data, opts);
+      afterAck(ack.stream);
+    } catch (error) {
+      throw classifyJetStreamError(error, subject, size);
+    }
+  }
+
+  return {
+    subjectOf,
+    publish(message: OutboxRecord, context: PublishContext) {
+      return send(message, context.signal);
+    },
+    async publishRun(messages: readonly OutboxRecord[], context: PublishContext): Promise<PublishOutcome[]> {
+      // Each send() writes its message to the connection synchronously, in call order,
+      // so the server receives (and the stream stores) a key's run in order. Acks are
+      // awaited together, at most maxInFlight outstanding.
+      const outcomes: Promise<PublishOutcome>[] = new Array(messages.length);
+      const inFlight: Promise<unknown>[] = [];
+      for (let i = 0; i < messages.length; i++) {
+        if (inFlight.length >= maxInFlight) await inFlight.shift();
+        const p = send(messages[i]!, context.signal).then(
+          (): PublishOutcome => ({ ok: true }),
+          (error): PublishOutcome => ({ ok: false, error }),
+        );
+        outcomes[i] = p;
+        inFlight.push(p);
+      }
+      return await Promise.all(outcomes);
+    },
+    async check({ retryHorizonMs, warn: report }) {
+      horizonMs = retryHorizonMs;
+      warn = report;
+      // Streams met before check() ran are checked again against this horizon.
+      const streams = [...checked];
+      checked.clear();
+      for (const stream of streams) {
+        const w = await checkStream(stream);
+        if (w) report(w);
+      }
+    },
+  } satisfies JetStreamPublisher & { check: NonNullable<Publisher["check"]> };
+}
+
+/** Options of {@link ensureStream}. */
+export interface EnsureStreamOptions extends Partial<Omit<StreamConfig, "name" | "subjects" | "duplicate_window">> {
+  /** Stream name. */
+  name: string;
+  /** Subjects the stream stores (must cover the outbox's subjects). */
+  subjects: string[];
+  /** The outbox (or its retry horizon) the window must cover. */
+  outbox?: { readonly retryHorizonMs: number };
+  /** Dedup window in ms (default: twice the retry horizon, at least 2 minutes). */
+  duplicateWindowMs?: number;
+}
+
+/**
+ * Creates a stream, or updates it, so that it stores the given subjects and its
+ * duplicate window is longer than the outbox's retry horizon (lease + largest
+ * back-off). Existing settings other than subjects and the window are left alone.
+ *
+ * @param jsm A JetStream manager: `await jetstreamManager(nc)`.
+ * @param options Name, subjects, the outbox, and any other stream settings for creation.
+ * @returns The stream's info after the change.
+ * @throws {OutboxConfigError} When the requested window is shorter than the horizon.
+ */
+export async function ensureStream(jsm: JetStreamManager, options: EnsureStreamOptions): Promise<StreamInfo> {
+  const { name, subjects, outbox, duplicateWindowMs, ...rest } = options;
+  const horizon = outbox?.retryHorizonMs ?? 0;
+  const windowMs = duplicateWindowMs ?? Math.max(120_000, horizon * 2);
+  if (windowMs <= horizon) {
+    throw new OutboxConfigError(
+      `duplicateWindowMs (${windowMs}) must be longer than the outbox's retry horizon (${horizon} ms), or retries can be stored twice`,
+      "duplicateWindowMs",
+    );
+  }
+  const window = windowMs * NS_PER_MS;
+  let info: StreamInfo | null = null;
+  try {
+    info = await jsm.streams.info(name);
+  } catch (error) {
+    if (errorName(error) !== "StreamNotFoundError" && !/not found/i.test(errorText(error))) throw error;
+  }
+  if (!info) {
+    return await jsm.streams.add({ ...rest, name, subjects, duplicate_window: window });
+  }
+  const have = new Set(info.config.subjects ?? []);
+  const missing = subjects.filter((s) => !have.has(s));
+  if (missing.length === 0 && (info.config.duplicate_window ?? 0) >= window) return info;
+  return await jsm.streams.update(name, {
+    ...info.config,
+    subjects: [...have, ...missing],
+    duplicate_window: Math.max(window, info.config.duplicate_window ?? 0),
+  });
+}

@@ -1,0 +1,267 @@
+/**
+ * The JetStream publisher on the real nats-server: the publisher conformance suite,
+ * end to end from Postgres and libSQL, the dedup window, error classes.
+ */
+
+import assert from "node:assert/strict";
+import { createOutbox, isPermanentError, type OutboxRecord, type OutboxStorage } from "../mod.ts";
+import { classifyJetStreamError, ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
+import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { publisherConformance } from "./conformance/publisher.ts";
+import { test } from "./harness.ts";
+import { natsStream, uniqueName } from "./nats_helpers.ts";
+import { openSql, uniqueSchema } from "./postgres_helpers.ts";
+import { openClient, tempDatabase } from "./libsql_helpers.ts";
+import { rmSync } from "node:fs";
+
+const decoder = new TextDecoder();
+
+publisherConformance("jetstream", async () => {
+  const s = await natsStream();
+  const silent = `${s.prefix}silent`;
+  return {
+    publisher: jetstreamPublisher(s.js),
+    topic: `${s.prefix}.t`,
+    unroutableTopic: `${s.prefix}nostream.t`,
+    dedup: true,
+    read: s.read,
+    async timingOut() {
+      // A plain subscriber that never replies: the request neither fails fast (no
+      // responders) nor gets an ack, as with a stalled stream leader.
+      s.nc.subscribe(silent, { callback: () => {} });
+      const publisher = jetstreamPublisher(s.js, { timeoutMs: 150, subject: () => silent });
+      return publisher;
+    },
+    close: s.close,
+  };
+});
+
+test("jetstream: classifies failures into permanent and transient ones with plain reasons", () => {
+  const cases: [unknown, boolean, RegExp][] = [
+    [Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }), true, /No JetStream stream accepts subject "a\.b"/],
+    [Object.assign(new Error("'payload' max_payload size exceeded"), { name: "InvalidArgumentError" }), true, /larger than the server's max_payload/],
+    [new Error("Permissions Violation for Publish to \"a.b\""), true, /Not allowed to publish/],
+    [Object.assign(new Error("timeout"), { name: "TimeoutError" }), false, /timeout/],
+    [Object.assign(new Error("closed connection"), { name: "ClosedConnectionError" }), false, /connection unavailable/],
+    [Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }), false, /failed: insufficient resources/],
+  ];
+  for (const [error, permanent, message] of cases) {
+    const classified = classifyJetStreamError(error, "a.b", 10);
+    assert.equal(isPermanentError(classified), permanent, String(error));
+    assert.match(classified.message, message);
+    assert.equal(classified.cause, error);
+  }
+});
+
+test("jetstream: invalid publisher options are rejected", () => {
+  assert.throws(() => jetstreamPublisher({} as never), /JetStream client/);
+  assert.throws(() => jetstreamPublisher({ publish() {} } as never, { timeoutMs: 0 }), /timeoutMs/);
+  assert.throws(() => jetstreamPublisher({ publish() {} } as never, { subject: "x" } as never), /subject must be a function/);
+  assert.throws(() => jetstreamPublisher({ publish() {} } as never, { subjectPrefix: "a b" }), /subjectPrefix/);
+  assert.throws(() => jetstreamPublisher({ publish() {} } as never, { timeout: 5 } as never), /Unknown option "timeout"/);
+});
+
+test("jetstream: a message over max_payload goes dead at once with the reason", async () => {
+  const s = await natsStream();
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  try {
+    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(s.js), maxPayloadBytes: 4 * 1024 * 1024, onError: () => {} });
+    await outbox.setup();
+    const max = s.nc.info!.max_payload;
+    await outbox.enqueue(client, { id: "huge", topic: `${s.prefix}.t`, payload: new Uint8Array(max + 1) });
+    const report = await outbox.tick();
+    assert.equal(report.dead, 1);
+    const [row] = await outbox.inspect();
+    assert.match(row!.lastError!, /larger than the server's max_payload/);
+    assert.equal((await s.read()).length, 0);
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    await s.close();
+  }
+});
+
+test("jetstream: ensureStream() creates a stream whose dedup window outlasts the retry horizon, and widens a short one", async () => {
+  const s = await natsStream();
+  const name = uniqueName("E");
+  try {
+    const outbox = { retryHorizonMs: 90_000 };
+    let info = await ensureStream(s.jsm, { name, subjects: [`${name.toLowerCase()}.a`], outbox, storage: "memory" as never });
+    assert.equal(info.config.duplicate_window, 180_000 * 1_000_000);
+    await s.jsm.streams.update(name, { ...info.config, duplicate_window: 1_000 * 1_000_000 });
+    info = await ensureStream(s.jsm, { name, subjects: [`${name.toLowerCase()}.a`, `${name.toLowerCase()}.b`], outbox });
+    assert.equal(info.config.duplicate_window, 180_000 * 1_000_000);
+    assert.deepEqual(info.config.subjects, [`${name.toLowerCase()}.a`, `${name.toLowerCase()}.b`]);
+    await assert.rejects(() => ensureStream(s.jsm, { name, subjects: [], outbox, duplicateWindowMs: 60_000 }), /longer than the outbox's retry horizon/);
+  } finally {
+    await s.jsm.streams.delete(name).catch(() => {});
+    await s.close();
+  }
+});
+
+test("jetstream: start() warns when the stream's dedup window is shorter than the retry horizon", async () => {
+  const s = await natsStream({ duplicateWindowMs: 1_000 });
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  try {
+    const warned = Promise.withResolvers<string>();
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(s.js),
+      leaseMs: 30_000,
+      retry: { maxDelayMs: 60_000 },
+      onWarning: (w) => warned.resolve(w),
+    });
+    await outbox.setup();
+    await outbox.enqueue(client, { topic: `${s.prefix}.t`, payload: 1 });
+    const relay = outbox.start({ minIdleMs: 5, maxIdleMs: 20 });
+    try {
+      const warning = await warned.promise;
+      assert.match(warning, new RegExp(`stream "${s.name}" drops duplicates only within 1000 ms`));
+      assert.match(warning, /90000 ms/);
+    } finally {
+      await relay.stop();
+    }
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    await s.close();
+  }
+});
+
+async function endToEnd<Tx>(
+  storage: OutboxStorage<Tx, unknown>,
+  commit: (fn: (tx: Tx) => Promise<unknown>) => Promise<unknown>,
+) {
+  const s = await natsStream();
+  try {
+    const outbox = createOutbox({ storage, publisher: jetstreamPublisher(s.js), batchSize: 200, onError: (e) => console.error(e) });
+    await outbox.setup();
+    const topic = `${s.prefix}.orders`;
+    const sent: { id: string; topic: string; key: string | null; payload: unknown; headers: Record<string, string> }[] = [];
+    for (let t = 0; t < 10; t++) {
+      const batch = Array.from({ length: 60 }, (_, i) => {
+        const n = t * 60 + i;
+        const m = {
+          id: `e2e-${n}`,
+          topic,
+          key: n % 9 === 0 ? null : `k${n % 16}`,
+          payload: { n, text: "é ✓" },
+          headers: { "x-n": String(n) },
+        };
+        sent.push(m);
+        return m;
+      });
+      await commit((tx) => outbox.enqueue(tx, batch));
+    }
+    const relay = outbox.start({ minIdleMs: 2, maxIdleMs: 10 });
+    for (let i = 0; i < 500; i++) {
+      if ((await s.jsm.streams.info(s.name)).state.messages >= sent.length) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await relay.stop();
+    const stored = await s.read();
+    assert.equal(stored.length, sent.length, "every committed message is in the stream once");
+    assert.deepEqual(new Set(stored.map((m) => m.id)), new Set(sent.map((m) => m.id)));
+    const byId = new Map(sent.map((m) => [m.id, m]));
+    for (const m of stored) {
+      const original = byId.get(m.id!)!;
+      assert.equal(m.subject, topic);
+      assert.deepEqual(JSON.parse(decoder.decode(m.data)), original.payload);
+      assert.equal(m.headers["x-n"], original.headers["x-n"]);
+    }
+    for (let k = 0; k < 16; k++) {
+      const expected = sent.filter((m) => m.key === `k${k}`).map((m) => m.id);
+      const got = stored.filter((m) => byId.get(m.id!)!.key === `k${k}`).map((m) => m.id);
+      assert.deepEqual(got, expected, `stream order of key k${k}`);
+    }
+    // Published rows are gone (retention 0): enqueue the same ids again and relay them.
+    // The stream drops them as duplicates: nothing is added.
+    await commit((tx) => outbox.enqueue(tx, sent.slice(0, 50)));
+    const report = await outbox.tick();
+    assert.equal(report.published, 50);
+    assert.equal((await s.jsm.streams.info(s.name)).state.messages, sent.length, "re-sent ids add nothing to the stream");
+  } finally {
+    await s.close();
+  }
+}
+
+test("jetstream: end to end from Postgres: ids, payloads, headers, key order, and no duplicates in the stream", async () => {
+  const sql = openSql();
+  const schema = uniqueSchema("e2e");
+  try {
+    await endToEnd(postgresStorage(sql as unknown as PostgresSql, { schema }), (fn) => sql.begin((tx) => fn(tx as unknown as PostgresTx)));
+  } finally {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+    await sql.end({ timeout: 1 });
+  }
+}, { timeout: 60_000 });
+
+test("jetstream: end to end from libSQL: ids, payloads, headers, key order, and no duplicates in the stream", async () => {
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  try {
+    await endToEnd(libsqlStorage(client), async (fn) => {
+      const tx = await client.transaction("write");
+      try {
+        await fn(tx);
+        await tx.commit();
+      } finally {
+        tx.close();
+      }
+    });
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, { timeout: 60_000 });
+
+test("jetstream: pipelined runs keep one hot key in order in the stream", async () => {
+  const s = await natsStream();
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  try {
+    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(s.js), batchSize: 1_000 });
+    await outbox.setup();
+    const ids = Array.from({ length: 2_000 }, (_, i) => `hot-${i}`);
+    await outbox.enqueue(client, ids.map((id, i) => ({ id, topic: `${s.prefix}.hot`, key: "hot", payload: { i } })));
+    const report = await outbox.tick({ budgetMs: 60_000 });
+    assert.equal(report.published, 2_000);
+    assert.equal(report.batches >= 2, true);
+    assert.deepEqual((await s.read()).map((m) => m.id), ids);
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    await s.close();
+  }
+});
+
+test("jetstream: a message whose subject no stream accepts goes dead, and requeue() delivers it once a stream exists", async () => {
+  const s = await natsStream();
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  const late = uniqueName("L");
+  try {
+    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(s.js), onError: () => {} });
+    await outbox.setup();
+    await outbox.enqueue(client, { id: "lost-1", topic: `${late.toLowerCase()}.t`, payload: 1 });
+    assert.equal((await outbox.tick()).dead, 1);
+    const [row] = await outbox.inspect();
+    assert.match(row!.lastError!, /No JetStream stream accepts subject/);
+    await s.jsm.streams.add({ name: late, subjects: [`${late.toLowerCase()}.>`], storage: "memory" as never });
+    assert.equal(await outbox.requeue(), 1);
+    assert.equal((await outbox.tick()).published, 1);
+    const info = await s.jsm.streams.info(late);
+    assert.equal(info.state.messages, 1);
+  } finally {
+    await s.jsm.streams.delete(late).catch(() => {});
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    await s.close();
+  }
+});
+
+// Keep the OutboxRecord type referenced for readers of the conformance contract.
+export type { OutboxRecord };
