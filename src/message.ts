@@ -13,6 +13,7 @@ import { uuidv7 } from "./uuid.ts";
 
 const MESSAGE_FIELDS = new Set(["id", "topic", "key", "payload", "headers", "deliverAt"]);
 // Printable, no whitespace: topics become broker subjects.
+// deno-lint-ignore no-control-regex
 const TOPIC = /^[^\s\x00-\x1f\x7f]{1,255}$/;
 // HTTP/NATS header field names are tokens.
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/;

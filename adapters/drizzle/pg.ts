@@ -27,6 +27,9 @@ const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataTyp
  * export const outbox = pgOutboxTable();
  * ```
  */
+// Drizzle derives the table's type from its column map; writing it out by hand would
+// repeat the whole definition (and drift from it), so the return type stays inferred.
+// (JSR counts this as a slow type; explicit table types are open work for the JSR release.)
 export function pgOutboxTable(options: { schema?: string; table?: string } = {}) {
   const schema = checkIdentifier(options.schema ?? "public", "schema");
   const name = checkIdentifier(options.table ?? "outbox", "table");

@@ -19,6 +19,9 @@ import { libsqlNames } from "../libsql/sql.ts";
  * @param options `table` (default `"outbox"`).
  * @returns The table; export it from your drizzle schema file.
  */
+// Drizzle derives the table's type from its column map; writing it out by hand would
+// repeat the whole definition (and drift from it), so the return type stays inferred.
+// (JSR counts this as a slow type; explicit table types are open work for the JSR release.)
 export function sqliteOutboxTable(options: { table?: string } = {}) {
   const name = checkIdentifier(options.table ?? "outbox", "table");
   // Keep in step with createStatements in adapters/libsql/sql.ts (a test compares them).

@@ -35,14 +35,13 @@
  * @module
  */
 
-import type { Client, InStatement, InValue, ResultSet, Row, Transaction } from "@libsql/client";
+import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/client";
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
-  NewOutboxRow,
   OutboxRow,
   OutboxStatus,
   OutboxStorage,

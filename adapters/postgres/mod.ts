@@ -34,7 +34,6 @@ import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
-  NewOutboxRow,
   OutboxRow,
   OutboxStatus,
   OutboxStorage,
