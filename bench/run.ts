@@ -15,8 +15,9 @@
  * @module
  */
 
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, release } from "node:os";
+import { cpus, loadavg, release } from "node:os";
 import { fileURLToPath } from "node:url";
 import {
   type Breakdown,
@@ -48,6 +49,18 @@ export function runtime(): { id: string; name: string } {
   return { id: "node", name: `Node ${g.process?.version ?? "?"}` };
 }
 
+/** The commit measured, and whether the code under test (mod.ts, src/, adapters/) had uncommitted changes. */
+function gitRevision(root: string): string {
+  try {
+    const git = (...args: string[]) => execFileSync("git", args, { cwd: root, encoding: "utf8" }).trim();
+    const head = git("rev-parse", "--short", "HEAD");
+    const dirty = git("status", "--porcelain", "--", "mod.ts", "src", "adapters") !== "";
+    return dirty ? `${head} + uncommitted changes in mod.ts/src/adapters` : head;
+  } catch {
+    return "unknown";
+  }
+}
+
 function cpuModel(): string {
   try {
     const line = readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => l.startsWith("model name"));
@@ -59,14 +72,21 @@ function cpuModel(): string {
 }
 
 const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "–");
-const ratio = (a: number | undefined, b: number | undefined) =>
-  a !== undefined && b !== undefined && b > 0 ? Math.round((a / b) * 100) / 100 : null;
+/**
+ * relay/raw as the median of per-repeat ratios: run i of a case and run i of its raw
+ * twin ran back to back, so a ratio of the pair cancels most of the machine's drifting load.
+ */
+const ratio = (a: RelayCaseResult | undefined, b: RelayCaseResult | undefined): number | null => {
+  if (!a || !b || a.drainRates.length !== b.drainRates.length || a.drainRates.length === 0) return null;
+  return Math.round(median(a.drainRates.map((x, i) => x / b.drainRates[i]!)) * 100) / 100;
+};
 const spread = (rates: readonly number[]) =>
   rates.length > 1 ? `${fmt(Math.min(...rates))}–${fmt(Math.max(...rates))}` : "";
 
 /** The headline figures: default batch size (100), `tick()` drains. */
 export function headline(result: RelayBenchResult, rt: { name: string }): Record<string, unknown> {
   const drain = (keys: number, mode: "tick" | "start" | "raw", batch = 100) => findCase(result, keys, batch, mode)?.drain;
+  const pair = (keys: number) => ratio(findCase(result, keys, 100, "tick"), findCase(result, keys, 100, "raw"));
   const enqueue = (keys: number) => median(result.cases.filter((c) => c.keys === keys).flatMap((c) => c.enqueueRates));
   const round = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? null : Math.round(n));
   return {
@@ -80,8 +100,8 @@ export function headline(result: RelayBenchResult, rt: { name: string }): Record
     libsql_16keys_start_msgs_per_s: round(drain(16, "start")),
     libsql_raw_claim_unkeyed_msgs_per_s: round(drain(0, "raw")),
     libsql_raw_claim_16keys_msgs_per_s: round(drain(16, "raw")),
-    libsql_relay_vs_raw_claim_unkeyed: ratio(drain(0, "tick"), drain(0, "raw")),
-    libsql_relay_vs_raw_claim_16keys: ratio(drain(16, "tick"), drain(16, "raw")),
+    libsql_relay_vs_raw_claim_unkeyed: pair(0),
+    libsql_relay_vs_raw_claim_16keys: pair(16),
     libsql_unkeyed_batch1000_msgs_per_s: round(drain(0, "tick", 1000)),
     libsql_16keys_batch1000_msgs_per_s: round(drain(16, "tick", 1000)),
     libsql_enqueue_unkeyed_msgs_per_s: round(enqueue(0)),
@@ -120,8 +140,8 @@ export function drainTable(result: RelayBenchResult): string {
     r.tick ? `**${fmt(r.tick.drain)}**` : "",
     r.start ? fmt(r.start.drain) : "",
     r.raw ? fmt(r.raw.drain) : "",
-    ratio(r.tick?.drain, r.raw?.drain)?.toFixed(2) ?? "",
-    ratio(r.start?.drain, r.raw?.drain)?.toFixed(2) ?? "",
+    ratio(r.tick, r.raw)?.toFixed(2) ?? "",
+    ratio(r.start, r.raw)?.toFixed(2) ?? "",
     r.tick ? spread(r.tick.drainRates) : "",
     r.raw ? spread(r.raw.drainRates) : "",
   ]);
@@ -176,8 +196,8 @@ function plainTable(result: RelayBenchResult): string {
     lines.push(
       `${keysLabel(r.keys).padEnd(12)}${String(r.batch).padStart(6)}${fmt(r.tick?.drain ?? NaN).padStart(10)}${
         fmt(r.start?.drain ?? NaN).padStart(10)
-      }${fmt(r.raw?.drain ?? NaN).padStart(10)}${(ratio(r.tick?.drain, r.raw?.drain)?.toFixed(2) ?? "").padStart(10)}${
-        (ratio(r.start?.drain, r.raw?.drain)?.toFixed(2) ?? "").padStart(10)
+      }${fmt(r.raw?.drain ?? NaN).padStart(10)}${(ratio(r.tick, r.raw)?.toFixed(2) ?? "").padStart(10)}${
+        (ratio(r.start, r.raw)?.toFixed(2) ?? "").padStart(10)
       }${fmt(enq).padStart(11)}`,
     );
   }
@@ -209,8 +229,9 @@ function runtimeSection(result: RelayBenchResult, head: Record<string, unknown>,
     `## ${rt}`,
     "",
     `- Command: \`${command}\``,
-    `- Date: ${env.date}`,
-    `- Machine: ${env.nproc} CPUs (\`nproc\`), ${env.cpu}, Linux ${env.kernel}`,
+    `- Date: ${env.date}; code: ${env.revision}`,
+    `- Machine: ${env.nproc} CPUs (\`nproc\`), ${env.cpu}, Linux ${env.kernel}; 1-min load average ${env.loadBefore} before, ${env.loadAfter} after ` +
+    "(a shared machine: other work inflates the ranges)",
     `- Runtime: ${rt}; @libsql/client ${env.client} (embedded, \`file:\` in the system temp folder); SQLite ${result.sqliteVersion}`,
     `- Database: journal_mode=${result.journalMode.toUpperCase()}, other PRAGMAs at their defaults (synchronous=FULL); a fresh file per run`,
     `- Workload: ${fmt(result.messages)} messages per run, ~${result.payloadBytes}-byte JSON payloads, enqueued in write transactions of ${result.txSize}; ` +
@@ -220,7 +241,8 @@ function runtimeSection(result: RelayBenchResult, head: Record<string, unknown>,
     "",
     "`tick()`: `await outbox.tick()` until a tick claims nothing. `start()`: the loop until `onTick` has counted every message published " +
     "(then `stats()` shows 0 pending, 0 processing) and `stop()`. Raw: the same storage with no relay, " +
-    "`storage.claim()` then `storage.settle()` with every row published: the ceiling; tick/raw is the share of it the relay keeps.",
+    "`storage.claim()` then `storage.settle()` with every row published: the ceiling. tick/raw is the share of it the relay keeps, " +
+    "the median of the per-repeat ratios (each relay run and its raw twin run close together, which cancels most of the drifting load).",
     "",
     drainTable(result),
     "",
@@ -318,11 +340,15 @@ if ((import.meta as { main?: boolean }).main) {
     cpu: cpuModel(),
     kernel: release(),
     client: clientVersion,
+    revision: gitRevision(root),
+    loadBefore: loadavg()[0]!.toFixed(2),
+    loadAfter: "",
   };
   console.log(`@x/outbox relay bench: libSQL file: → memoryPublisher, ${rt.name}, ${env.nproc} CPUs (${env.cpu})`);
   console.log(`${fmt(messages)} messages per run, ${repeats} interleaved repeats${quick ? " (quick)" : ""}`);
   const result = await runRelayBench({ messages, repeats, log: console.log });
   const head = headline(result, rt);
+  env.loadAfter = loadavg()[0]!.toFixed(2);
   console.log("");
   console.log(`SQLite ${result.sqliteVersion}, journal_mode=${result.journalMode}, ~${result.payloadBytes}-byte payloads; medians, messages/s`);
   console.log(plainTable(result));
