@@ -4,8 +4,9 @@
  * at least once if the transaction committed and never if it rolled back, in order
  * per key, safely with many relays at once.
  *
- * Storage adapters live in `@x/outbox/libsql` (and later postgres, drizzle); this
- * entry point imports no database driver.
+ * Storage adapters live in `@x/outbox/libsql`, `@x/outbox/postgres` and
+ * `@x/outbox/drizzle`, the JetStream publisher in `@x/outbox/nats`; this entry point
+ * imports no driver.
  *
  * @example
  * ```ts
