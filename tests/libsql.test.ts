@@ -148,7 +148,7 @@ test("libsql: the claim, read-back, settle and cleanup queries use the outbox in
     };
     const claim = await plan(claimSql(n), ["t", 1, 1, 10]);
     assert.match(claim, /SCAN c USING (COVERING )?INDEX outbox_claim_idx/);
-    assert.match(claim, /SEARCH b USING (COVERING )?INDEX outbox_key_idx \(key=\? AND seq<\?\)/);
+    assert.match(claim, /SEARCH b USING (COVERING )?INDEX outbox_key_idx \(key=\? AND available_at>\?\)/);
     assert.match(await plan(claimedSql(n), ["t"]), /USING INDEX outbox_locked_idx \(locked_by=\?\)/);
     for (const settle of [settleSql.retry(n), settleSql.dead(n), settleSql.release(n), settleSql.deletePublished(n)]) {
       assert.match(await plan(settle, ["t", "[]", 1]), /outbox_locked_idx \(locked_by=\?( AND rowid=\?)?\)/);

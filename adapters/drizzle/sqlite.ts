@@ -44,7 +44,7 @@ export function sqliteOutboxTable(options: { table?: string } = {}) {
     check(`${name}_status_check`, sql.raw("status IN ('pending', 'processing', 'published', 'dead')")),
     uniqueIndex(`${name}_id_unique`).on(t.id),
     index(`${name}_claim_idx`).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
-    index(`${name}_key_idx`).on(t.key, t.seq, t.availableAt).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
+    index(`${name}_key_idx`).on(t.key, t.availableAt, t.seq).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
     index(`${name}_settled_idx`).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
     index(`${name}_locked_idx`).on(t.lockedBy).where(sql.raw("locked_by IS NOT NULL")),
     index(`${name}_scheduled_idx`).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
