@@ -67,3 +67,14 @@ export type { OutboxErrorName, OutboxErrorOptions, PublishErrorOptions } from ".
 export { memoryPublisher } from "./src/memory_publisher.ts";
 export type { MemoryPublisher, MemoryPublisherOptions } from "./src/memory_publisher.ts";
 export { uuidv7 } from "./src/uuid.ts";
+export { createInbox, INBOX_MAX_ID_LENGTH } from "./src/inbox.ts";
+export type {
+  Inbox,
+  InboxCleanupOptions,
+  InboxCleanupRequest,
+  InboxEntry,
+  InboxOptions,
+  InboxRetentionOptions,
+  InboxStorage,
+  ReceiveOptions,
+} from "./src/inbox.ts";

@@ -363,3 +363,6 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
   };
 }
+
+export { libsqlInbox, libsqlInboxSchema } from "./inbox.ts";
+export type { LibsqlInboxOptions, LibsqlInboxStorage, LibsqlInboxTx } from "./inbox.ts";

@@ -352,3 +352,6 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
   };
 }
+
+export { postgresInbox, postgresInboxSchema } from "./inbox.ts";
+export type { PostgresInboxOptions, PostgresInboxSql, PostgresInboxStorage, PostgresInboxTx } from "./inbox.ts";

@@ -1,0 +1,211 @@
+/**
+ * The libSQL storage of the inbox (`createInbox` in `@x/outbox`): handled message ids
+ * in a table of the consumer's own libSQL / SQLite / Turso database.
+ *
+ * Receive inside an interactive transaction (`await client.transaction("write")`), or,
+ * where a batch is the atomic unit (Turso over HTTP), put `inbox.statements(id)` first
+ * in a `client.batch([...], "write")` with the message's effects.
+ */
+
+import type { Client, InStatement, Transaction } from "@libsql/client";
+import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
+import { checkIdentifier } from "../../src/identifier.ts";
+import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../src/inbox.ts";
+import {
+  inboxCleanupSql,
+  inboxCreateStatements,
+  inboxGuardSql,
+  inboxReceiveSql,
+  type LibsqlInboxNames,
+  libsqlInboxNames,
+} from "./inbox_sql.ts";
+
+/** What `inbox.receive` accepts with libSQL: an interactive transaction, or a client (the insert is then its own transaction). */
+export type LibsqlInboxTx = Transaction | Client;
+
+/** Options of {@link libsqlInbox}. */
+export interface LibsqlInboxOptions {
+  /** Table name, a plain SQL identifier (default `"outbox_inbox"`). */
+  table?: string;
+  /**
+   * How long `setup()` and `cleanup()` keep retrying while another connection holds
+   * the write lock (SQLITE_BUSY), in ms (default 5,000). `receive` runs in the
+   * caller's transaction and never retries on its own.
+   */
+  busyTimeoutMs?: number;
+}
+
+/** The libSQL inbox storage: an {@link InboxStorage} whose `statements()` feed `client.batch()`. */
+export interface LibsqlInboxStorage extends InboxStorage<LibsqlInboxTx, InStatement> {
+  /** The table name. */
+  readonly table: string;
+  /** The DDL `setup()` runs, for hand-written migrations. */
+  readonly schemaSql: readonly string[];
+}
+
+/**
+ * Returns the DDL (table and index) of the inbox, for teams that write their own
+ * migrations. The same statements `inbox.setup()` runs.
+ *
+ * @param options `table` (default `"outbox_inbox"`).
+ * @returns SQL statements, each idempotent.
+ * @throws {OutboxConfigError} When `table` is not a plain identifier.
+ *
+ * @example
+ * ```ts
+ * import { libsqlInboxSchema } from "@x/outbox/libsql";
+ * console.log(libsqlInboxSchema().join(";\n") + ";");
+ * ```
+ */
+export function libsqlInboxSchema(options: { table?: string } = {}): string[] {
+  return inboxCreateStatements(libsqlInboxNames(checkIdentifier(options.table ?? "outbox_inbox", "table")));
+}
+
+function codeOf(error: unknown): string {
+  const e = error as { code?: unknown; cause?: { code?: unknown } };
+  return typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
+}
+
+function messageOf(error: unknown): string {
+  const own = error instanceof Error ? error.message : String(error);
+  const cause = (error as { cause?: unknown })?.cause;
+  return cause instanceof Error ? `${own} ${cause.message}` : own;
+}
+
+function isBusy(error: unknown): boolean {
+  const code = codeOf(error);
+  return code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED") || /database is locked|SQLITE_BUSY/i.test(messageOf(error));
+}
+
+function isClosed(error: unknown): boolean {
+  return codeOf(error) === "TRANSACTION_CLOSED" || /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(messageOf(error));
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Creates the libSQL storage of an inbox.
+ *
+ * @param client A `@libsql/client` client; `setup()` and `cleanup()` run on it.
+ * @param options `table` and `busyTimeoutMs`.
+ * @returns The storage to pass to `createInbox`.
+ * @throws {OutboxConfigError} When `client` is not a libSQL client or `table` is not a plain identifier.
+ *
+ * @example In an interactive transaction
+ * ```ts
+ * import { createClient } from "@libsql/client";
+ * import { createInbox } from "@x/outbox";
+ * import { libsqlInbox } from "@x/outbox/libsql";
+ *
+ * const client = createClient({ url: "file:consumer.db" });
+ * const inbox = createInbox({ storage: libsqlInbox(client), consumer: "billing" });
+ * await inbox.setup();
+ *
+ * const tx = await client.transaction("write");
+ * try {
+ *   if (await inbox.receive(tx, "0190a5c0-…")) {
+ *     await tx.execute({ sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?", args: [10, "a-1"] });
+ *   }
+ *   await tx.commit();
+ * } finally {
+ *   tx.close();
+ * }
+ * ```
+ */
+export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): LibsqlInboxStorage {
+  if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
+    throw new OutboxConfigError("libsqlInbox needs a @libsql/client Client (createClient({ url }))", "client");
+  }
+  if (typeof options !== "object" || options === null) {
+    throw new OutboxConfigError("libsqlInbox options must be an object", "options");
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== "table" && key !== "busyTimeoutMs") {
+      throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to libsqlInbox`, key);
+    }
+  }
+  const table = checkIdentifier(options.table ?? "outbox_inbox", "table");
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5_000;
+  if (typeof busyTimeoutMs !== "number" || !(busyTimeoutMs >= 0)) {
+    throw new OutboxConfigError(`busyTimeoutMs must be a number ≥ 0, got ${String(busyTimeoutMs)}`, "busyTimeoutMs");
+  }
+  const n: LibsqlInboxNames = libsqlInboxNames(table);
+  const schemaSql = inboxCreateStatements(n);
+  const sql = { receive: inboxReceiveSql(n), guard: inboxGuardSql(n), cleanup: inboxCleanupSql(n) };
+  // SQLite reports a primary-key violation as "UNIQUE constraint failed: <table>.<column>, …".
+  const duplicateMessage = `UNIQUE constraint failed: ${n.bare}.consumer, ${n.bare}.id`.toLowerCase();
+
+  function wrap(what: string, error: unknown): Error {
+    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
+    const message = messageOf(error);
+    if (/no such table/i.test(message)) {
+      return new OutboxStorageError(`Could not ${what}: table ${n.table} does not exist; run inbox.setup() first`, { cause: error });
+    }
+    if (isClosed(error)) {
+      return new OutboxStorageError(`Could not ${what}: the transaction is already closed (committed or rolled back)`, { cause: error });
+    }
+    return new OutboxStorageError(`Could not ${what} in libSQL table ${n.table}: ${message}`, { cause: error });
+  }
+
+  /** Runs one of the inbox's own statements, retrying while another writer holds the lock. */
+  async function withBusyRetry<T>(what: string, run: () => Promise<T>): Promise<T> {
+    const started = Date.now();
+    let delay = 2;
+    for (;;) {
+      try {
+        return await run();
+      } catch (error) {
+        if (!isBusy(error) || Date.now() - started >= busyTimeoutMs) throw wrap(what, error);
+        // As in libsqlStorage: the embedded driver can leave the failed statement open
+        // on its connection, which breaks later commits there; start a fresh one.
+        if (client.protocol === "file" && !client.closed) {
+          try {
+            client.reconnect();
+          } catch {
+            // The next attempt reports a broken client.
+          }
+        }
+        await sleep(delay * (0.5 + Math.random()));
+        delay = Math.min(delay * 2, 100);
+      }
+    }
+  }
+
+  return {
+    name: "libsql",
+    table,
+    schemaSql,
+
+    async setup() {
+      await withBusyRetry("create the inbox table", () => client.batch(schemaSql, "write"));
+    },
+
+    async record(tx: LibsqlInboxTx, entry: InboxEntry): Promise<boolean> {
+      if (typeof tx !== "object" || tx === null || typeof (tx as Transaction).execute !== "function") {
+        throw new OutboxStorageError(
+          "receive needs a libSQL transaction (await client.transaction(\"write\")) or client as its first argument",
+        );
+      }
+      try {
+        const rs = await tx.execute({ sql: sql.receive, args: [entry.consumer, entry.id, entry.receivedAt] });
+        return rs.rowsAffected === 1;
+      } catch (error) {
+        throw wrap("record a received message", error);
+      }
+    },
+
+    statements(entry: InboxEntry): InStatement[] {
+      return [{ sql: sql.guard, args: [entry.consumer, entry.id, entry.receivedAt] }];
+    },
+
+    isDuplicate(error: unknown): boolean {
+      return messageOf(error).toLowerCase().includes(duplicateMessage);
+    },
+
+    async cleanup(request: InboxCleanupRequest): Promise<number> {
+      const rs = await withBusyRetry("clean up received message ids", () =>
+        client.execute({ sql: sql.cleanup, args: [request.before, request.limit] }));
+      return rs.rowsAffected;
+    },
+  };
+}
