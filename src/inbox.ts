@@ -262,7 +262,7 @@ function isStorage(value: unknown): value is InboxStorage<unknown, unknown> {
  *
  * for await (const msg of messages) { // a JetStream pull consumer's messages
  *   await sql.begin(async (tx) => {
- *     if (!(await inbox.receive(tx, msg.headers!.get("Nats-Msg-Id")))) return; // a redelivery
+ *     if (!(await inbox.receive(tx, msg.headers?.get("Nats-Msg-Id") ?? ""))) return; // a copy
  *     await tx`update accounts set balance = balance + ${msg.json<{ amount: number }>().amount}`;
  *   });
  *   msg.ack(); // after commit: a lost ack means a redelivery, which receive() recognises

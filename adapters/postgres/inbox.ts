@@ -15,11 +15,13 @@ import { postgresNames, setupLockSql } from "./sql.ts";
  * or of `sql` itself: `unsafe`, with parameters always bound.
  */
 export interface PostgresInboxTx {
+  /** Runs a query with bound parameters (postgres.js `sql.unsafe`). */
   unsafe(query: string, parameters?: unknown[], options?: { prepare?: boolean }): PromiseLike<Record<string, unknown>[]>;
 }
 
 /** The parts of a postgres.js `sql` instance the inbox uses. */
 export interface PostgresInboxSql extends PostgresInboxTx {
+  /** Runs `cb` in a transaction (postgres.js `sql.begin`); `setup()` uses it. */
   begin<T>(cb: (tx: PostgresInboxTx) => T | Promise<T>): Promise<unknown>;
 }
 
