@@ -19,6 +19,8 @@ const TOPIC = /^[^\s\x00-\x1f\x7f]{1,255}$/;
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/;
 const MAX_ID = 255;
 const MAX_KEY = 1024;
+// NUL cannot be stored in Postgres text; a lone surrogate is not valid UTF-8 anywhere.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 function fail(message: string, path: string): never {
   throw new OutboxMessageError(message, path);
@@ -82,6 +84,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (typeof m.id !== "string" || m.id.length === 0 || m.id.length > MAX_ID) {
       fail(`Message id must be a non-empty string of at most ${MAX_ID} characters, got ${quote(m.id)}`, at("id"));
     }
+    if (UNSTORABLE.test(m.id)) fail("Message id must not contain NUL or unpaired surrogate characters", at("id"));
     id = m.id;
   }
 
@@ -90,6 +93,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (typeof m.key !== "string" || m.key.length === 0 || m.key.length > MAX_KEY) {
       fail(`Message key must be a non-empty string of at most ${MAX_KEY} characters, got ${quote(m.key)}`, at("key"));
     }
+    if (UNSTORABLE.test(m.key)) fail("Message key must not contain NUL or unpaired surrogate characters", at("key"));
     key = m.key;
   }
 
@@ -101,7 +105,9 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     for (const [name, value] of entries) {
       if (!HEADER_NAME.test(name)) fail(`Header name ${quote(name)} must be a token (letters, digits, and !#$%&'*+-.^_\`|~)`, at(`headers.${name}`));
       if (typeof value !== "string") fail(`Header ${quote(name)} must have a string value, got ${quote(value)}`, at(`headers.${name}`));
-      if (/[\r\n\0]/.test(value)) fail(`Header ${quote(name)} must not contain line breaks or NUL`, at(`headers.${name}`));
+      if (/[\r\n\0]/.test(value) || UNSTORABLE.test(value)) {
+        fail(`Header ${quote(name)} must not contain line breaks, NUL or unpaired surrogates`, at(`headers.${name}`));
+      }
     }
     if (entries.length > 0) headers = JSON.stringify(Object.fromEntries(entries));
   }
