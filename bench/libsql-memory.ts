@@ -1,5 +1,7 @@
 /**
- * `npm run bench`: the libSQL relay benchmark. Prints a table and, as its last line,
+ * The libSQL → memoryPublisher micro-benchmark (relay core vs the storage alone, time
+ * split, batch sizes). `npm run bench` runs the full suite in bench/run.ts instead.
+ * Run this one with `npx bun bench/libsql-memory.ts [--quick]`. Formerly bench/run.ts: Prints a table and, as its last line,
  * one JSON object with the headline figures; a full run also rewrites BENCHMARKS.md.
  *
  * Usage:
@@ -323,7 +325,7 @@ export function writeBenchmarks(path: string, runtimeId: string, body: string): 
 if ((import.meta as { main?: boolean }).main) {
   const args = argv();
   const quick = args.includes("--quick");
-  const write = args.includes("--write") || (!quick && !args.includes("--no-write"));
+  const write = args.includes("--write-md"); // the suite (bench/run.ts) owns BENCHMARKS.md now
   const messages = Number(option(args, "messages") ?? (quick ? 5_000 : 20_000));
   const repeats = Number(option(args, "repeats") ?? (quick ? 3 : 5));
   const rt = runtime();
