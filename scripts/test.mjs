@@ -3,7 +3,7 @@
  * Runs every suite the README promises, in plain Node (no TypeScript needed):
  *
  *   1. `npm run build`: the npm build (dist/), which the Node suite imports;
- *   2. Bun:  `bun test` on every tests/*.test.ts;
+ *   2. Bun:  `bun test` on every tests/*.test.ts and tests/faults/*.test.ts;
  *   3. Deno: `deno test -A --no-check=remote` on the same files (the core is
  *      runtime-agnostic, so the same suites must pass there too);
  *   4. Node: `node --test` on tests/node/*.test.mjs, against dist/ (Node 20 has no
@@ -173,7 +173,8 @@ function run(command, args) {
 // ---------------------------------------------------------------------- main
 
 const { runners, build } = parseArgs(process.argv.slice(2));
-const suites = testFiles("tests", /\.test\.ts$/);
+// The fault-injection suite (tests/faults/) runs with the rest, under both runtimes.
+const suites = [...testFiles("tests", /\.test\.ts$/), ...testFiles("tests/faults", /\.test\.ts$/)];
 const nodeSuites = testFiles("tests/node", /\.test\.(mjs|js)$/);
 
 const plans = {
