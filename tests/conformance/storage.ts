@@ -885,12 +885,20 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
   });
 
   it("tick() awaits a publish in flight when its time budget runs out, and counts it published", async (h) => {
+    // Real time, but frozen until the first publish starts, so a slow claim on a busy
+    // machine cannot use up the budget before anything is published.
+    let since: number | null = null;
+    const base = Date.now();
     const outbox = createOutbox<Tx, unknown>({
       storage: h.storage,
       onError: () => {},
       concurrency: 1,
+      now: () => base + (since === null ? 0 : Date.now() - since),
       // Slower than the budget: the publish must not be abandoned (that would send it twice).
-      publisher: () => new Promise<void>((resolve) => setTimeout(resolve, 60)),
+      publisher: () => {
+        since ??= Date.now();
+        return new Promise<void>((resolve) => setTimeout(resolve, 60));
+      },
     });
     await h.commit((tx) => outbox.enqueue(tx, [{ id: "slow-1", topic: "t", payload: 1 }, { id: "slow-2", topic: "t", payload: 2 }]));
     const report = await outbox.tick({ budgetMs: 10 });
