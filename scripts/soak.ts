@@ -188,8 +188,10 @@ async function main() {
   while (Date.now() < endAt) {
     const wakeAt = Math.min(nextSample, endAt, warm ? Infinity : warmupAt);
     await sleep(Math.max(0, wakeAt - Date.now()));
-    if (!warm && Date.now() >= warmupAt) warm = await sample("warm");
-    else if (Date.now() >= nextSample && Date.now() < endAt) {
+    if (!warm && Date.now() >= warmupAt) {
+      warm = await sample("warm");
+      while (nextSample <= Date.now()) nextSample += intervalS * 1_000; // the warm line stands for this sample
+    } else if (Date.now() >= nextSample && Date.now() < endAt) {
       await sample("sample");
       nextSample += intervalS * 1_000;
     }
