@@ -2,8 +2,34 @@
  * Drizzle definitions and storage for Postgres (drizzle-orm/pg-core, postgres-js driver).
  */
 
-import { Param, type SQL, sql, type SQLChunk } from "drizzle-orm";
-import { bigint, check, customType, index, integer, json, pgSchema, pgTable, text } from "drizzle-orm/pg-core";
+import {
+  type BuildColumns,
+  type HasDefault,
+  type IsIdentity,
+  type IsPrimaryKey,
+  type NotNull,
+  Param,
+  type SQL,
+  sql,
+  type SQLChunk,
+} from "drizzle-orm";
+import {
+  bigint,
+  check,
+  customType,
+  index,
+  integer,
+  json,
+  type PgBigInt53BuilderInitial,
+  type PgCustomColumnBuilder,
+  type PgIntegerBuilderInitial,
+  type PgJsonBuilderInitial,
+  pgSchema,
+  pgTable,
+  type PgTableWithColumns,
+  type PgTextBuilderInitial,
+  text,
+} from "drizzle-orm/pg-core";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
 import type { OutboxStorage } from "../../src/types.ts";
@@ -13,27 +39,64 @@ import { postgresNames } from "../postgres/sql.ts";
 
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
 
+type PgText<N extends string> = PgTextBuilderInitial<N, [string, ...string[]]>;
+type PgBigInt<N extends string> = PgBigInt53BuilderInitial<N>;
+
 /**
- * The outbox table as a drizzle `pg-core` table, identical (columns, constraints,
- * indexes) to what `outbox.setup()` creates, so drizzle-kit migrations include it.
- *
- * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
- * @returns The table; export it from your drizzle schema file.
- *
- * @example
- * ```ts
- * // schema.ts, read by drizzle-kit
- * import { pgOutboxTable } from "@x/outbox/drizzle";
- * export const outbox = pgOutboxTable();
- * ```
+ * The column builders of {@link pgOutboxTable}, spelled out so the table has an explicit
+ * type (JSR's "no slow types"); `pgOutboxColumns` is checked against it by the compiler.
  */
-// Drizzle derives the table's type from its column map; writing it out by hand would
-// repeat the whole definition (and drift from it), so the return type stays inferred.
-// (JSR counts this as a slow type; explicit table types are open work for the JSR release.)
-export function pgOutboxTable(options: { schema?: string; table?: string } = {}) {
-  const schema = checkIdentifier(options.schema ?? "public", "schema");
-  const name = checkIdentifier(options.table ?? "outbox", "table");
-  const columns = {
+// A type alias, not an interface: drizzle wants a Record (an index-signature-compatible type).
+export type PgOutboxColumns = {
+  /** Insertion order, `bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY`. */
+  seq: IsIdentity<IsPrimaryKey<NotNull<PgBigInt<"seq">>>, "always">;
+  /** The message id (UUIDv7 by default), unique. */
+  id: NotNull<PgText<"id">>;
+  /** The message topic. */
+  topic: NotNull<PgText<"topic">>;
+  /** The ordering key, or null. */
+  key: PgText<"key">;
+  /** A JSON payload (exactly one of payload and payloadBytes is set). */
+  payload: PgJsonBuilderInitial<"payload">;
+  /** A bytes payload, `bytea`. */
+  payloadBytes: PgCustomColumnBuilder<{
+    name: "payload_bytes";
+    dataType: "custom";
+    columnType: "PgCustomColumn";
+    data: Uint8Array;
+    driverParam: Uint8Array;
+    enumValues: undefined;
+  }>;
+  /** Message headers as a JSON object, or null. */
+  headers: PgJsonBuilderInitial<"headers">;
+  /** `pending`, `processing`, `published` or `dead`. */
+  status: HasDefault<NotNull<PgText<"status">>>;
+  /** Publish attempts so far. */
+  attempts: HasDefault<NotNull<PgIntegerBuilderInitial<"attempts">>>;
+  /** When the row may be claimed next (epoch ms); null once settled. */
+  availableAt: PgBigInt<"available_at">;
+  /** The requested delivery time (epoch ms), or null. */
+  deliverAt: PgBigInt<"deliver_at">;
+  /** The relay holding the lease, or null. */
+  lockedBy: PgText<"locked_by">;
+  /** The last publish error, or null. */
+  lastError: PgText<"last_error">;
+  /** Enqueue time (epoch ms). */
+  createdAt: NotNull<PgBigInt<"created_at">>;
+  /** When the row was published or went dead (epoch ms), or null. */
+  settledAt: PgBigInt<"settled_at">;
+};
+
+/** The drizzle table {@link pgOutboxTable} returns (in `public` or another schema). */
+export type PgOutboxTable = PgTableWithColumns<{
+  name: string;
+  schema: string | undefined;
+  columns: BuildColumns<string, PgOutboxColumns, "pg">;
+  dialect: "pg";
+}>;
+
+function pgOutboxColumns(name: string): PgOutboxColumns {
+  return {
     seq: bigint("seq", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
     id: text("id").notNull().unique(`${name}_id_key`),
     topic: text("topic").notNull(),
@@ -50,6 +113,26 @@ export function pgOutboxTable(options: { schema?: string; table?: string } = {})
     createdAt: bigint("created_at", { mode: "number" }).notNull(),
     settledAt: bigint("settled_at", { mode: "number" }),
   };
+}
+
+/**
+ * The outbox table as a drizzle `pg-core` table, identical (columns, constraints,
+ * indexes) to what `outbox.setup()` creates, so drizzle-kit migrations include it.
+ *
+ * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
+ * @returns The table; export it from your drizzle schema file.
+ *
+ * @example
+ * ```ts
+ * // schema.ts, read by drizzle-kit
+ * import { pgOutboxTable } from "@x/outbox/drizzle";
+ * export const outbox = pgOutboxTable();
+ * ```
+ */
+export function pgOutboxTable(options: { schema?: string; table?: string } = {}): PgOutboxTable {
+  const schema = checkIdentifier(options.schema ?? "public", "schema");
+  const name = checkIdentifier(options.table ?? "outbox", "table");
+  const columns = pgOutboxColumns(name);
   // Keep in step with createStatements in adapters/postgres/sql.ts (a test compares them).
   const extras = (t: { [K in keyof typeof columns]: never }) => [
     check(`${name}_status_check`, sql`${sql.raw("status")} IN ('pending', 'processing', 'published', 'dead')`),
