@@ -102,3 +102,35 @@ export async function loadavg(): Promise<number[]> {
   const os = await import("node:os");
   return os.loadavg().map((x) => Number(x.toFixed(2)));
 }
+
+/**
+ * CPU time (ms) used so far by this process and by the local postgres and nats-server
+ * processes (Linux /proc; 0 where not readable). The machine has few cores: the relay
+ * shares them with the broker and the database, so CPU per message is what caps it.
+ */
+export async function cpuSnapshot(): Promise<{ self: number; pg: number; nats: number }> {
+  const fs = await import("node:fs");
+  const self = g.process?.cpuUsage ? (g.process.cpuUsage().user + g.process.cpuUsage().system) / 1000 : 0;
+  let pgMs = 0;
+  let natsMs = 0;
+  try {
+    for (const pid of fs.readdirSync("/proc")) {
+      if (!/^\d+$/.test(pid)) continue;
+      let stat: string;
+      try {
+        stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      } catch {
+        continue;
+      }
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      if (name !== "postgres" && name !== "nats-server") continue;
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
+      if (name === "postgres") pgMs += ms;
+      else natsMs += ms;
+    }
+  } catch {
+    // not Linux
+  }
+  return { self, pg: pgMs, nats: natsMs };
+}

@@ -176,6 +176,7 @@ Object.assign(head, {
   scale_table_mb_after_drain: round(scale.full.sizeAfter / 2 ** 20, 1),
   scale_table_mb_after_vacuum: round(scale.full.sizeVacuumed / 2 ** 20, 1),
   scale_table_mb_after_reuse: round(scale.full.sizeReused / 2 ** 20, 1),
+  cpu_us_per_msg: Object.fromEntries(Object.entries(tp.cpu).map(([k, c]) => [k, { relay: round(median(c.self), 1), pg: round(median(c.pg), 1), nats: round(median(c.nats), 1) }])),
   edge_pg_idle_statements: edgeOf("pg", "idle")?.statements,
   edge_pg_idle_round_trips: edgeOf("pg", "idle")?.roundTrips,
   edge_pg_idle_rows_read: edgeOf("pg", "idle")?.rowsRead,
@@ -318,6 +319,20 @@ ${table(["storage", "keys", "relay msg/s (median)", "relay / raw 256", "pair rat
   const key = `${db}_js_${k === 0 ? "unkeyed" : `${k}keys`}`;
   return [db === "pg" ? "Postgres" : "libSQL", kl(k), fmt(med(tp.samples, key)), `**${ratio(key).toFixed(2)}**`, (tp.ratios[key] ?? []).map((x) => x.toFixed(2)).join(", ")];
 })), ["---", "---", "--:", "--:", "--:"])}
+
+### CPU per message
+
+This machine has ${cpus().length} cores, shared by the relay (this process), postgres and nats-server.
+CPU time per message (median over the runs; from \`process.cpuUsage()\` and /proc for the servers):
+
+${table(["case", "relay process µs", "postgres µs", "nats-server µs", "total µs", "floor on 2 cores: msg/s"], Object.keys(tp.cpu).map((k) => {
+  const c = tp.cpu[k]!;
+  const self = median(c.self), pgc = median(c.pg), nt = median(c.nats);
+  const total = self + pgc + nt;
+  // Wall time per message can be no less than the busiest single thread (this process) or total / cores.
+  const floor = 1e6 / Math.max(self, total / cpus().length);
+  return [k === "raw_256" ? "raw js.publish, 256 in flight" : k, self.toFixed(1), pgc.toFixed(1), nt.toFixed(1), total.toFixed(1), fmt(floor)];
+}), ["---", "--:", "--:", "--:", "--:", "--:"])}
 
 ## 3. Enqueue overhead
 

@@ -18,7 +18,7 @@ import { createOutbox, type OutboxStorage } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { libsql, log, median, payload, pg, rawPublishRate } from "./lib.ts";
+import { cpuSnapshot, libsql, log, median, payload, pg, rawPublishRate } from "./lib.ts";
 
 export interface Target {
   name: "pg" | "libsql";
@@ -106,8 +106,8 @@ export async function libsqlTarget(): Promise<Target & { client: Client }> {
 }
 
 /** Drains the backlog with tick() into JetStream; msg/s. Checks the stream got every message. */
-export async function relayRate(target: Target, js: JetStreamClient, jsm: JetStreamManager, stream: string, messages: number, keys: number, subject: string, batchSize = 1_000) {
-  await target.fill(messages, keys, subject);
+export async function relayRate(target: Target, js: JetStreamClient, jsm: JetStreamManager, stream: string, messages: number, keys: number, subject: string, batchSize = 1_000, fill = true) {
+  if (fill) await target.fill(messages, keys, subject);
   const before = (await jsm.streams.info(stream)).state.messages;
   const outbox = createOutbox({ storage: target.storage, publisher: jetstreamPublisher(js), batchSize, concurrency: 64 });
   const started = performance.now();
@@ -158,6 +158,8 @@ export interface ThroughputResult {
   samples: Record<string, number[]>;
   /** relay case → per-pair ratios relay / raw256 */
   ratios: Record<string, number[]>;
+  /** case → CPU µs per message of this process (the relay), postgres and nats-server */
+  cpu: Record<string, { self: number[]; pg: number[]; nats: number[] }>;
 }
 
 export async function runThroughput(
@@ -169,6 +171,17 @@ export async function runThroughput(
   const targets = [await postgresTarget(), await libsqlTarget()];
   const samples: Record<string, number[]> = {};
   const ratios: Record<string, number[]> = {};
+  const cpu: ThroughputResult["cpu"] = {};
+  const timed = async (k: string, count: number, f: () => Promise<number>) => {
+    const a = await cpuSnapshot();
+    const v = await f();
+    const b = await cpuSnapshot();
+    const c = (cpu[k] ??= { self: [], pg: [], nats: [] });
+    c.self.push(((b.self - a.self) * 1000) / count);
+    c.pg.push(((b.pg - a.pg) * 1000) / count);
+    c.nats.push(((b.nats - a.nats) * 1000) / count);
+    return v;
+  };
   const add = (o: Record<string, number[]>, k: string, v: number) => (o[k] ??= []).push(v);
   try {
     // Warm-up: JIT, connections, stream files.
@@ -184,10 +197,11 @@ export async function runThroughput(
       }
       for (const keys of keysList) {
         for (const t of targets) {
-          const raw = await rawPublishRate(js, subject, messages, 256);
+          const raw = await timed("raw_256", messages, () => rawPublishRate(js, subject, messages, 256));
           add(samples, "raw_256", raw);
-          const relay = await relayRate(t, js, jsm, stream, messages, keys, subject, batchSize);
           const k = `${t.name}_js_${keys === 0 ? "unkeyed" : `${keys}keys`}`;
+          await t.fill(messages, keys, subject);
+          const relay = await timed(k, messages, () => relayRate(t, js, jsm, stream, messages, keys, subject, batchSize, false));
           add(samples, k, relay);
           add(ratios, k, relay / raw);
           log(`  throughput r${r} ${k}: relay ${Math.round(relay)} msg/s, raw256 ${Math.round(raw)} msg/s, ratio ${(relay / raw).toFixed(2)}`);
@@ -197,7 +211,7 @@ export async function runThroughput(
   } finally {
     for (const t of targets) await t.close();
   }
-  return { messages, repeats, batchSize, samples, ratios };
+  return { messages, repeats, batchSize, samples, ratios, cpu };
 }
 
 export const med = (o: Record<string, number[]>, k: string) => median(o[k] ?? []);

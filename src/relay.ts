@@ -89,30 +89,89 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
     if (report.cleaned >= o.retention.batchSize) ctx.lastCleanupAt = -Infinity;
   }
 
-  while (report.batches < maxBatches && !options.signal?.aborted) {
+  const claimNext = () => {
     const now = o.now();
-    if (report.batches > 0 && now >= deadline) break;
     const token = `${o.relayId}:${++ctx.claims}`;
     const lockedUntil = now + o.leaseMs;
-    const rows = await storage.claim({ token, now, lockedUntil, limit: o.batchSize });
     report.batches++;
-    report.claimed += rows.length;
-    if (rows.length === 0) break;
-    // A little before the lease ends, publishes in flight are abandoned: past it,
-    // another relay may own the rows. The budget only stops new publishes.
-    const leaseEnd = lockedUntil - Math.min(1_000, o.leaseMs / 10);
-    const settlements = await publishBatch(ctx, rows, Math.min(deadline, leaseEnd), leaseEnd, options.signal, report);
-    const matched = await storage.settle({
-      token,
-      now: o.now(),
-      settlements,
-      deletePublished: o.retention.publishedMs === 0,
-    });
-    report.lost += settlements.length - matched;
-    if (rows.length < o.batchSize) break;
+    return storage.claim({ token, now, lockedUntil, limit: o.batchSize }).then((rows) => ({ rows, token, lockedUntil }));
+  };
+  // Settlements still being written while the next batch is published; awaited (and
+  // their errors thrown) before the tick returns.
+  const settling: Promise<void>[] = [];
+  let settleError: { error: unknown } | null = null;
+  const settle = (token: string, settlements: Settlement[]) =>
+    storage.settle({ token, now: o.now(), settlements, deletePublished: o.retention.publishedMs === 0 }).then(
+      (matched) => {
+        report.lost += settlements.length - matched;
+      },
+      (error) => {
+        settleError ??= { error };
+      },
+    );
+  const canClaim = () => report.batches < maxBatches && !options.signal?.aborted && (report.batches === 0 || o.now() < deadline);
+
+  try {
+    let batch = canClaim() ? await claimNext() : null;
+    while (batch) {
+      const { rows, token, lockedUntil } = batch;
+      report.claimed += rows.length;
+      if (rows.length === 0) break;
+      const full = rows.length >= o.batchSize;
+      // Claim the next batch while this one is being published, so the broker and the
+      // database work at the same time. Only after a full batch (more is waiting) of
+      // messages whose keys do not repeat: a later message of a key in this batch is
+      // held back by the claim's per-key barrier until this batch is settled, so
+      // claiming ahead would only scan rows it cannot take. (Claiming ahead is safe
+      // either way: this batch's rows are leased, and the barrier keeps per-key order.)
+      const ahead = full && canClaim() && keysDistinct(rows) ? claimNext() : null;
+      // A little before the lease ends, publishes in flight are abandoned: past it,
+      // another relay may own the rows. The budget only stops new publishes.
+      const leaseEnd = lockedUntil - Math.min(1_000, o.leaseMs / 10);
+      let settlements: Settlement[];
+      try {
+        settlements = await publishBatch(ctx, rows, Math.min(deadline, leaseEnd), leaseEnd, options.signal, report);
+      } catch (error) {
+        // Rows claimed ahead stay leased until their lease expires, like any claim
+        // a tick could not settle.
+        ahead?.catch(() => {});
+        throw error;
+      }
+      if (ahead) {
+        settling.push(settle(token, settlements));
+        batch = await ahead;
+      } else {
+        await settle(token, settlements);
+        if (settleError) break;
+        batch = full && canClaim() ? await claimNext() : null;
+      }
+      if (settleError) {
+        // Give the rows claimed ahead back untouched, then report the failure.
+        if (batch && batch.rows.length > 0) {
+          report.claimed += batch.rows.length;
+          report.released += batch.rows.length;
+          settling.push(settle(batch.token, batch.rows.map((r) => ({ seq: r.seq, outcome: "release" as const }))));
+        }
+        break;
+      }
+    }
+  } finally {
+    await Promise.all(settling);
   }
+  if (settleError) throw (settleError as { error: unknown }).error;
   report.durationMs = o.now() - started;
   return report;
+}
+
+/** Whether no key occurs twice among the batch's keyed rows. */
+function keysDistinct(rows: readonly ClaimedRow[]): boolean {
+  const seen = new Set<string>();
+  for (const row of rows) {
+    if (row.key === null) continue;
+    if (seen.has(row.key)) return false;
+    seen.add(row.key);
+  }
+  return true;
 }
 
 async function runCleanup(ctx: RelayContext, now: number): Promise<number> {

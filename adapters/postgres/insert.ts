@@ -7,7 +7,7 @@
 import { OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { bodyBytes } from "../../src/payload.ts";
 import type { NewOutboxRow } from "../../src/types.ts";
-import { insertSql, type PostgresNames, uninsertSql } from "./sql.ts";
+import { insertOneSql, insertSql, type PostgresNames, uninsertSql } from "./sql.ts";
 
 /** Runs one statement with bound parameters and resolves with its rows. */
 export type Execute = (text: string, params: unknown[]) => PromiseLike<Record<string, unknown>[]>;
@@ -15,12 +15,14 @@ export type Execute = (text: string, params: unknown[]) => PromiseLike<Record<st
 /** The insert statement and its compensation for one table. */
 export interface InsertQueries {
   readonly insert: string;
+  /** The same for exactly one row, with scalar parameters. */
+  readonly insertOne: string;
   readonly uninsert: string;
 }
 
 /** Builds the insert statements for a table. */
 export function insertQueries(n: PostgresNames): InsertQueries {
-  return { insert: insertSql(n), uninsert: uninsertSql(n) };
+  return { insert: insertSql(n), insertOne: insertOneSql(n), uninsert: uninsertSql(n) };
 }
 
 function base64(bytes: Uint8Array): string {
@@ -41,6 +43,24 @@ function duplicateError(id: string, count: number): OutboxMessageError {
  */
 export async function writeRows(q: InsertQueries, rows: readonly NewOutboxRow[], notify: boolean, execute: Execute): Promise<void> {
   const n = rows.length;
+  if (n === 1) {
+    const r = rows[0]!;
+    const text = typeof r.body === "string";
+    const [one] = await execute(q.insertOne, [
+      r.id,
+      r.topic,
+      r.key,
+      text ? r.body : null,
+      text ? null : base64(bodyBytes(r.body)),
+      r.headers,
+      r.availableAt,
+      r.availableAt > r.createdAt ? r.availableAt : null,
+      r.createdAt,
+      notify,
+    ]);
+    if (Number(one?.n) !== 1) throw duplicateError(r.id, 1);
+    return;
+  }
   const ids: string[] = new Array(n);
   const topics: string[] = new Array(n);
   const keys: (string | null)[] = new Array(n);

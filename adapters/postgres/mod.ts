@@ -238,7 +238,11 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
       let rows: Row[];
       try {
-        // Pipelined: BEGIN, lock, claim, COMMIT go out in one round trip.
+        // BEGIN, then the lock and the claim pipelined, then COMMIT: three round trips
+        // (postgres.js awaits BEGIN). Sending all four at once on a reserved connection
+        // saves two, but a reserved connection killed mid-claim (pg_terminate_backend)
+        // left the claim waiting forever in postgres.js 3.4 (tests/faults/storage.test.ts
+        // timed out), so the claim stays on sql.begin.
         const results = await sql.begin((tx) => [
           tx.unsafe(q.claimLock),
           tx.unsafe(q.claim, [request.now, request.limit, request.token, request.lockedUntil], PREPARE),

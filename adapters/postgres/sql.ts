@@ -106,6 +106,28 @@ SELECT (SELECT duplicate FROM guard) AS duplicate,
 FROM ins`;
 }
 
+/**
+ * The one-message insert (the common enqueue): scalar parameters and a VALUES row
+ * instead of ten arrays through unnest, so it plans and runs in about half the time.
+ * Same results and the same contract as {@link insertSql}: ON CONFLICT DO NOTHING
+ * never aborts the caller's transaction, and an id already there (or inserted by a
+ * concurrent transaction that commits first) comes back as `duplicate` with nothing
+ * written. Params: $1 id, $2 topic, $3 key, $4 payload, $5 base64 bytes, $6 headers,
+ * $7 available_at, $8 deliver_at, $9 created_at, $10 notify.
+ */
+export function insertOneSql(n: PostgresNames): string {
+  return `WITH ins AS (
+  INSERT INTO ${n.qualified} (id, topic, key, payload, payload_bytes, headers, available_at, deliver_at, created_at)
+  VALUES ($1::text, $2::text, $3::text, $4::text::json, decode($5::text, 'base64'), $6::text::json, $7::bigint, $8::bigint, $9::bigint)
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id
+)
+SELECT CASE WHEN count(*) = 0 THEN $1::text END AS duplicate,
+  count(*)::int AS n, array_agg(id) AS ids,
+  CASE WHEN $10::boolean AND count(*) > 0 THEN pg_notify('${n.channel}', '') END AS notified
+FROM ins`;
+}
+
 /** Compensates an insert that lost a race on an id: removes the rows it did write. $1 ids. */
 export function uninsertSql(n: PostgresNames): string {
   return `DELETE FROM ${n.qualified} WHERE id = ANY($1::text[]) AND status = 'pending'`;
