@@ -7,8 +7,19 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { memoryPublisher } from "../mod.ts";
+import { memoryPublisher, type Publisher, type TickReport } from "../mod.ts";
 import { runtime, test } from "./harness.ts";
+
+/** What the test uses of examples/deno-cron/main.ts. */
+interface DenoCronExample {
+  RELAY_SCHEDULE: string;
+  createRelay(options: { url: string; publisher?: Publisher; budgetMs?: number }): Promise<CronRelay>;
+  placeOrder(relay: CronRelay, total: number): Promise<string>;
+}
+interface CronRelay {
+  client: { close(): void };
+  relayHandler(): Promise<TickReport>;
+}
 
 function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(message);
@@ -16,7 +27,10 @@ function assert(condition: unknown, message: string): asserts condition {
 
 if (runtime === "deno") {
   test("deno-cron example: the cron handler publishes committed orders once, in one tick", async () => {
-    const { createRelay, placeOrder, RELAY_SCHEDULE } = await import("../examples/deno-cron/main.ts");
+    // A computed specifier: tsc (Node types, no Deno namespace) must not follow it; Deno
+    // type-checks the example when it loads it.
+    const specifier = "../examples/deno-cron/main.ts";
+    const { createRelay, placeOrder, RELAY_SCHEDULE } = await import(specifier) as DenoCronExample;
     const dir = mkdtempSync(join(tmpdir(), "x-outbox-deno-cron-"));
     const publisher = memoryPublisher();
     const relay = await createRelay({ url: `file:${join(dir, "cron.db")}`, publisher, budgetMs: 5_000 });
