@@ -1,15 +1,15 @@
 /**
  * The libSQL → memoryPublisher micro-benchmark (relay core vs the storage alone, time
  * split, batch sizes). `npm run bench` runs the full suite in bench/run.ts instead.
- * Run this one with `npx bun bench/libsql-memory.ts [--quick]`. Formerly bench/run.ts: Prints a table and, as its last line,
- * one JSON object with the headline figures; a full run also rewrites BENCHMARKS.md.
+ * Formerly bench/run.ts. Prints a table and, as its last line, one JSON object with
+ * the headline figures.
  *
  * Usage:
- *   bun bench/run.ts                 full run (~1.5 min), rewrites BENCHMARKS.md
- *   bun bench/run.ts --quick         smoke run (< 60 s); BENCHMARKS.md only with --write
- *   deno run -A bench/run.ts [...]   the same under Deno
+ *   npx bun bench/libsql-memory.ts            full run (~1.5 min)
+ *   npx bun bench/libsql-memory.ts --quick    smoke run (< 60 s)
+ *   npx deno run -A bench/libsql-memory.ts    the same under Deno
  *
- * Options: --messages=N, --repeats=N, --write, --no-write.
+ * Options: --messages=N, --repeats=N, --write-md (old per-runtime BENCHMARKS.md sections; off).
  *
  * BENCHMARKS.md keeps one section per runtime: a run replaces its own runtime's section
  * and leaves the others (and the hand-written notes) as they were.

@@ -403,8 +403,11 @@ follow from the claim's plan:
 ${edgeLite.claimPlan.join("\n")}
 \`\`\`
 
-Every access is an index SEARCH bounded by \`available_at <= now\`: an idle claim reads no rows; a one-message tick
-reads the row in \`claim_idx\`, its key probe, the row read back by token and the row deleted.
+The claim walks \`claim_idx\` (a covering index over unsettled rows only) in \`seq\` order and stops after \`limit\`
+claimable rows; the key barrier is one SEARCH of \`key_idx\` per keyed candidate. "Idle" here is an empty table: the
+claim reads no rows. Rows that are unsettled but not claimable (leased, backing off, scheduled for later, or held
+behind their key's failed message) sit in \`claim_idx\` ahead of or among claimable ones and are read by every claim,
+idle or not: on Turso that is billed as rows read (see "A blocked key slows every claim" in the notes).
 
 <!-- end generated -->
 `;
