@@ -8,7 +8,7 @@
  * until it is published or dead, which is what keeps per-key order across retries.
  */
 
-import { describeError, isPermanentError } from "./errors.ts";
+import { describeError, isPermanentError, OutboxStorageError } from "./errors.ts";
 import { backoffDelay, type ResolvedOptions } from "./options.ts";
 import { decodeBody } from "./payload.ts";
 import type { ClaimedRow, OutboxRecord, OutboxStorage, PublishOutcome, Publisher, Settlement } from "./types.ts";
@@ -94,14 +94,15 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
     const token = `${o.relayId}:${++ctx.claims}`;
     const lockedUntil = now + o.leaseMs;
     report.batches++;
-    return storage.claim({ token, now, lockedUntil, limit: o.batchSize }).then((rows) => ({ rows, token, lockedUntil }));
+    return bounded(storage.claim({ token, now, lockedUntil, limit: o.batchSize }), o.leaseMs, "claim")
+      .then((rows) => ({ rows, token, lockedUntil }));
   };
   // Settlements still being written while the next batch is published; awaited (and
   // their errors thrown) before the tick returns.
   const settling: Promise<void>[] = [];
   let settleError: { error: unknown } | null = null;
   const settle = (token: string, settlements: Settlement[]) =>
-    storage.settle({ token, now: o.now(), settlements, deletePublished: o.retention.publishedMs === 0 }).then(
+    bounded(storage.settle({ token, now: o.now(), settlements, deletePublished: o.retention.publishedMs === 0 }), o.leaseMs, "settle").then(
       (matched) => {
         report.lost += settlements.length - matched;
       },
@@ -421,6 +422,30 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (error) => {
         signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
+ * Rejects when a storage call has not settled within `ms`. A driver that loses a query
+ * (a connection killed under it) would otherwise stall the tick, and with it the relay
+ * loop, for good; by then the lease has ended and the rows are free for the next claim.
+ */
+function bounded<T>(work: Promise<T>, ms: number, what: "claim" | "settle"): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      work.catch(() => {});
+      reject(new OutboxStorageError(`The storage's ${what} did not complete within ${ms} ms (leaseMs); the relay moves on and the rows come back when their lease ends`));
+    }, ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error) => {
+        clearTimeout(timer);
         reject(error);
       },
     );

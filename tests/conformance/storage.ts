@@ -973,6 +973,31 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     assert.match(String(errors[0]), /connection reset/);
   });
 
+  it("a storage call that never returns does not stall start(): it is reported after the lease and the loop goes on", async (h) => {
+    let hung = false;
+    const storage: OutboxStorage<Tx, unknown> = {
+      ...h.storage,
+      claim: (request) => {
+        if (!hung) {
+          hung = true;
+          return new Promise(() => {}); // a query lost by the driver
+        }
+        return h.storage.claim(request);
+      },
+    };
+    const errors: unknown[] = [];
+    const published = Promise.withResolvers<string>();
+    const outbox = createOutbox<Tx, unknown>({ storage, leaseMs: 200, publisher: (m) => published.resolve(m.id), onError: (e) => errors.push(e) });
+    await h.commit((tx) => outbox.enqueue(tx, { id: "after-stall", topic: "t", payload: 1 }));
+    const relay = outbox.start({ minIdleMs: 1, maxIdleMs: 5 });
+    try {
+      assert.equal(await published.promise, "after-stall");
+      assert.ok(errors.some((e) => e instanceof OutboxStorageError && /did not complete within 200 ms/.test(e.message)));
+    } finally {
+      await relay.stop();
+    }
+  }, 10_000);
+
   it("start() picks up a message enqueued in this process without waiting out its idle interval", async (h) => {
     const firstClaim = Promise.withResolvers<void>();
     const storage: OutboxStorage<Tx, unknown> = {
