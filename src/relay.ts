@@ -271,8 +271,10 @@ async function publishBatch(
     }
     const ordered = lane[0]!.key !== null;
     const sending: { row: ClaimedRow; record: OutboxRecord }[] = [];
+    // Without a filter there is nothing to await per message.
+    const filtered = Boolean(o.filter);
     for (const row of lane) {
-      const prepared = await prepare(ctx, row, report);
+      const prepared = filtered ? await prepare(ctx, row, report) : check(ctx, row, report);
       if ("settlement" in prepared) settlements.push(prepared.settlement);
       else sending.push({ row, record: prepared.record });
     }
@@ -326,12 +328,8 @@ function releaseRest(lane: readonly ClaimedRow[], from: number, out: Settlement[
   }
 }
 
-/** Checks a claimed row before publishing: dead (attempts, decoding), filtered, or a record to send. */
-async function prepare(
-  ctx: RelayContext,
-  row: ClaimedRow,
-  report: TickReport,
-): Promise<{ settlement: Settlement } | { record: OutboxRecord }> {
+/** Checks a claimed row before publishing: dead (attempts, decoding) or a record to send. */
+function check(ctx: RelayContext, row: ClaimedRow, report: TickReport): { settlement: Settlement } | { record: OutboxRecord } {
   const o = ctx.options;
   if (row.attempts > o.retry.maxAttempts) {
     // Earlier claims ended without a result (crashed relay, expired lease): a message
@@ -345,24 +343,33 @@ async function prepare(
       },
     };
   }
-  let record: OutboxRecord;
   try {
-    record = toRecord(row);
+    return { record: toRecord(row) };
   } catch (error) {
     report.dead++;
     return { settlement: { seq: row.seq, outcome: "dead", error: `Stored message could not be decoded: ${describeError(error)}` } };
   }
-  if (o.filter) {
-    let keep: boolean;
-    try {
-      keep = await o.filter(record);
-    } catch (error) {
-      return { settlement: failure(ctx, row, error, report) };
-    }
-    if (!keep) {
-      report.filtered++;
-      return { settlement: { seq: row.seq, outcome: "published" } };
-    }
+}
+
+/** {@link check}, then the `filter`: dead, filtered, or a record to send. */
+async function prepare(
+  ctx: RelayContext,
+  row: ClaimedRow,
+  report: TickReport,
+): Promise<{ settlement: Settlement } | { record: OutboxRecord }> {
+  const o = ctx.options;
+  const checked = check(ctx, row, report);
+  if ("settlement" in checked || !o.filter) return checked;
+  const record = checked.record;
+  let keep: boolean;
+  try {
+    keep = await o.filter(record);
+  } catch (error) {
+    return { settlement: failure(ctx, row, error, report) };
+  }
+  if (!keep) {
+    report.filtered++;
+    return { settlement: { seq: row.seq, outcome: "published" } };
   }
   return { record };
 }
