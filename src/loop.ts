@@ -81,8 +81,16 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       .catch((error) => o.onError(error, { phase: "check" }));
   }
 
+  // Whether wake-ups arrive (LISTEN is up): then a commit during a tick is known by
+  // `woken`, and an extra claim "just in case" after a partial batch is not needed.
+  let listening = false;
   if (ctx.storage.listen) {
-    ctx.storage.listen(wake, stopSignal).catch((error) => ctx.options.onError(error, { phase: "listen" }));
+    ctx.storage.listen(wake, stopSignal).then(
+      () => {
+        listening = !stopSignal.aborted;
+      },
+      (error) => ctx.options.onError(error, { phase: "listen" }),
+    );
   }
 
   let running = true;
@@ -109,9 +117,10 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       }
       if (report.claimed > 0 && report.released === 0) {
         // A partial batch means we are caught up; look once more right away for
-        // messages that committed meanwhile, then idle.
+        // messages that committed meanwhile, then idle. With wake-ups, `woken` already
+        // says whether anything committed meanwhile; the short idle wait still polls.
         idle = minIdle;
-        continue;
+        if (!listening || woken) continue;
       }
       await sleep(woken ? 0 : idle);
       idle = woken ? minIdle : Math.min(maxIdle, idle * 2);
