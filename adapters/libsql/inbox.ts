@@ -11,6 +11,7 @@ import type { Client, InStatement, Transaction } from "@libsql/client";
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
 import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../src/inbox.ts";
+import { busyRetry } from "./busy.ts";
 import {
   inboxCleanupSql,
   inboxCreateStatements,
@@ -72,16 +73,9 @@ function messageOf(error: unknown): string {
   return cause instanceof Error ? `${own} ${cause.message}` : own;
 }
 
-function isBusy(error: unknown): boolean {
-  const code = codeOf(error);
-  return code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED") || /database is locked|SQLITE_BUSY/i.test(messageOf(error));
-}
-
 function isClosed(error: unknown): boolean {
   return codeOf(error) === "TRANSACTION_CLOSED" || /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(messageOf(error));
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * Creates the libSQL storage of an inbox.
@@ -148,28 +142,8 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
   }
 
   /** Runs one of the inbox's own statements, retrying while another writer holds the lock. */
-  async function withBusyRetry<T>(what: string, run: () => Promise<T>): Promise<T> {
-    const started = Date.now();
-    let delay = 2;
-    for (;;) {
-      try {
-        return await run();
-      } catch (error) {
-        if (!isBusy(error) || Date.now() - started >= busyTimeoutMs) throw wrap(what, error);
-        // As in libsqlStorage: the embedded driver can leave the failed statement open
-        // on its connection, which breaks later commits there; start a fresh one.
-        if (client.protocol === "file" && !client.closed) {
-          try {
-            client.reconnect();
-          } catch {
-            // The next attempt reports a broken client.
-          }
-        }
-        await sleep(delay * (0.5 + Math.random()));
-        delay = Math.min(delay * 2, 100);
-      }
-    }
-  }
+  const withBusyRetry = busyRetry(client, busyTimeoutMs, (what, error) => wrap(what, error));
+
 
   return {
     name: "libsql",

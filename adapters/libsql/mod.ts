@@ -49,6 +49,7 @@ import type {
   SettleRequest,
   StorageStats,
 } from "../../src/types.ts";
+import { busyRetry } from "./busy.ts";
 import { insertError, insertStatements, runInsertStatements } from "./insert.ts";
 import {
   claimedSql,
@@ -100,19 +101,6 @@ function isClient(value: unknown): value is Client {
   return typeof (value as Client).transaction === "function" && typeof (value as Client).batch === "function";
 }
 
-export function errorCode(error: unknown): string {
-  const e = error as { code?: unknown; cause?: { code?: unknown } };
-  const code = typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
-  return code;
-}
-
-function isBusy(error: unknown): boolean {
-  const code = errorCode(error);
-  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return true;
-  const message = error instanceof Error ? error.message : "";
-  return /database is locked|SQLITE_BUSY/i.test(message);
-}
-
 function asBody(value: unknown): string | Uint8Array {
   if (typeof value === "string") return value;
   if (value instanceof Uint8Array) return value;
@@ -132,8 +120,6 @@ function numOrNull(value: unknown): number | null {
 function str(value: unknown): string | null {
   return value === null || value === undefined ? null : String(value);
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * Creates a libSQL storage.
@@ -178,34 +164,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
   };
 
   /** Runs a relay statement, retrying while another writer holds the lock. */
-  async function withBusyRetry<T>(what: string, run: () => Promise<T>): Promise<T> {
-    const started = Date.now();
-    let delay = 2;
-    for (;;) {
-      try {
-        return await run();
-      } catch (error) {
-        if (!isBusy(error)) throw wrap(what, error);
-        // The embedded driver leaves the failed statement open on its connection, and
-        // every later COMMIT there fails with "SQL statements in progress": start a
-        // fresh connection. (Waiting with PRAGMA busy_timeout instead would block the
-        // event loop, and with it the very transaction we are waiting for.)
-        if (client.protocol === "file" && !client.closed) {
-          try {
-            client.reconnect();
-          } catch {
-            // The next attempt reports a broken client.
-          }
-        }
-        if (Date.now() - started < busyTimeoutMs) {
-          await sleep(delay * (0.5 + Math.random()));
-          delay = Math.min(delay * 2, 100);
-          continue;
-        }
-        throw wrap(what, error);
-      }
-    }
-  }
+  const withBusyRetry = busyRetry(client, busyTimeoutMs, (what, error) => wrap(what, error));
 
   function wrap(what: string, error: unknown): Error {
     if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;

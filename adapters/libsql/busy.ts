@@ -1,0 +1,54 @@
+/**
+ * Retrying around SQLITE_BUSY, shared by the libSQL outbox storage and inbox.
+ */
+
+import type { Client } from "@libsql/client";
+
+/** The driver's error code (`SQLITE_BUSY`, `TRANSACTION_CLOSED`, …), from the error or its cause. */
+export function errorCode(error: unknown): string {
+  const e = error as { code?: unknown; cause?: { code?: unknown } };
+  return typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
+}
+
+/** Whether another connection holds the lock the statement needed. */
+export function isBusy(error: unknown): boolean {
+  const code = errorCode(error);
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return true;
+  const message = error instanceof Error ? error.message : "";
+  return /database is locked|SQLITE_BUSY/i.test(message);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Makes a runner that retries a statement while another connection holds the write
+ * lock, for up to `busyTimeoutMs`, and maps every other failure through `wrap`.
+ *
+ * The embedded driver leaves a statement that failed with SQLITE_BUSY open on its
+ * connection, and every later COMMIT there fails with "SQL statements in progress": so
+ * the client is reconnected after each busy failure. (Waiting with PRAGMA busy_timeout
+ * instead would block the event loop, and with it the very transaction we wait for.)
+ */
+export function busyRetry(client: Client, busyTimeoutMs: number, wrap: (what: string, error: unknown) => Error) {
+  return async function withBusyRetry<T>(what: string, run: () => Promise<T>): Promise<T> {
+    const started = Date.now();
+    let delay = 2;
+    for (;;) {
+      try {
+        return await run();
+      } catch (error) {
+        if (!isBusy(error)) throw wrap(what, error);
+        if (client.protocol === "file" && !client.closed) {
+          try {
+            client.reconnect();
+          } catch {
+            // The next attempt reports a broken client.
+          }
+        }
+        if (Date.now() - started >= busyTimeoutMs) throw wrap(what, error);
+        await sleep(delay * (0.5 + Math.random()));
+        delay = Math.min(delay * 2, 100);
+      }
+    }
+  };
+}
