@@ -1,7 +1,7 @@
 /**
  * PostgreSQL storage for @x/outbox, on postgres.js (`postgres` on npm).
  *
- * - Claims are leases taken with `FOR UPDATE SKIP LOCKED` in one round trip, serialized
+ * - Claims are leases taken with `FOR UPDATE SKIP LOCKED` in one short transaction, serialized
  *   per table by a transaction-scoped advisory lock so per-key order holds with any
  *   number of relays (see `claimLockSql` in sql.ts for the race this closes).
  * - A batch is settled in one statement, whatever its size.
