@@ -117,7 +117,7 @@ export async function edgePostgres(): Promise<EdgeCase[]> {
       const now = Date.now();
       const c = await explainRows(tx, claimSql(n), [now, 100, "edge:one", now + 30_000]);
       const [row] = await tx.unsafe(`SELECT seq FROM ${n.qualified} WHERE locked_by = 'edge:one'`);
-      const s = await explainRows(tx, settleSql(n), ["edge:one", now, true, [row!.seq], [], [], [], [], [], []]);
+      const s = await explainRows(tx, settleSql(n), ["edge:one", now, true, `{${row!.seq}}`, "{}", "{}", "{}", "{}", "{}", "{}"]);
       await tx.unsafe("ROLLBACK AND CHAIN");
       return c + s;
     }).catch(() => null);

@@ -9,8 +9,10 @@ import assert from "node:assert/strict";
 import { createOutbox, memoryPublisher, OutboxConfigError, type OutboxStorage } from "../mod.ts";
 import { postgresSchema, postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { claimSql, cleanupSql, postgresNames, settleSql } from "../adapters/postgres/sql.ts";
+import { pgArray } from "../adapters/postgres/array.ts";
 import { test } from "./harness.ts";
-import { openSql, uniqueSchema } from "./postgres_helpers.ts";
+import postgres from "postgres";
+import { openSql, PG_URL, uniqueSchema } from "./postgres_helpers.ts";
 
 async function withSchema(body: (sql: ReturnType<typeof openSql>, schema: string) => Promise<void>) {
   const sql = openSql();
@@ -163,11 +165,37 @@ test("postgres: claim, settle and cleanup queries use index scans", () =>
     assert.match(claim, /Index (Only )?Scan using outbox_key_idx/);
     // A full batch of 500: the plan must stay on the primary key (no nested loop over the batch twice).
     const seqs = Array.from({ length: 500 }, (_, i) => (i + 1) * 10);
-    const settle = await plan(settleSql(n), ["t", 1, true, seqs, seqs, seqs, seqs.map(() => "e"), seqs, seqs.map(() => "e"), seqs]);
+    const a = pgArray;
+    const settle = await plan(settleSql(n), ["t", 1, true, a(seqs), a(seqs), a(seqs), a(seqs.map(() => "e")), a(seqs), a(seqs.map(() => "e")), a(seqs)]);
     assert.doesNotMatch(settle, /Seq Scan on outbox/);
     assert.match(settle, /Index Scan using outbox_pkey/);
     assert.doesNotMatch(settle, /outbox_locked_idx/);
     const cleanup = await plan(cleanupSql(n), ["published", 10_000, 1_000]);
     assert.match(cleanup, /Index (Only )?Scan using outbox_settled_idx/);
     assert.doesNotMatch(claim + cleanup, /Seq Scan on outbox/);
+  }));
+
+test("postgres: a client made with fetch_types: false (as on Workers) enqueues, relays, settles and requeues", () =>
+  withSchema(async (_sql, schema) => {
+    const bare = postgres(PG_URL, { fetch_types: false, max: 2, onnotice: () => {} });
+    try {
+      const pub = memoryPublisher();
+      const outbox = createOutbox({ storage: postgresStorage(asSql(bare), { schema }), publisher: pub, onError: () => {} });
+      await outbox.setup();
+      const tricky = { "x-q": 'say "hi" \\ {a,b}' };
+      await bare.begin((tx) =>
+        outbox.enqueue(tx as unknown as PostgresTx, [
+          { id: 'id "1", {x}', topic: "t", key: "k,1", payload: { n: 1 }, headers: tricky },
+          { id: "id-2", topic: "t", key: null, payload: new Uint8Array([7, 8]) },
+        ])
+      );
+      await bare.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { id: "id-3", topic: "t", payload: 3 }));
+      const report = await outbox.tick();
+      assert.equal(report.published, 3);
+      assert.deepEqual(pub.messages.map((m) => m.id).sort(), ["id \"1\", {x}", "id-2", "id-3"].sort());
+      assert.deepEqual(pub.messages.find((m) => m.id === 'id "1", {x}')!.headers, tricky);
+      assert.equal(await outbox.requeue({ ids: ["nothing"] }), 0);
+    } finally {
+      await bare.end({ timeout: 1 });
+    }
   }));

@@ -4,6 +4,7 @@
  * transaction).
  */
 
+import { pgArray } from "./array.ts";
 import { OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { bodyBytes } from "../../src/payload.ts";
 import type { NewOutboxRow } from "../../src/types.ts";
@@ -82,14 +83,25 @@ export async function writeRows(q: InsertQueries, rows: readonly NewOutboxRow[],
     deliver[i] = r.availableAt > r.createdAt ? r.availableAt : null;
     created[i] = r.createdAt;
   }
-  const [result] = await execute(q.insert, [ids, topics, keys, payloads, bytes, headers, available, deliver, created, notify]);
+  const [result] = await execute(q.insert, [
+    pgArray(ids),
+    pgArray(topics),
+    pgArray(keys),
+    pgArray(payloads),
+    pgArray(bytes),
+    pgArray(headers),
+    pgArray(available),
+    pgArray(deliver),
+    pgArray(created),
+    notify,
+  ]);
   if (result?.duplicate !== null && result?.duplicate !== undefined) {
     throw duplicateError(String(result.duplicate), n);
   }
   if (Number(result?.n) !== n) {
     // Another transaction inserted one of these ids after the check: undo ours.
-    const written = (result?.ids as string[] | null) ?? [];
-    if (written.length > 0) await execute(q.uninsert, [written]);
+    const written = typeof result?.ids === "string" ? JSON.parse(result.ids) as string[] : [];
+    if (written.length > 0) await execute(q.uninsert, [pgArray(written)]);
     throw duplicateError(ids.find((id) => !written.includes(id)) ?? "", n);
   }
 }

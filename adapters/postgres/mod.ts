@@ -41,6 +41,7 @@ import type {
   SettleRequest,
   StorageStats,
 } from "../../src/types.ts";
+import { pgArray } from "./array.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
 import {
   claimLockSql,
@@ -295,13 +296,13 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
         request.token,
         request.now,
         request.deletePublished,
-        published,
-        retrySeqs,
-        retryAt,
-        retryErrors,
-        deadSeqs,
-        deadErrors,
-        released,
+        pgArray(published),
+        pgArray(retrySeqs),
+        pgArray(retryAt),
+        pgArray(retryErrors),
+        pgArray(deadSeqs),
+        pgArray(deadErrors),
+        pgArray(released),
       ]);
       return num(row?.n ?? 0);
     },
@@ -334,7 +335,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async requeue(request: RequeueRequest): Promise<number> {
-      const result = await run("requeue messages", q.requeue, [request.now, request.status, request.topic ?? null, request.ids ? [...request.ids] : null]);
+      const result = await run("requeue messages", q.requeue, [request.now, request.status, request.topic ?? null, request.ids ? pgArray(request.ids) : null]);
       return (result as unknown as { count?: number }).count ?? 0;
     },
 

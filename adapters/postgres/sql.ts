@@ -85,7 +85,7 @@ export function setupLockSql(n: PostgresNames): string {
  */
 export function insertSql(n: PostgresNames): string {
   return `WITH input AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
+  SELECT * FROM unnest($1::text::text[], $2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[], $6::text::text[], $7::text::bigint[], $8::text::bigint[], $9::text::bigint[])
     WITH ORDINALITY AS r(id, topic, key, payload, payload_bytes, headers, available_at, deliver_at, created_at, ord)
 ),
 guard AS (
@@ -101,7 +101,7 @@ ins AS (
   RETURNING id
 )
 SELECT (SELECT duplicate FROM guard) AS duplicate,
-  count(*)::int AS n, array_agg(id) AS ids,
+  count(*)::int AS n, to_json(array_agg(id))::text AS ids,
   CASE WHEN $10::boolean AND count(*) > 0 THEN pg_notify('${n.channel}', '') END AS notified
 FROM ins`;
 }
@@ -123,14 +123,14 @@ export function insertOneSql(n: PostgresNames): string {
   RETURNING id
 )
 SELECT CASE WHEN count(*) = 0 THEN $1::text END AS duplicate,
-  count(*)::int AS n, array_agg(id) AS ids,
+  count(*)::int AS n, to_json(array_agg(id))::text AS ids,
   CASE WHEN $10::boolean AND count(*) > 0 THEN pg_notify('${n.channel}', '') END AS notified
 FROM ins`;
 }
 
 /** Compensates an insert that lost a race on an id: removes the rows it did write. $1 ids. */
 export function uninsertSql(n: PostgresNames): string {
-  return `DELETE FROM ${n.qualified} WHERE id = ANY($1::text[]) AND status = 'pending'`;
+  return `DELETE FROM ${n.qualified} WHERE id = ANY($1::text::text[]) AND status = 'pending'`;
 }
 
 /**
@@ -179,25 +179,25 @@ RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payl
  */
 export function settleSql(n: PostgresNames): string {
   return `WITH del AS (
-  DELETE FROM ${n.qualified} WHERE $3::boolean AND seq = ANY($4::bigint[]) AND locked_by = $1 RETURNING 1
+  DELETE FROM ${n.qualified} WHERE $3::boolean AND seq = ANY($4::text::bigint[]) AND locked_by = $1 RETURNING 1
 ),
 pub AS (
   UPDATE ${n.qualified} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = $2::bigint
-  WHERE NOT $3::boolean AND seq = ANY($4::bigint[]) AND locked_by = $1 RETURNING 1
+  WHERE NOT $3::boolean AND seq = ANY($4::text::bigint[]) AND locked_by = $1 RETURNING 1
 ),
 rty AS (
   UPDATE ${n.qualified} AS o SET status = 'pending', available_at = r.at, last_error = r.error, locked_by = NULL
-  FROM unnest($5::bigint[], $6::bigint[], $7::text[]) AS r(seq, at, error)
-  WHERE o.seq = ANY($5::bigint[]) AND o.seq = r.seq AND o.locked_by = $1 RETURNING 1
+  FROM unnest($5::text::bigint[], $6::text::bigint[], $7::text::text[]) AS r(seq, at, error)
+  WHERE o.seq = ANY($5::text::bigint[]) AND o.seq = r.seq AND o.locked_by = $1 RETURNING 1
 ),
 ded AS (
   UPDATE ${n.qualified} AS o SET status = 'dead', available_at = NULL, last_error = d.error, locked_by = NULL, settled_at = $2::bigint
-  FROM unnest($8::bigint[], $9::text[]) AS d(seq, error)
-  WHERE o.seq = ANY($8::bigint[]) AND o.seq = d.seq AND o.locked_by = $1 RETURNING 1
+  FROM unnest($8::text::bigint[], $9::text::text[]) AS d(seq, error)
+  WHERE o.seq = ANY($8::text::bigint[]) AND o.seq = d.seq AND o.locked_by = $1 RETURNING 1
 ),
 rel AS (
   UPDATE ${n.qualified} SET status = 'pending', available_at = $2::bigint, attempts = greatest(attempts - 1, 0), locked_by = NULL
-  WHERE seq = ANY($10::bigint[]) AND locked_by = $1 RETURNING 1
+  WHERE seq = ANY($10::text::bigint[]) AND locked_by = $1 RETURNING 1
 )
 SELECT ((SELECT count(*) FROM del) + (SELECT count(*) FROM pub) + (SELECT count(*) FROM rty)
   + (SELECT count(*) FROM ded) + (SELECT count(*) FROM rel))::int AS n`;
@@ -242,7 +242,7 @@ export function requeueSql(n: PostgresNames): string {
   return `UPDATE ${n.qualified} SET status = 'pending', available_at = $1, attempts = 0, locked_by = NULL, settled_at = NULL
 WHERE available_at IS NULL AND status = $2
   AND ($3::text IS NULL OR topic = $3)
-  AND ($4::text[] IS NULL OR id = ANY($4::text[]))`;
+  AND ($4::text::text[] IS NULL OR id = ANY($4::text::text[]))`;
 }
 
 /** All rows in seq order. */
