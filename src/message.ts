@@ -20,6 +20,7 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/;
 const MAX_ID = 255;
 const MAX_KEY = 1024;
 // NUL cannot be stored in Postgres text; a lone surrogate is not valid UTF-8 anywhere.
+// deno-lint-ignore no-control-regex
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 function fail(message: string, path: string): never {
