@@ -1,5 +1,6 @@
 /**
- * Retrying around SQLITE_BUSY, shared by the libSQL outbox storage and inbox.
+ * Reading libSQL driver errors and retrying around SQLITE_BUSY, shared by the libSQL
+ * outbox storage, its insert statements and the inbox.
  */
 
 import type { Client } from "@libsql/client";
@@ -8,6 +9,19 @@ import type { Client } from "@libsql/client";
 export function errorCode(error: unknown): string {
   const e = error as { code?: unknown; cause?: { code?: unknown } };
   return typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
+}
+
+/** The error's message, with its cause's appended (drizzle wraps driver errors). */
+export function errorText(error: unknown): string {
+  const own = error instanceof Error ? error.message : String(error);
+  const cause = (error as { cause?: unknown })?.cause;
+  return cause instanceof Error ? `${own} ${cause.message}` : own;
+}
+
+/** Whether the statement ran on a transaction that was already committed or rolled back. */
+export function isClosedTransaction(error: unknown): boolean {
+  return errorCode(error) === "TRANSACTION_CLOSED" ||
+    /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(errorText(error));
 }
 
 /** Whether another connection holds the lock the statement needed. */

@@ -11,7 +11,7 @@ import type { Client, InStatement, Transaction } from "@libsql/client";
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
 import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../src/inbox.ts";
-import { busyRetry } from "./busy.ts";
+import { busyRetry, errorText, isClosedTransaction } from "./busy.ts";
 import {
   inboxCleanupSql,
   inboxCreateStatements,
@@ -60,21 +60,6 @@ export interface LibsqlInboxStorage extends InboxStorage<LibsqlInboxTx, InStatem
  */
 export function libsqlInboxSchema(options: { table?: string } = {}): string[] {
   return inboxCreateStatements(libsqlInboxNames(checkIdentifier(options.table ?? "outbox_inbox", "table")));
-}
-
-function codeOf(error: unknown): string {
-  const e = error as { code?: unknown; cause?: { code?: unknown } };
-  return typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
-}
-
-function messageOf(error: unknown): string {
-  const own = error instanceof Error ? error.message : String(error);
-  const cause = (error as { cause?: unknown })?.cause;
-  return cause instanceof Error ? `${own} ${cause.message}` : own;
-}
-
-function isClosed(error: unknown): boolean {
-  return codeOf(error) === "TRANSACTION_CLOSED" || /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(messageOf(error));
 }
 
 /**
@@ -131,11 +116,11 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
 
   function wrap(what: string, error: unknown): Error {
     if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
-    const message = messageOf(error);
+    const message = errorText(error);
     if (/no such table/i.test(message)) {
       return new OutboxStorageError(`Could not ${what}: table ${n.table} does not exist; run inbox.setup() first`, { cause: error });
     }
-    if (isClosed(error)) {
+    if (isClosedTransaction(error)) {
       return new OutboxStorageError(`Could not ${what}: the transaction is already closed (committed or rolled back)`, { cause: error });
     }
     return new OutboxStorageError(`Could not ${what} in libSQL table ${n.table}: ${message}`, { cause: error });
@@ -173,7 +158,7 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
     },
 
     isDuplicate(error: unknown): boolean {
-      return messageOf(error).toLowerCase().includes(duplicateMessage);
+      return errorText(error).toLowerCase().includes(duplicateMessage);
     },
 
     async cleanup(request: InboxCleanupRequest): Promise<number> {

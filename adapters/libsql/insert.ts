@@ -6,6 +6,7 @@
 import type { InStatement, InValue } from "@libsql/client";
 import { OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import type { NewOutboxRow } from "../../src/types.ts";
+import { errorCode, errorText, isClosedTransaction } from "./busy.ts";
 import { INSERT_COLUMNS, insertSql, type LibsqlNames } from "./sql.ts";
 
 // Rows per INSERT: 8 values each stays far below SQLite's 32,766 bound parameters.
@@ -54,28 +55,17 @@ export async function runInsertStatements(exec: (statement: InStatement | string
   }
 }
 
-function codeOf(error: unknown): string {
-  const e = error as { code?: unknown; cause?: { code?: unknown } };
-  return typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
-}
-
-function messageOf(error: unknown): string {
-  const own = error instanceof Error ? error.message : String(error);
-  const cause = (error as { cause?: unknown })?.cause;
-  return cause instanceof Error ? `${own} ${cause.message}` : own;
-}
-
 /** Maps an insert failure to the error a caller can act on. */
 export function insertError(error: unknown, rows: readonly NewOutboxRow[], otherwise: (error: unknown) => Error): Error {
-  const message = messageOf(error);
-  const code = codeOf(error);
+  const message = errorText(error);
+  const code = errorCode(error);
   if (/UNIQUE constraint failed: .*\.id/i.test(message) || code === "SQLITE_CONSTRAINT_UNIQUE") {
     const ids = rows.length === 1 ? ` ${JSON.stringify(rows[0]!.id)}` : "";
     return new OutboxMessageError(`Message id${ids} is already in the outbox; ids must be unique`, rows.length === 1 ? "id" : "", {
       cause: error,
     });
   }
-  if (code === "TRANSACTION_CLOSED" || /transaction .*(closed|rolled back|committed)|no transaction is active/i.test(message)) {
+  if (isClosedTransaction(error)) {
     return new OutboxStorageError("Could not enqueue: the transaction is already closed (committed or rolled back)", {
       cause: error,
     });

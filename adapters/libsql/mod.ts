@@ -38,12 +38,12 @@
 import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/client";
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
+import { num, numOrNull, outboxRow, str } from "../../src/row.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
   OutboxRow,
-  OutboxStatus,
   OutboxStorage,
   RequeueRequest,
   SettleRequest,
@@ -107,18 +107,6 @@ function asBody(value: unknown): string | Uint8Array {
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   throw new OutboxStorageError(`Stored payload has an unexpected type ${typeof value}`);
-}
-
-function num(value: unknown): number {
-  return typeof value === "bigint" ? Number(value) : Number(value);
-}
-
-function numOrNull(value: unknown): number | null {
-  return value === null || value === undefined ? null : num(value);
-}
-
-function str(value: unknown): string | null {
-  return value === null || value === undefined ? null : String(value);
 }
 
 /**
@@ -306,19 +294,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
       const limit = inspectOptions.limit ?? 1_000_000;
       const rs = await withBusyRetry("list messages", () => client.execute({ sql: sql.inspect, args: [limit] }));
-      return rs.rows.map((row: Row) => ({
-        seq: num(row.seq),
-        id: String(row.id),
-        topic: String(row.topic),
-        key: str(row.key),
-        status: String(row.status) as OutboxStatus,
-        attempts: num(row.attempts),
-        availableAt: numOrNull(row.available_at),
-        lockedBy: str(row.locked_by),
-        lastError: str(row.last_error),
-        createdAt: num(row.created_at),
-        settledAt: numOrNull(row.settled_at),
-      }));
+      return rs.rows.map((row: Row) => outboxRow(row));
     },
   };
 }

@@ -30,12 +30,12 @@
 
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
 import { checkIdentifier } from "../../src/identifier.ts";
+import { num, numOrNull, outboxRow, str } from "../../src/row.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
   OutboxRow,
-  OutboxStatus,
   OutboxStorage,
   RequeueRequest,
   SettleRequest,
@@ -134,9 +134,6 @@ function isPostgresSql(value: unknown): value is PostgresSql {
     typeof (value as unknown as PostgresSql).listen === "function";
 }
 
-const num = (value: unknown): number => Number(value);
-const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value));
-const str = (value: unknown): string | null => (value === null || value === undefined ? null : String(value));
 
 function fromBase64(text: string): Uint8Array {
   const binary = atob(text);
@@ -341,19 +338,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
       const rows = await run("list messages", q.inspect, [inspectOptions.limit ?? 1_000_000]);
-      return rows.map((row) => ({
-        seq: num(row.seq),
-        id: String(row.id),
-        topic: String(row.topic),
-        key: str(row.key),
-        status: String(row.status) as OutboxStatus,
-        attempts: num(row.attempts),
-        availableAt: numOrNull(row.available_at),
-        lockedBy: str(row.locked_by),
-        lastError: str(row.last_error),
-        createdAt: num(row.created_at),
-        settledAt: numOrNull(row.settled_at),
-      }));
+      return rows.map((row) => outboxRow(row));
     },
 
     async listen(onWake, signal) {
