@@ -1,6 +1,7 @@
 /**
  * SQL identifier checks for adapter options (table, schema). Identifiers cannot be
- * bound as parameters, so they are validated and then quoted; values are always bound.
+ * bound as parameters, so they are validated here and quoted by each adapter's SQL;
+ * values are always bound.
  */
 
 import { OutboxConfigError } from "./errors.ts";
@@ -24,9 +25,4 @@ export function checkIdentifier(value: unknown, path: string): string {
     );
   }
   return value;
-}
-
-/** Quotes a checked identifier with double quotes. */
-export function quoteIdentifier(value: string): string {
-  return `"${value}"`;
 }

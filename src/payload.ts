@@ -8,7 +8,6 @@
 import { OutboxMessageError } from "./errors.ts";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 function kindOf(value: unknown): string {
   if (value === null) return "null";
@@ -112,9 +111,4 @@ export function decodeBody(body: string | Uint8Array): unknown {
 /** UTF-8 bytes of a body (JSON text is encoded). */
 export function bodyBytes(body: string | Uint8Array): Uint8Array {
   return typeof body === "string" ? encoder.encode(body) : body;
-}
-
-/** Text of a body (bytes are decoded as UTF-8). */
-export function bodyText(body: string | Uint8Array): string {
-  return typeof body === "string" ? body : decoder.decode(body);
 }
