@@ -1,8 +1,10 @@
 /**
- * `createOutbox` options: their types, defaults and validation (valibot).
+ * `createOutbox` options: their types, defaults and validation (hand-written checks:
+ * valibot's schema builders would be most of the core bundle's size; valibot still
+ * validates the users' message schemas, in message.ts).
  */
 
-import * as v from "valibot";
+import type * as v from "valibot";
 import { OutboxConfigError } from "./errors.ts";
 import type { OutboxRecord, OutboxStorage, PublishFunction, Publisher } from "./types.ts";
 
@@ -94,104 +96,110 @@ export interface ResolvedOptions {
 
 const DAY = 86_400_000;
 
-function int(name: string, min: number, max: number) {
-  return v.pipe(
-    v.number(`${name} must be a number`),
-    v.check((n) => Number.isInteger(n), `${name} must be an integer`),
-    v.check((n) => n >= min && n <= max, `${name} must be between ${min} and ${max}`),
-  );
+/** Checks one option's value (never `undefined`); throws OutboxConfigError naming `path`. */
+type Rule = (value: unknown, path: string) => void;
+
+function fail(message: string, path: string): never {
+  throw new OutboxConfigError(message, path);
 }
 
-function duration(name: string, min: number, allowInfinity = false) {
-  return v.pipe(
-    v.number(`${name} must be a number of milliseconds`),
-    v.check(
-      (n) => (allowInfinity && n === Infinity) || (Number.isFinite(n) && n >= min),
-      `${name} must be a finite number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}`,
-    ),
-  );
+const isNumber = (x: unknown): x is number => typeof x === "number" && x === x;
+
+function int(min: number, max: number): Rule {
+  return (x, path) => {
+    if (!isNumber(x)) fail(`${path} must be a number`, path);
+    if (!Number.isInteger(x)) fail(`${path} must be an integer`, path);
+    if (x < min || x > max) fail(`${path} must be between ${min} and ${max}`, path);
+  };
 }
 
-const fn = (name: string) => v.custom<(...args: never[]) => unknown>((x) => typeof x === "function", `${name} must be a function`);
+function duration(min: number, allowInfinity = false): Rule {
+  return (x, path) => {
+    if (!isNumber(x)) fail(`${path} must be a number of milliseconds`, path);
+    if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && x >= min))) {
+      fail(`${path} must be a finite number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}`, path);
+    }
+  };
+}
 
-const storageSchema = v.custom<OutboxStorage<unknown, unknown>>(
-  (x) =>
-    typeof x === "object" && x !== null &&
-    ["setup", "insert", "claim", "settle", "cleanup", "stats", "requeue"].every(
-      (m) => typeof (x as Record<string, unknown>)[m] === "function",
-    ),
-  "storage must be an OutboxStorage, e.g. libsqlStorage(client)",
-);
+const fn: Rule = (x, path) => {
+  if (typeof x !== "function") fail(`${path} must be a function`, path);
+};
 
-const publisherSchema = v.custom<Publisher | PublishFunction>(
-  (x) =>
-    typeof x === "function" ||
-    (typeof x === "object" && x !== null && typeof (x as { publish?: unknown }).publish === "function"),
-  "publisher must be an async function (message) => void or an object with publish(message)",
-);
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null;
 
-const schemasSchema = v.pipe(
-  v.record(
-    v.pipe(v.string(), v.minLength(1, "messages keys (topics) must not be empty")),
-    v.custom<v.GenericSchema>(
-      (x) => typeof x === "object" && x !== null && (x as { kind?: unknown }).kind === "schema" &&
-        typeof (x as { "~run"?: unknown })["~run"] === "function",
-      "messages values must be valibot schemas, e.g. v.object({ id: v.string() })",
-    ),
-    "messages must be an object mapping topics to valibot schemas",
-  ),
-);
+/**
+ * Checks the options an object holds, in the order of `rules` (so the first invalid one
+ * is reported), then rejects keys `rules` does not know. `storage` and `publisher` are
+ * required; every other option may be left out or `undefined`.
+ */
+function checkEntries(input: Record<string, unknown>, rules: Record<string, Rule>, prefix: string, unknown: (key: string) => string) {
+  for (const key in rules) {
+    const value = input[key];
+    const path = prefix + key;
+    if (value !== undefined) rules[key]!(value, path);
+    else if (key === "storage" || key === "publisher") fail(`${path} is required`, path);
+  }
+  for (const key in input) if (!Object.hasOwn(rules, key)) fail(unknown(JSON.stringify(key)), prefix + key);
+}
 
-const optionsSchema = v.strictObject(
-  {
-    storage: storageSchema,
-    publisher: publisherSchema,
-    messages: v.optional(schemasSchema),
-    batchSize: v.optional(int("batchSize", 1, 10_000)),
-    leaseMs: v.optional(duration("leaseMs", 100)),
-    retry: v.optional(
-      v.strictObject(
-        {
-          maxAttempts: v.optional(int("retry.maxAttempts", 1, 1_000_000)),
-          baseDelayMs: v.optional(duration("retry.baseDelayMs", 0)),
-          maxDelayMs: v.optional(duration("retry.maxDelayMs", 0)),
-          jitter: v.optional(
-            v.pipe(v.number("retry.jitter must be a number"), v.check((n) => n >= 0 && n <= 1, "retry.jitter must be between 0 and 1")),
-          ),
-        },
-        (issue) => `retry has an unknown option ${formatKey(issue.input)}`,
-      ),
-    ),
-    retention: v.optional(
-      v.strictObject(
-        {
-          publishedMs: v.optional(duration("retention.publishedMs", 0, true)),
-          deadMs: v.optional(duration("retention.deadMs", 0, true)),
-          intervalMs: v.optional(duration("retention.intervalMs", 0)),
-          batchSize: v.optional(int("retention.batchSize", 1, 100_000)),
-        },
-        (issue) => `retention has an unknown option ${formatKey(issue.input)}`,
-      ),
-    ),
-    filter: v.optional(fn("filter")),
-    concurrency: v.optional(int("concurrency", 1, 10_000)),
-    maxPayloadBytes: v.optional(int("maxPayloadBytes", 1, 1024 * 1024 * 1024)),
-    relayId: v.optional(
-      v.pipe(
-        v.string("relayId must be a string"),
-        v.regex(/^[\w.:@-]{1,100}$/, "relayId must be 1–100 characters of letters, digits, and . : @ _ -"),
-      ),
-    ),
-    now: v.optional(fn("now")),
-    onError: v.optional(fn("onError")),
-    onWarning: v.optional(fn("onWarning")),
+/** A nested options object (`retry`, `retention`). */
+function group(rules: Record<string, Rule>): Rule {
+  return (x, path) => {
+    if (!isObject(x)) fail(`${path} must be an object`, path);
+    checkEntries(x, rules, `${path}.`, (key) => `${path} has an unknown option ${key}`);
+  };
+}
+
+const OPTION_RULES: Record<string, Rule> = {
+  storage: (x, path) => {
+    if (!isObject(x) || !["setup", "insert", "claim", "settle", "cleanup", "stats", "requeue"].every((m) => typeof x[m] === "function")) {
+      fail("storage must be an OutboxStorage, e.g. libsqlStorage(client)", path);
+    }
   },
-  (issue) => `Unknown option ${formatKey(issue.input)} passed to createOutbox`,
-);
-
-function formatKey(input: unknown): string {
-  return typeof input === "string" ? JSON.stringify(input) : String(input);
-}
+  publisher: (x, path) => {
+    if (typeof x !== "function" && !(isObject(x) && typeof x.publish === "function")) {
+      fail("publisher must be an async function (message) => void or an object with publish(message)", path);
+    }
+  },
+  messages: (x, path) => {
+    if (!isObject(x)) fail("messages must be an object mapping topics to valibot schemas", path);
+    for (const topic of Object.keys(x)) {
+      if (!topic) fail("messages keys (topics) must not be empty", `${path}.`);
+      const schema = x[topic];
+      if (!isObject(schema) || schema.kind !== "schema" || typeof schema["~run"] !== "function") {
+        fail("messages values must be valibot schemas, e.g. v.object({ id: v.string() })", `${path}.${topic}`);
+      }
+    }
+  },
+  batchSize: int(1, 10_000),
+  leaseMs: duration(100),
+  retry: group({
+    maxAttempts: int(1, 1_000_000),
+    baseDelayMs: duration(0),
+    maxDelayMs: duration(0),
+    jitter: (x, path) => {
+      if (!isNumber(x)) fail(`${path} must be a number`, path);
+      if (x < 0 || x > 1) fail(`${path} must be between 0 and 1`, path);
+    },
+  }),
+  retention: group({
+    publishedMs: duration(0, true),
+    deadMs: duration(0, true),
+    intervalMs: duration(0),
+    batchSize: int(1, 100_000),
+  }),
+  filter: fn,
+  concurrency: int(1, 10_000),
+  maxPayloadBytes: int(1, 1024 * 1024 * 1024),
+  relayId: (x, path) => {
+    if (typeof x !== "string") fail(`${path} must be a string`, path);
+    if (!/^[\w.:@-]{1,100}$/.test(x)) fail(`${path} must be 1–100 characters of letters, digits, and . : @ _ -`, path);
+  },
+  now: fn,
+  onError: fn,
+  onWarning: fn,
+};
 
 function defaultRelayId(): string {
   return `relay-${crypto.randomUUID().slice(0, 8)}`;
@@ -206,17 +214,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof input !== "object" || input === null) {
     throw new OutboxConfigError("createOutbox needs an options object with storage and publisher");
   }
-  const result = v.safeParse(optionsSchema, input);
-  if (!result.success) {
-    const issue = result.issues[0];
-    const path = v.getDotPath(issue) ?? "";
-    let message = issue.message;
-    if (issue.kind === "schema" && issue.input === undefined && path && !message.includes("Unknown")) {
-      message = `${path} is required`;
-    }
-    throw new OutboxConfigError(message, path);
-  }
-  const o = result.output;
+  checkEntries(input as Record<string, unknown>, OPTION_RULES, "", (key) => `Unknown option ${key} passed to createOutbox`);
+  const o = input as OutboxOptions<unknown, unknown, MessageSchemas>;
   const retry: Required<RetryOptions> = {
     maxAttempts: o.retry?.maxAttempts ?? 10,
     baseDelayMs: o.retry?.baseDelayMs ?? 1_000,
@@ -242,11 +241,10 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     concurrency: o.concurrency ?? 32,
     maxPayloadBytes: o.maxPayloadBytes ?? 1024 * 1024,
     relayId: o.relayId ?? defaultRelayId(),
-    now: (o.now as (() => number) | undefined) ?? Date.now,
-    filter: o.filter as ResolvedOptions["filter"],
-    onError: (o.onError as ResolvedOptions["onError"] | undefined) ??
-      ((error, context) => console.error(`[@x/outbox] ${context.phase} failed:`, error)),
-    onWarning: (o.onWarning as ResolvedOptions["onWarning"] | undefined) ?? ((message) => console.warn(`[@x/outbox] ${message}`)),
+    now: o.now ?? Date.now,
+    filter: o.filter,
+    onError: o.onError ?? ((error, context) => console.error(`[@x/outbox] ${context.phase} failed:`, error)),
+    onWarning: o.onWarning ?? ((message) => console.warn(`[@x/outbox] ${message}`)),
   };
 }
 
