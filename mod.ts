@@ -5,8 +5,8 @@
  * per key, safely with many relays at once.
  *
  * Storage adapters live in `@x/outbox/libsql`, `@x/outbox/postgres` and
- * `@x/outbox/drizzle`, the JetStream publisher in `@x/outbox/nats`; this entry point
- * imports no driver.
+ * `@x/outbox/drizzle`, the JetStream publisher in `@x/outbox/nats`, the consumer-side
+ * inbox in `@x/outbox/inbox`; this entry point imports no driver.
  *
  * @example
  * ```ts
@@ -67,14 +67,3 @@ export type { OutboxErrorName, OutboxErrorOptions, PublishErrorOptions } from ".
 export { memoryPublisher } from "./src/memory_publisher.ts";
 export type { MemoryPublisher, MemoryPublisherOptions } from "./src/memory_publisher.ts";
 export { uuidv7 } from "./src/uuid.ts";
-export { createInbox, INBOX_MAX_ID_LENGTH } from "./src/inbox.ts";
-export type {
-  Inbox,
-  InboxCleanupOptions,
-  InboxCleanupRequest,
-  InboxEntry,
-  InboxOptions,
-  InboxRetentionOptions,
-  InboxStorage,
-  ReceiveOptions,
-} from "./src/inbox.ts";

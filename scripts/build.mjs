@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The npm build: removes dist/ and compiles mod.ts, src/ and adapters/ to ESM + .d.ts
+ * The npm build: removes dist/ and compiles mod.ts, src/, inbox/ and adapters/ to ESM + .d.ts
  * with tsc (tsconfig.build.json). JSR publishes the .ts sources and needs no build.
  *
  * Usage: node scripts/build.mjs   (npm run build)

@@ -4,10 +4,10 @@
  * consumer has handled, in the consumer's own database transaction, so that a
  * redelivered copy is recognised and its effects are not applied twice.
  *
- * The core owns the contract ({@link InboxStorage}); the libSQL and Postgres adapters
- * implement it (`libsqlInbox`, `postgresInbox`).
- *
- * @module
+ * The contract ({@link InboxStorage}) lives here; the libSQL and Postgres adapters
+ * implement it (`libsqlInbox`, `postgresInbox`). Published as `@x/outbox/inbox`
+ * (inbox/mod.ts), not from `@x/outbox`: nothing in the outbox's own modules imports
+ * this file, so the core bundle does not carry it.
  */
 
 import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
@@ -253,7 +253,7 @@ function isStorage(value: unknown): value is InboxStorage<unknown, unknown> {
  * @example Apply each JetStream message once, with Postgres
  * ```ts
  * import postgres from "postgres";
- * import { createInbox } from "@x/outbox";
+ * import { createInbox } from "@x/outbox/inbox";
  * import { postgresInbox } from "@x/outbox/postgres";
  *
  * const sql = postgres("postgres://localhost/app");

@@ -12,15 +12,8 @@ import type { Client, Transaction } from "@libsql/client";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import type postgres from "postgres";
-import {
-  createInbox,
-  type Inbox,
-  type InboxOptions,
-  type InboxStorage,
-  OutboxConfigError,
-  OutboxMessageError,
-  OutboxStorageError,
-} from "../mod.ts";
+import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../mod.ts";
+import { createInbox, type Inbox, type InboxOptions, type InboxStorage } from "../inbox/mod.ts";
 import { libsqlInbox, libsqlInboxSchema, type LibsqlInboxTx } from "../adapters/libsql/mod.ts";
 import { postgresInbox, postgresInboxSchema, type PostgresInboxSql, type PostgresInboxTx } from "../adapters/postgres/mod.ts";
 import { inboxCleanupSql as libsqlCleanupSql, libsqlInboxNames } from "../adapters/libsql/inbox_sql.ts";

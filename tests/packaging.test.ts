@@ -75,11 +75,30 @@ function purityProblems(file: string, source: string, allowed: (specifier: strin
   return problems;
 }
 
-const coreFiles = ["mod.ts", ...tsFiles("src")];
+/**
+ * Entry points beside the core and the adapters: `@x/outbox/<name>` is `<name>/mod.ts`,
+ * driver-free like the core. The inbox lives here rather than in `@x/outbox` so that the
+ * core bundle does not carry it.
+ */
+const coreSideEntries = ["inbox"];
+
+const coreFiles = ["mod.ts", ...coreSideEntries.map((name) => `${name}/mod.ts`), ...tsFiles("src")];
 const isCoreImport = (file: string) => (specifier: string) =>
   specifier === "valibot" ||
   ((specifier.startsWith("./") || specifier.startsWith("../")) &&
     /^(mod\.ts|src\/.+\.ts)$/.test(resolveFrom(file, specifier)));
+
+/** Every core file `file` imports, directly or not (relative specifiers only). */
+function coreImportGraph(file: string, seen = new Set<string>()): Set<string> {
+  for (const specifier of specifiers(code(file))) {
+    if (!specifier.startsWith(".")) continue;
+    const target = resolveFrom(file, specifier);
+    if (seen.has(target)) continue;
+    seen.add(target);
+    coreImportGraph(target, seen);
+  }
+  return seen;
+}
 
 const adapterNames = readdirSync(join(root, "adapters"))
   .filter((name) => existsSync(join(root, "adapters", name, "mod.ts")))
@@ -95,8 +114,9 @@ test("jsr.json, deno.json and package.json export the same entry points", () => 
   assert.equal(deno.version, pkg.version, "deno.json has the package.json version");
 });
 
-test("each entry point is mod.ts or adapters/<subpath>/mod.ts, and every adapter has one", () => {
+test("each entry point is mod.ts, <subpath>/mod.ts (inbox) or adapters/<subpath>/mod.ts, and every adapter has one", () => {
   const expected: Record<string, string> = { ".": "./mod.ts" };
+  for (const name of coreSideEntries) expected[`./${name}`] = `./${name}/mod.ts`;
   for (const name of adapterNames) expected[`./${name}`] = `./adapters/${name}/mod.ts`;
   assert.deepEqual(jsr.exports, expected, "the folder name is the subpath (STYLE.md 2)");
   for (const source of Object.values(jsr.exports as Record<string, string>)) {
@@ -153,10 +173,21 @@ test("deno.json and jsr.json map each dependency and driver to the npm range pac
   }
 });
 
-test("the core (mod.ts, src/) imports only valibot and its own files, and uses no runtime's globals", () => {
+test("the core (mod.ts, inbox/mod.ts, src/) imports only valibot and its own files, and uses no runtime's globals", () => {
   assert.ok(coreFiles.length > 5, "the scan sees the core's files");
   const problems = coreFiles.flatMap((file) => purityProblems(file, code(file), isCoreImport(file)));
   assert.deepEqual(problems, []);
+});
+
+test("@x/outbox does not import the inbox, which has its own entry point (@x/outbox/inbox)", () => {
+  const graph = coreImportGraph("mod.ts");
+  assert.ok(graph.has("src/outbox.ts") && graph.has("src/relay.ts"), "the walk follows mod.ts's imports");
+  assert.ok(!graph.has("src/inbox.ts"), "mod.ts reaches src/inbox.ts");
+  assert.ok(coreImportGraph("inbox/mod.ts").has("src/inbox.ts"));
+  const exported = code("mod.ts");
+  for (const name of ["createInbox", "INBOX_MAX_ID_LENGTH", "InboxStorage"]) {
+    assert.doesNotMatch(exported, new RegExp(`\\b${name}\\b`), `mod.ts exports ${name}`);
+  }
 });
 
 test("adapters import the core, their own driver (an optional peer mapped in deno.json) and no runtime built-ins", () => {

@@ -1,5 +1,5 @@
 /**
- * The libSQL storage of the inbox (`createInbox` in `@x/outbox`): handled message ids
+ * The libSQL storage of the inbox (`createInbox` in `@x/outbox/inbox`): handled message ids
  * in a table of the consumer's own libSQL / SQLite / Turso database.
  *
  * Receive inside an interactive transaction (`await client.transaction("write")`), or,
@@ -73,7 +73,7 @@ export function libsqlInboxSchema(options: { table?: string } = {}): string[] {
  * @example In an interactive transaction
  * ```ts
  * import { createClient } from "@libsql/client";
- * import { createInbox } from "@x/outbox";
+ * import { createInbox } from "@x/outbox/inbox";
  * import { libsqlInbox } from "@x/outbox/libsql";
  *
  * const client = createClient({ url: "file:consumer.db" });

@@ -1,5 +1,5 @@
 /**
- * The Postgres storage of the inbox (`createInbox` in `@x/outbox`): handled message ids
+ * The Postgres storage of the inbox (`createInbox` in `@x/outbox/inbox`): handled message ids
  * in a table of the consumer's own database, written in the consumer's postgres.js
  * transaction (`sql.begin(async (tx) => …)`).
  */
@@ -87,7 +87,7 @@ function isPostgresSql(value: unknown): value is PostgresInboxSql {
  * @example
  * ```ts
  * import postgres from "postgres";
- * import { createInbox } from "@x/outbox";
+ * import { createInbox } from "@x/outbox/inbox";
  * import { postgresInbox } from "@x/outbox/postgres";
  *
  * const sql = postgres("postgres://localhost/app");

@@ -20,7 +20,8 @@ import { join } from "node:path";
 import { createClient, type Transaction } from "@libsql/client";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg, StorageType } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { createInbox, uuidv7 } from "../../mod.ts";
+import { uuidv7 } from "../../mod.ts";
+import { createInbox } from "../../inbox/mod.ts";
 import { libsqlInbox } from "../../adapters/libsql/mod.ts";
 import { ensureStream } from "../../adapters/nats/mod.ts";
 

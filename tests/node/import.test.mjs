@@ -29,6 +29,14 @@ test("every npm export target exists in the build and imports by the package's n
   }
 });
 
+test("the inbox is @x/outbox/inbox, not part of @x/outbox", async () => {
+  const core = await import("@x/outbox");
+  const inbox = await import("@x/outbox/inbox");
+  assert.equal(typeof inbox.createInbox, "function");
+  assert.equal(inbox.INBOX_MAX_ID_LENGTH, 255);
+  assert.equal("createInbox" in core, false);
+});
+
 test("Node 20: an outbox on a libSQL file publishes what was committed and nothing rolled back", async () => {
   const dir = mkdtempSync(join(tmpdir(), "x-outbox-node-"));
   const client = createClient({ url: `file:${join(dir, "app.db")}` });
