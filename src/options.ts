@@ -130,15 +130,21 @@ const isObject = (x: unknown): x is Record<string, unknown> => typeof x === "obj
 
 /**
  * Checks the options an object holds, in the order of `rules` (so the first invalid one
- * is reported), then rejects keys `rules` does not know. `storage` and `publisher` are
- * required; every other option may be left out or `undefined`.
+ * is reported), then rejects keys `rules` does not know. An option may be left out or
+ * `undefined` unless it is `required`.
  */
-function checkEntries(input: Record<string, unknown>, rules: Record<string, Rule>, prefix: string, unknown: (key: string) => string) {
+function checkEntries(
+  input: Record<string, unknown>,
+  rules: Record<string, Rule>,
+  prefix: string,
+  unknown: (key: string) => string,
+  required: readonly string[] = [],
+) {
   for (const key in rules) {
     const value = input[key];
     const path = prefix + key;
     if (value !== undefined) rules[key]!(value, path);
-    else if (key === "storage" || key === "publisher") fail(`${path} is required`, path);
+    else if (required.includes(key)) fail(`${path} is required`, path);
   }
   for (const key in input) if (!Object.hasOwn(rules, key)) fail(unknown(JSON.stringify(key)), prefix + key);
 }
@@ -214,7 +220,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof input !== "object" || input === null) {
     throw new OutboxConfigError("createOutbox needs an options object with storage and publisher");
   }
-  checkEntries(input as Record<string, unknown>, OPTION_RULES, "", (key) => `Unknown option ${key} passed to createOutbox`);
+  const unknown = (key: string) => `Unknown option ${key} passed to createOutbox`;
+  checkEntries(input as Record<string, unknown>, OPTION_RULES, "", unknown, ["storage", "publisher"]);
   const o = input as OutboxOptions<unknown, unknown, MessageSchemas>;
   const retry: Required<RetryOptions> = {
     maxAttempts: o.retry?.maxAttempts ?? 10,
