@@ -9,6 +9,7 @@ import { checkIdentifier } from "../../src/identifier.ts";
 import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../src/inbox.ts";
 import { inboxCleanupSql, inboxCreateStatements, inboxReceiveSql } from "./inbox_sql.ts";
 import { postgresNames, setupLockSql } from "./sql.ts";
+import { transaction } from "./transaction.ts";
 
 /**
  * What `inbox.receive` needs of a postgres.js transaction (`sql.begin(async (tx) => …)`)
@@ -141,7 +142,7 @@ export function postgresInbox(sql: PostgresInboxSql, options: PostgresInboxOptio
 
     async setup() {
       try {
-        await sql.begin(async (tx) => {
+        await transaction(sql, async (tx) => {
           // CREATE … IF NOT EXISTS still races on the catalog: one setup at a time.
           await tx.unsafe(q.setupLock);
           for (const statement of schemaSql) await tx.unsafe(statement);

@@ -43,6 +43,7 @@ import type {
 } from "../../src/types.ts";
 import { pgArray } from "./array.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
+import { transaction } from "./transaction.ts";
 import {
   claimLockSql,
   claimSql,
@@ -207,7 +208,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async setup() {
       try {
-        await sql.begin(async (tx) => {
+        await transaction(sql, async (tx) => {
           await tx.unsafe(q.setupLock);
           for (const statement of schemaSql) await tx.unsafe(statement);
         });
@@ -224,7 +225,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
       try {
         if (isPostgresSql(tx)) {
           // No caller transaction: make the insert (and a compensation) atomic on its own.
-          await tx.begin((inner) => write(inner));
+          await transaction(tx, write);
         } else {
           await write(tx);
         }
@@ -241,10 +242,11 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
         // saves two, but a reserved connection killed mid-claim (pg_terminate_backend)
         // left the claim waiting forever in postgres.js 3.4 (tests/faults/storage.test.ts
         // timed out), so the claim stays on sql.begin.
-        const results = await sql.begin((tx) => [
-          tx.unsafe(q.claimLock),
-          tx.unsafe(q.claim, [request.now, request.limit, request.token, request.lockedUntil], PREPARE),
-        ]) as Row[][];
+        const results = await transaction(sql, (tx) =>
+          Promise.all([
+            tx.unsafe(q.claimLock),
+            tx.unsafe(q.claim, [request.now, request.limit, request.token, request.lockedUntil], PREPARE),
+          ]));
         rows = results[1]!;
       } catch (error) {
         throw wrap("claim messages", error);
