@@ -3,11 +3,7 @@
  * (SQLITE_BUSY). The relay reports through onError, keeps running, never crashes its
  * host, and delivers everything once, in key order.
  *
- * The Postgres half of fault 2 (pg_terminate_backend on the relay's connections, a
- * PostgreSQL restart mid-run) is not committed: with postgres.js 3.4.9 it fails
- * intermittently, on Bun with an uncatchable TypeError thrown by the driver
- * (porsager/postgres#1066) and at times with a relay loop that stops ticking. See
- * docs/guarantees.md, "Known gaps".
+ * The Postgres half of fault 2 is tests/faults/postgres_kill.test.ts.
  */
 
 import assert from "node:assert/strict";
