@@ -26,6 +26,7 @@ async function withSchema(body: (sql: ReturnType<typeof openSql>, schema: string
 }
 
 const asSql = (sql: unknown) => sql as PostgresSql;
+const asTx = (sql: unknown) => sql as PostgresTx;
 
 test("postgres: schema and table names that are not plain identifiers are rejected, injection included", () =>
   withSchema(async (sql, schema) => {
@@ -142,6 +143,31 @@ test("postgres: postgresSchema() returns the DDL setup() runs, and setup() accep
       "events_scheduled_idx",
       "events_settled_idx",
     ]);
+  }));
+
+test("postgres: a table without the claim function (drizzle-kit, hand-written DDL) still claims, in a transaction; setup() adds the function", () =>
+  withSchema(async (sql, schema) => {
+    const storage = postgresStorage(asSql(sql), { schema });
+    await storage.setup();
+    const n = postgresNames(schema, "outbox");
+    const functions = async () =>
+      (await sql.unsafe(`SELECT proname FROM pg_proc WHERE pronamespace = $1::regnamespace`, [`"${schema}"`])).map((r) => r.proname);
+    assert.deepEqual(await functions(), ["outbox_claim"]);
+    const outbox = createOutbox({ storage, publisher: () => {} });
+    const request = () => ({ now: Date.now(), limit: 10, token: crypto.randomUUID(), lockedUntil: Date.now() + 60_000 });
+
+    await sql.unsafe(`DROP FUNCTION ${n.claimFunction}`);
+    await outbox.enqueue(asTx(sql), [{ topic: "t", key: "k", payload: 1 }, { topic: "t", key: "k", payload: 2 }]);
+    const first = await storage.claim(request());
+    assert.deepEqual(first.map((r) => JSON.parse(String(r.body))), [1, 2], "claimed without the function");
+    const statuses = await sql.unsafe(`SELECT DISTINCT status FROM ${n.qualified}`);
+    assert.deepEqual(statuses.map((r) => r.status), ["processing"]);
+
+    await storage.setup();
+    assert.deepEqual(await functions(), ["outbox_claim"]);
+    await outbox.enqueue(asTx(sql), { topic: "t", key: "j", payload: 3 });
+    const second = await storage.claim(request());
+    assert.deepEqual(second.map((r) => JSON.parse(String(r.body))), [3], "claimed through the function again");
   }));
 
 test("postgres: claim, settle and cleanup queries use index scans", () =>

@@ -1,9 +1,12 @@
 /**
  * PostgreSQL storage for @x/outbox, on postgres.js (`postgres` on npm).
  *
- * - Claims are leases taken with `FOR UPDATE SKIP LOCKED` in one short transaction, serialized
- *   per table by a transaction-scoped advisory lock so per-key order holds with any
- *   number of relays (see `claimLockSql` in sql.ts for the race this closes).
+ * - Claims are leases taken with `FOR UPDATE SKIP LOCKED`, serialized per table by a
+ *   transaction-scoped advisory lock so per-key order holds with any number of relays
+ *   (see `claimLockSql` in sql.ts for the race this closes). Both run in one call of
+ *   the claim function `setup()` creates: one statement, one round trip. On a table
+ *   without it (made by drizzle-kit or by hand from an older `postgresSchema()`), the
+ *   claim runs as a short transaction instead: three round trips.
  * - A batch is settled in one statement, whatever its size.
  * - Retention cleanup deletes bounded batches, one relay at a time.
  * - `enqueue` NOTIFYs a channel at commit and `start()` LISTENs to it: a wake-up hint.
@@ -45,6 +48,7 @@ import { pgArray } from "./array.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
 import { transaction } from "./transaction.ts";
 import {
+  claimCallSql,
   claimLockSql,
   claimSql,
   cleanupSql,
@@ -128,6 +132,16 @@ export function postgresSchema(options: { schema?: string; table?: string } = {}
   );
 }
 
+/**
+ * True when the claim function (or its schema) does not exist: 42883 undefined_function,
+ * 3F000 invalid_schema_name. The table itself may be missing too; the transaction path
+ * then reports that.
+ */
+function missingFunction(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return code === "42883" || code === "3F000";
+}
+
 function isPostgresSql(value: unknown): value is PostgresSql {
   return typeof value === "function" &&
     typeof (value as unknown as PostgresSql).unsafe === "function" &&
@@ -173,6 +187,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     ...insertQueries(n),
     claimLock: claimLockSql(n),
     claim: claimSql(n),
+    claimCall: claimCallSql(n),
     settle: settleSql(n),
     cleanup: cleanupSql(n),
     stats: statsSql(n),
@@ -190,6 +205,10 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     }
     return new OutboxStorageError(`Could not ${what} in Postgres table ${n.qualified}: ${message}`, { cause: error });
   }
+
+  // Claims go through the claim function until a call finds it missing; setup() creates
+  // it and turns this back on.
+  let claimByFunction = true;
 
   async function run(what: string, query: string, params: unknown[] = []): Promise<Row[]> {
     try {
@@ -215,6 +234,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
       } catch (error) {
         throw wrap("create the outbox table", error);
       }
+      claimByFunction = true;
     },
 
     async insert(tx, rows) {
@@ -235,21 +255,31 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
-      let rows: Row[];
-      try {
-        // BEGIN, then the lock and the claim pipelined, then COMMIT: three round trips
-        // (postgres.js awaits BEGIN). Sending all four at once on a reserved connection
-        // saves two, but a reserved connection killed mid-claim (pg_terminate_backend)
-        // left the claim waiting forever in postgres.js 3.4 (tests/faults/storage.test.ts
-        // timed out), so the claim stays on sql.begin.
-        const results = await transaction(sql, (tx) =>
-          Promise.all([
-            tx.unsafe(q.claimLock),
-            tx.unsafe(q.claim, [request.now, request.limit, request.token, request.lockedUntil], PREPARE),
-          ]));
-        rows = results[1]!;
-      } catch (error) {
-        throw wrap("claim messages", error);
+      const params = [request.now, request.limit, request.token, request.lockedUntil];
+      let rows: Row[] | undefined;
+      if (claimByFunction) {
+        try {
+          rows = await sql.unsafe(q.claimCall, params, PREPARE);
+        } catch (error) {
+          if (!missingFunction(error)) throw wrap("claim messages", error);
+          claimByFunction = false;
+        }
+      }
+      if (!rows) {
+        try {
+          // BEGIN, then the lock and the claim pipelined, then COMMIT: three round trips
+          // (postgres.js awaits BEGIN). Sending all four at once on a reserved connection
+          // saves two, but a reserved connection killed mid-claim (pg_terminate_backend)
+          // left the claim waiting forever in postgres.js 3.4, so it stays on sql.begin.
+          const results = await transaction(sql, (tx) =>
+            Promise.all([
+              tx.unsafe(q.claimLock),
+              tx.unsafe(q.claim, params, PREPARE),
+            ]));
+          rows = results[1]!;
+        } catch (error) {
+          throw wrap("claim messages", error);
+        }
       }
       return rows.map((row) => ({
         seq: num(row.seq),

@@ -14,6 +14,8 @@ export interface PostgresNames {
   readonly index: (suffix: string) => string;
   /** Key of the advisory locks (claim serialization, setup, cleanup): `hashtext` input. */
   readonly lockName: string;
+  /** The claim function `setup()` creates (see {@link claimFunctionSql}). */
+  readonly claimFunction: string;
 }
 
 /** Builds names for checked identifiers. */
@@ -26,6 +28,7 @@ export function postgresNames(schema: string, table: string): PostgresNames {
     channel: `x_outbox_${schema}_${table}`.slice(0, 63),
     index: (suffix) => `"${table}_${suffix}"`,
     lockName: `@x/outbox:${schema}.${table}`,
+    claimFunction: `"${schema}"."${table}_claim"`,
   };
 }
 
@@ -67,6 +70,7 @@ export function createStatements(n: PostgresNames): string[] {
     `CREATE INDEX IF NOT EXISTS ${n.index("settled_idx")} ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
     // Unsettled messages scheduled with deliverAt: stats' oldest-due age.
     `CREATE INDEX IF NOT EXISTS ${n.index("scheduled_idx")} ON ${n.qualified} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
+    claimFunctionSql(n),
   ];
 }
 
@@ -149,25 +153,51 @@ export function claimLockSql(n: PostgresNames): string {
  * claimable, in seq order. claim_idx drives the scan, key_idx the barrier; the update
  * finds the chosen rows by primary key (`= ANY(ARRAY(…))`, never a join that the
  * planner may turn into a hash join over a sequential scan).
- * Params: $1 now, $2 limit, $3 token, $4 lease end.
+ * Params: $1 now, $2 limit, $3 token, $4 lease end (or the names in `p`, inside the
+ * claim function).
  */
-export function claimSql(n: PostgresNames): string {
+export function claimSql(n: PostgresNames, p: readonly [string, string, string, string] = ["$1", "$2", "$3", "$4"]): string {
   return `WITH c AS (
   SELECT c.seq FROM ${n.qualified} AS c
-  WHERE c.available_at <= $1
+  WHERE c.available_at <= ${p[0]}
     AND (c.key IS NULL OR NOT EXISTS (
       SELECT 1 FROM ${n.qualified} AS b
-      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > $1
+      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > ${p[0]}
     ))
   ORDER BY c.seq
-  LIMIT $2
+  LIMIT ${p[1]}
   FOR UPDATE SKIP LOCKED
 )
 UPDATE ${n.qualified} AS o
-SET status = 'processing', locked_by = $3, available_at = $4, attempts = o.attempts + 1
+SET status = 'processing', locked_by = ${p[2]}, available_at = ${p[3]}, attempts = o.attempts + 1
 WHERE o.seq = ANY (ARRAY(SELECT seq FROM c))
 RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payload_bytes, 'base64') AS payload_bytes,
   o.headers::text AS headers, o.attempts, o.created_at`;
+}
+
+/**
+ * The claim as one PL/pgSQL function: the advisory lock, then the claim, in one
+ * statement and one round trip, where a transaction of its own costs three (BEGIN; lock
+ * and claim; COMMIT). The claim inside still sees rows committed before the lock was
+ * granted, because PL/pgSQL takes a new snapshot per statement in READ COMMITTED (one
+ * SQL statement holding both would not). PL/pgSQL also keeps the claim's plan for the
+ * session. Column names win over the output names (`#variable_conflict use_column`).
+ */
+export function claimFunctionSql(n: PostgresNames): string {
+  return `CREATE OR REPLACE FUNCTION ${n.claimFunction}(p_now bigint, p_limit integer, p_token text, p_until bigint)
+RETURNS TABLE (seq bigint, id text, topic text, key text, payload text, payload_bytes text, headers text, attempts integer, created_at bigint)
+LANGUAGE plpgsql VOLATILE AS $outbox_claim$
+#variable_conflict use_column
+BEGIN
+  PERFORM ${claimLockSql(n).replace(/^SELECT /, "")};
+  RETURN QUERY ${claimSql(n, ["p_now", "p_limit", "p_token", "p_until"])};
+END
+$outbox_claim$`;
+}
+
+/** Calls the claim function. Params: $1 now, $2 limit, $3 token, $4 lease end. */
+export function claimCallSql(n: PostgresNames): string {
+  return `SELECT * FROM ${n.claimFunction}($1, $2, $3, $4)`;
 }
 
 /**

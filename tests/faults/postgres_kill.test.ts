@@ -276,8 +276,10 @@ async function turns(n = 5): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-for (const fault of ["reset", "terminate"] as const) {
-  test(`faults: a claim whose connection dies mid-transaction (${fault === "reset" ? "ECONNRESET" : "pg_terminate_backend"}) rejects with a typed error, nothing reaches the host, and the next claim works`, async () => {
+// Both claim paths: the claim function (one statement) and, on a table without it, the
+// claim transaction, the path the postgres.js workaround protects.
+for (const fault of ["reset", "terminate"] as const) for (const path of ["function", "transaction"] as const) {
+  test(`faults: a claim (${path}) whose connection dies while it waits on the server (${fault === "reset" ? "ECONNRESET" : "pg_terminate_backend"}) rejects with a typed error, nothing reaches the host, and the next claim works`, async () => {
     const schema = uniqueSchema("pgtx");
     const admin = openSql(2);
     const relay = resettableSql(schema);
@@ -285,12 +287,15 @@ for (const fault of ["reset", "terminate"] as const) {
     try {
       const storage = postgresStorage(relay.sql as unknown as PostgresSql, { schema });
       await storage.setup();
+      if (path === "transaction") await admin.unsafe(`DROP FUNCTION ${postgresNames(schema, "outbox").claimFunction}`);
       const writer = createOutbox({ storage: postgresStorage(admin as unknown as PostgresSql, { schema }), publisher: () => {} });
       await writer.enqueue(admin as unknown as PostgresTx, { topic: "t", key: "k", payload: 1 });
-      const claimRequest = () => ({ now: Date.now(), limit: 10, token: crypto.randomUUID(), lockedUntil: Date.now() + 60_000 });
+      const lease = 60_000;
+      const lostClaimAt = Date.now();
+      const claimRequest = (now = Date.now()) => ({ now, limit: 10, token: crypto.randomUUID(), lockedUntil: now + lease });
 
-      // Another session holds the claim lock, so the claim's transaction is open and
-      // waiting on the server when its connection dies.
+      // Another session holds the claim lock, so the claim is waiting on the server (in
+      // its transaction, on that path) when its connection dies.
       let release!: () => void;
       const released = new Promise<void>((resolve) => (release = resolve));
       let locked!: () => void;
@@ -301,7 +306,7 @@ for (const fault of ["reset", "terminate"] as const) {
         await released;
       });
       await lockHeld;
-      const claim = storage.claim(claimRequest());
+      const claim = storage.claim(claimRequest(lostClaimAt));
       const outcome = claim.then(() => "claimed", (error: unknown) => error);
       await until("the claim to wait for the lock", async () => {
         const rows = await admin`select 1 from pg_stat_activity where application_name = ${schema} and wait_event_type = 'Lock'`;
@@ -320,16 +325,23 @@ for (const fault of ["reset", "terminate"] as const) {
       // The client recovers on a fresh connection. After a FATAL, postgres.js 3.4 can hand
       // the stale error to the first query of the new connection, so one more attempt is
       // allowed; a connection left unable to start would fail with CONNECT_TIMEOUT instead.
+      // The claims run at a clock past the lost claim's lease: with ECONNRESET on the
+      // function path the server, which does not notice the client is gone while it waits
+      // for the lock, then runs and commits the claim; its row comes back after the lease.
       const failures: string[] = [];
-      let rows: unknown[] = [];
+      let rows: { attempts: number }[] = [];
       for (let attempt = 0; attempt < 3 && rows.length === 0; attempt++) {
-        rows = await storage.claim(claimRequest()).catch((e: Error) => {
+        rows = await storage.claim(claimRequest(lostClaimAt + lease + 1)).catch((e: Error) => {
           failures.push(String((e.cause as { code?: string })?.code ?? e.message));
           return [];
         });
       }
       assert.equal(rows.length, 1, `a later claim takes the row (failures: ${failures.join(", ") || "none"})`);
       assert.ok(failures.length <= 1 && !failures.includes("CONNECT_TIMEOUT"), `recovered at once: ${failures.join(", ")}`);
+      const committedLostClaim = path === "function" && fault === "reset";
+      assert.equal(rows[0]!.attempts, committedLostClaim ? 2 : 1, committedLostClaim
+        ? "the claim the client never heard back from was committed and counted"
+        : "the lost claim was rolled back (or never ran)");
     } finally {
       host.stop();
       await admin.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
