@@ -36,6 +36,7 @@ import type { OutboxStorage } from "../../src/types.ts";
 import { insertError, insertQueries, writeRows } from "../postgres/insert.ts";
 import { postgresStorage, type PostgresSql, type PostgresStorageOptions } from "../postgres/mod.ts";
 import { postgresNames } from "../postgres/sql.ts";
+import { unlessGone } from "../postgres/transaction.ts";
 
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
 
@@ -218,7 +219,8 @@ export function drizzlePgStorage(db: DrizzlePgDatabase, options: PostgresStorage
       }
       try {
         if (tx === (db as unknown)) {
-          await db.transaction((inner) => writeRows(q, rows, notify, execute(inner)));
+          // unlessGone: drizzle's transaction is postgres.js's sql.begin (see transaction.ts).
+          await db.transaction((inner) => unlessGone(writeRows(q, rows, notify, execute(inner))));
         } else {
           await writeRows(q, rows, notify, execute(tx));
         }

@@ -46,16 +46,23 @@ export interface BeginsTransactions<Tx> {
 }
 
 /**
+ * Settles as `work` does, except when it fails because the connection is gone: then it
+ * never settles. For the body of a postgres.js transaction callback (also drizzle's
+ * `db.transaction`, which wraps `sql.begin`); see the module comment.
+ */
+export async function unlessGone<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    if (connectionGone(error)) return NEVER;
+    throw error;
+  }
+}
+
+/**
  * Runs `fn` in `sql.begin()`; see the module comment for why a callback whose
  * connection died never settles.
  */
 export async function transaction<Tx, T>(sql: BeginsTransactions<Tx>, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return await sql.begin(async (tx) => {
-    try {
-      return await fn(tx);
-    } catch (error) {
-      if (connectionGone(error)) return NEVER;
-      throw error;
-    }
-  }) as T;
+  return await sql.begin((tx) => unlessGone(fn(tx))) as T;
 }
