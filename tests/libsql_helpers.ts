@@ -1,5 +1,6 @@
 /**
- * libSQL test fixtures: a fresh database file per test, in the system temp folder.
+ * libSQL test fixtures: a fresh database file per test, in the system temp folder; and,
+ * for libSQL over HTTP, a fresh sqld (libsql-server) per test (tests/sqld_helpers.mjs).
  */
 
 import { createClient, type Client } from "@libsql/client";
@@ -8,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { libsqlStorage, type LibsqlTx } from "../adapters/libsql/mod.ts";
 import type { StorageHarness } from "./conformance/storage.ts";
+import { type Sqld, startSqld } from "./sqld_helpers.mjs";
 
 /** A temp folder and a `file:` URL inside it. */
 export function tempDatabase(): { url: string; dir: string } {
@@ -77,4 +79,74 @@ export async function libsqlHarness(table = "outbox"): Promise<StorageHarness<Li
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Builds the conformance harness on libSQL over HTTP: a private sqld with a fresh
+ * database for each harness, and `@libsql/client` clients on its `http://` URL (Hrana
+ * over HTTP, the protocol Turso serves). `connect()` opens another HTTP client, as
+ * another relay process would. Transactions are the client's interactive ones
+ * (`client.transaction("write")`, a Hrana stream held open on the server).
+ */
+export async function libsqlRemoteHarness(table = "outbox"): Promise<StorageHarness<LibsqlTx> & { sqld: Sqld }> {
+  const sqld = await startSqld();
+  const clients: Client[] = [];
+  try {
+    const client = createClient({ url: sqld.url });
+    clients.push(client);
+    await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)");
+    const storage = libsqlStorage(client, { table });
+    await storage.setup();
+    return {
+      sqld,
+      storage,
+      async connect() {
+        const other = createClient({ url: sqld.url });
+        clients.push(other);
+        return libsqlStorage(other, { table });
+      },
+      async commit(fn) {
+        const tx = await client.transaction("write");
+        try {
+          const result = await fn(tx);
+          await tx.commit();
+          return result;
+        } catch (error) {
+          await tx.rollback();
+          throw error;
+        } finally {
+          tx.close();
+        }
+      },
+      async rollback(fn) {
+        const tx = await client.transaction("write");
+        try {
+          await fn(tx);
+        } finally {
+          await tx.rollback();
+          tx.close();
+        }
+      },
+      async insertOrder(tx, id) {
+        await tx.execute({ sql: "INSERT INTO orders (id) VALUES (?)", args: [id] });
+      },
+      async orderCount() {
+        const rs = await client.execute("SELECT count(*) AS n FROM orders");
+        return Number(rs.rows[0]!.n);
+      },
+      async closedTransaction() {
+        const tx = await client.transaction("write");
+        await tx.commit();
+        return tx;
+      },
+      async close() {
+        for (const c of clients) c.close();
+        await sqld.stop();
+      },
+    };
+  } catch (error) {
+    for (const c of clients) c.close();
+    await sqld.stop();
+    throw error;
+  }
 }
