@@ -21,7 +21,7 @@ import { postgresStorage } from "@x/outbox/postgres";
 
 /** The Worker's bindings (wrangler.toml `[vars]` and secrets). */
 export interface Env {
-  /** `libsql://…` or `https://…` of a Turso/sqld database. */
+  /** `libsql://…` or `https://…` of a Turso database, or `http://…` of a local sqld. */
   TURSO_DATABASE_URL?: string;
   TURSO_AUTH_TOKEN?: string;
   /** `postgres://…`, used when no Turso URL is bound. */
