@@ -27,16 +27,52 @@ export async function openClient(url: string): Promise<Client> {
 /** Builds the conformance harness on a fresh file database. */
 export async function libsqlHarness(table = "outbox"): Promise<StorageHarness<LibsqlTx>> {
   const { url, dir } = tempDatabase();
+  return await clientHarness(() => openClient(url), table, () => rmSync(dir, { recursive: true, force: true }));
+}
+
+/**
+ * Builds the conformance harness on libSQL over HTTP: a private sqld with a fresh
+ * database for each harness, and `@libsql/client` clients on its `http://` URL (Hrana
+ * over HTTP, the protocol Turso serves). `connect()` opens another HTTP client, as
+ * another relay process would. Transactions are the client's interactive ones
+ * (`client.transaction("write")`, a Hrana stream held open on the server).
+ */
+export async function libsqlRemoteHarness(table = "outbox"): Promise<StorageHarness<LibsqlTx> & { sqld: Sqld }> {
+  const sqld = await startSqld();
+  const harness = await clientHarness(() => Promise.resolve(createClient({ url: sqld.url })), table, () => sqld.stop());
+  return { ...harness, sqld };
+}
+
+/**
+ * The harness over clients of one database: `open` makes a client (the test's, and one
+ * per `connect()`, as another relay process would), `dispose` runs once they are closed.
+ */
+async function clientHarness(
+  open: () => Promise<Client>,
+  table: string,
+  dispose: () => void | Promise<void>,
+): Promise<StorageHarness<LibsqlTx>> {
   const clients: Client[] = [];
-  const client = await openClient(url);
-  clients.push(client);
-  await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)");
-  const storage = libsqlStorage(client, { table });
-  await storage.setup();
+  const closeAll = async () => {
+    for (const c of clients) c.close();
+    await dispose();
+  };
+  let client: Client;
+  let storage: ReturnType<typeof libsqlStorage>;
+  try {
+    client = await open();
+    clients.push(client);
+    await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)");
+    storage = libsqlStorage(client, { table });
+    await storage.setup();
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
   return {
     storage,
     async connect() {
-      const other = await openClient(url);
+      const other = await open();
       clients.push(other);
       return libsqlStorage(other, { table });
     },
@@ -74,79 +110,6 @@ export async function libsqlHarness(table = "outbox"): Promise<StorageHarness<Li
       await tx.commit();
       return tx;
     },
-    async close() {
-      for (const c of clients) c.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    close: closeAll,
   };
-}
-
-/**
- * Builds the conformance harness on libSQL over HTTP: a private sqld with a fresh
- * database for each harness, and `@libsql/client` clients on its `http://` URL (Hrana
- * over HTTP, the protocol Turso serves). `connect()` opens another HTTP client, as
- * another relay process would. Transactions are the client's interactive ones
- * (`client.transaction("write")`, a Hrana stream held open on the server).
- */
-export async function libsqlRemoteHarness(table = "outbox"): Promise<StorageHarness<LibsqlTx> & { sqld: Sqld }> {
-  const sqld = await startSqld();
-  const clients: Client[] = [];
-  try {
-    const client = createClient({ url: sqld.url });
-    clients.push(client);
-    await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)");
-    const storage = libsqlStorage(client, { table });
-    await storage.setup();
-    return {
-      sqld,
-      storage,
-      async connect() {
-        const other = createClient({ url: sqld.url });
-        clients.push(other);
-        return libsqlStorage(other, { table });
-      },
-      async commit(fn) {
-        const tx = await client.transaction("write");
-        try {
-          const result = await fn(tx);
-          await tx.commit();
-          return result;
-        } catch (error) {
-          await tx.rollback();
-          throw error;
-        } finally {
-          tx.close();
-        }
-      },
-      async rollback(fn) {
-        const tx = await client.transaction("write");
-        try {
-          await fn(tx);
-        } finally {
-          await tx.rollback();
-          tx.close();
-        }
-      },
-      async insertOrder(tx, id) {
-        await tx.execute({ sql: "INSERT INTO orders (id) VALUES (?)", args: [id] });
-      },
-      async orderCount() {
-        const rs = await client.execute("SELECT count(*) AS n FROM orders");
-        return Number(rs.rows[0]!.n);
-      },
-      async closedTransaction() {
-        const tx = await client.transaction("write");
-        await tx.commit();
-        return tx;
-      },
-      async close() {
-        for (const c of clients) c.close();
-        await sqld.stop();
-      },
-    };
-  } catch (error) {
-    for (const c of clients) c.close();
-    await sqld.stop();
-    throw error;
-  }
 }
