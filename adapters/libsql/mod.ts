@@ -73,7 +73,9 @@ export interface LibsqlStorageOptions {
   /**
    * How long to keep retrying the relay's own statements while another connection
    * holds the write lock (SQLITE_BUSY), in ms (default 5,000). The embedded client
-   * opens connections with no busy timeout of its own.
+   * opens connections with no busy timeout of its own. Over HTTP (Turso, sqld) the
+   * server waits for the lock itself and SQLITE_BUSY does not reach the client, so the
+   * option has no effect there.
    */
   busyTimeoutMs?: number;
 }
