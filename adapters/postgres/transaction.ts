@@ -1,6 +1,7 @@
 /**
- * Transactions the adapter opens itself (claim, setup, enqueue without a caller
- * transaction), shielded from a postgres.js 3.4 defect.
+ * Transactions the adapter opens itself (setup, enqueue without a caller transaction,
+ * the claim on a table without the claim function), shielded from a postgres.js 3.4
+ * defect.
  *
  * When the connection of a `sql.begin()` dies (pg_terminate_backend, a PostgreSQL
  * restart, a network reset), postgres.js rejects the transaction at once, but if the
