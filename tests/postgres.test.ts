@@ -170,6 +170,23 @@ test("postgres: a table without the claim function (drizzle-kit, hand-written DD
     assert.deepEqual(second.map((r) => JSON.parse(String(r.body))), [3], "claimed through the function again");
   }));
 
+test("postgres: tables with 58–63 character names get every index and a claim function of their own, and claim only their own rows", () =>
+  withSchema(async (sql, schema) => {
+    const tables = [58, 61, 62, 63, 63].map((len, i) => (i === 4 ? "u" : "t").repeat(len - 1) + String(i));
+    const storages = tables.map((table) => postgresStorage(asSql(sql), { schema, table }));
+    for (const s of storages) await s.setup();
+    for (const table of tables) {
+      const idx = await sql.unsafe(`SELECT count(*)::int AS n FROM pg_indexes WHERE schemaname = $1 AND tablename = $2`, [schema, table]);
+      assert.equal(idx[0]!.n, 6, `${table.length}-character table: pkey, unique id and the 4 outbox indexes`);
+    }
+    const fns = await sql.unsafe(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = $1::regnamespace`, [`"${schema}"`]);
+    assert.equal(fns[0]!.n, tables.length, "one claim function per table");
+    const outboxes = storages.map((storage) => createOutbox({ storage, publisher: () => {} }));
+    for (const [i, outbox] of outboxes.entries()) await outbox.enqueue(asTx(sql), { id: `in-${i}`, topic: "t", payload: i });
+    const request = () => ({ now: Date.now(), limit: 10, token: crypto.randomUUID(), lockedUntil: Date.now() + 60_000 });
+    for (const [i, storage] of storages.entries()) assert.deepEqual((await storage.claim(request())).map((r) => r.id), [`in-${i}`]);
+  }));
+
 test("postgres: claim, settle and cleanup queries use index scans", () =>
   withSchema(async (sql, schema) => {
     const storage = postgresStorage(asSql(sql), { schema });

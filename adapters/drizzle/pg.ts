@@ -35,7 +35,7 @@ import { checkIdentifier } from "../../src/identifier.ts";
 import type { OutboxStorage } from "../../src/types.ts";
 import { insertError, insertQueries, writeRows } from "../postgres/insert.ts";
 import { postgresStorage, type PostgresSql, type PostgresStorageOptions } from "../postgres/mod.ts";
-import { postgresNames } from "../postgres/sql.ts";
+import { objectName, postgresNames } from "../postgres/sql.ts";
 import { unlessGone } from "../postgres/transaction.ts";
 
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
@@ -138,10 +138,10 @@ export function pgOutboxTable(options: { schema?: string; table?: string } = {})
   const extras = (t: { [K in keyof typeof columns]: never }) => [
     check(`${name}_status_check`, sql`${sql.raw("status")} IN ('pending', 'processing', 'published', 'dead')`),
     check(`${name}_check`, sql.raw("(payload IS NULL) <> (payload_bytes IS NULL)")),
-    index(`${name}_claim_idx`).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
-    index(`${name}_key_idx`).on(t.key, t.availableAt, t.seq).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
-    index(`${name}_settled_idx`).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
-    index(`${name}_scheduled_idx`).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
+    index(objectName(name, "claim_idx")).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
+    index(objectName(name, "key_idx")).on(t.key, t.availableAt, t.seq).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
+    index(objectName(name, "settled_idx")).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
+    index(objectName(name, "scheduled_idx")).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
   ];
   return schema === "public"
     ? pgTable(name, columns, (t) => extras(t as never))

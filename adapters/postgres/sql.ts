@@ -26,10 +26,27 @@ export function postgresNames(schema: string, table: string): PostgresNames {
     qualified: `"${schema}"."${table}"`,
     // Channel names are identifiers too: at most 63 bytes.
     channel: `x_outbox_${schema}_${table}`.slice(0, 63),
-    index: (suffix) => `"${table}_${suffix}"`,
+    index: (suffix) => `"${objectName(table, suffix)}"`,
     lockName: `@x/outbox:${schema}.${table}`,
-    claimFunction: `"${schema}"."${table}_claim"`,
+    claimFunction: `"${schema}"."${objectName(table, "claim")}"`,
   };
+}
+
+/**
+ * The name of an index or function of the table: `<table>_<suffix>`, or, when that is
+ * longer than an identifier may be (63 bytes), a prefix of the table name, a hash of
+ * the whole name and the suffix. Postgres would truncate the long name instead, and for
+ * tables of 61–63 characters the truncated index names equal each other or the table's
+ * own name, so `CREATE INDEX IF NOT EXISTS` skipped them. Table names are plain ASCII
+ * identifiers (checkIdentifier), so characters are bytes.
+ */
+export function objectName(table: string, suffix: string): string {
+  const name = `${table}_${suffix}`;
+  if (name.length <= 63) return name;
+  let hash = 0x811c9dc5; // FNV-1a, 32 bits
+  for (let i = 0; i < table.length; i++) hash = Math.imul(hash ^ table.charCodeAt(i), 0x01000193);
+  const tag = (hash >>> 0).toString(16).padStart(8, "0");
+  return `${table.slice(0, 63 - suffix.length - tag.length - 2)}_${tag}_${suffix}`;
 }
 
 // Advisory lock class for this library (first int of the two-int form); the second int
