@@ -199,6 +199,8 @@ RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payl
  * granted, because PL/pgSQL takes a new snapshot per statement in READ COMMITTED (one
  * SQL statement holding both would not). PL/pgSQL also keeps the claim's plan for the
  * session. Column names win over the output names (`#variable_conflict use_column`).
+ * CREATE OR REPLACE cannot change a function's result columns: a later version that
+ * changes them must drop the old function in setup() first.
  */
 export function claimFunctionSql(n: PostgresNames): string {
   return `CREATE OR REPLACE FUNCTION ${n.claimFunction}(p_now bigint, p_limit integer, p_token text, p_until bigint)
