@@ -39,7 +39,8 @@ if (runtime === "deno") {
       const b = await placeOrder(relay, 20);
       const first = await relay.relayHandler();
       assert(first.published === 2, `published ${first.published}, expected 2`);
-      assert(publisher.messages.map((m) => m.key).join() === [a, b].join(), "events in order");
+      // Each order is its own key: no order between their events.
+      assert(publisher.messages.map((m) => m.key).sort().join() === [a, b].sort().join(), "both events, once each");
       const idle = await relay.relayHandler();
       assert(idle.claimed === 0 && publisher.messages.length === 2, "an idle run publishes nothing again");
       assert(RELAY_SCHEDULE === "* * * * *", "schedule");
