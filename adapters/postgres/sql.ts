@@ -53,6 +53,12 @@ export function objectName(table: string, suffix: string): string {
 // is hashtext(lockName) + a small offset per purpose.
 const LOCK_CLASS = 0x0b0c5;
 
+/** Arguments of an advisory lock call for the table; `offset` tells the purposes apart. */
+function lockArgs(n: PostgresNames, offset: 0 | 1 | 2): string {
+  const key = `hashtext('${n.lockName.replace(/'/g, "''")}')`;
+  return `${LOCK_CLASS}, ${offset === 0 ? key : `${key} + ${offset}`}`;
+}
+
 /** DDL statements, each idempotent. */
 export function createStatements(n: PostgresNames): string[] {
   return [
@@ -93,7 +99,7 @@ export function createStatements(n: PostgresNames): string[] {
 
 /** Serializes concurrent setup() calls (CREATE … IF NOT EXISTS races on the catalog). */
 export function setupLockSql(n: PostgresNames): string {
-  return `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${n.lockName.replace(/'/g, "''")}') + 1)`;
+  return `SELECT pg_advisory_xact_lock(${lockArgs(n, 1)})`;
 }
 
 /**
@@ -161,7 +167,7 @@ export function uninsertSql(n: PostgresNames): string {
  * another relay's uncommitted claim holds it, and takes n+1.
  */
 export function claimLockSql(n: PostgresNames): string {
-  return `SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext('${n.lockName.replace(/'/g, "''")}'))`;
+  return `SELECT pg_advisory_xact_lock(${lockArgs(n, 0)})`;
 }
 
 /**
@@ -208,7 +214,7 @@ RETURNS TABLE (seq bigint, id text, topic text, key text, payload text, payload_
 LANGUAGE plpgsql VOLATILE AS $outbox_claim$
 #variable_conflict use_column
 BEGIN
-  PERFORM ${claimLockSql(n).replace(/^SELECT /, "")};
+  PERFORM pg_advisory_xact_lock(${lockArgs(n, 0)});
   RETURN QUERY ${claimSql(n, ["p_now", "p_limit", "p_token", "p_until"])};
 END
 $outbox_claim$`;
@@ -260,7 +266,7 @@ SELECT ((SELECT count(*) FROM del) + (SELECT count(*) FROM pub) + (SELECT count(
  */
 export function cleanupSql(n: PostgresNames): string {
   return `WITH lock AS (
-  SELECT pg_try_advisory_xact_lock(${LOCK_CLASS}, hashtext('${n.lockName.replace(/'/g, "''")}') + 2) AS ok
+  SELECT pg_try_advisory_xact_lock(${lockArgs(n, 2)}) AS ok
 ),
 doomed AS (
   SELECT seq FROM ${n.qualified}
