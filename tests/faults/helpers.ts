@@ -103,3 +103,21 @@ export function seeded(seed: number): () => number {
   let s = seed >>> 0;
   return () => ((s = (s * 1_103_515_245 + 12_345) >>> 0) / 2 ** 32);
 }
+
+/**
+ * Records unhandled rejections and uncaught exceptions while a test runs. Without these
+ * handlers either would kill the process; a fault test expects `seen` to stay empty.
+ */
+export function watchHost(): { readonly seen: unknown[]; stop(): void } {
+  const seen: unknown[] = [];
+  const onError = (reason: unknown) => void seen.push(reason);
+  process.on("unhandledRejection", onError);
+  process.on("uncaughtException", onError);
+  return {
+    seen,
+    stop: () => {
+      process.off("unhandledRejection", onError);
+      process.off("uncaughtException", onError);
+    },
+  };
+}

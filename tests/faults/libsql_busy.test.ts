@@ -14,22 +14,7 @@ import { jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import { test } from "../harness.ts";
 import { natsStream } from "../nats_helpers.ts";
 import { openClient, tempDatabase } from "../libsql_helpers.ts";
-import { checkStream, Ledger, until } from "./helpers.ts";
-
-/** Records unhandled rejections and uncaught exceptions while a test runs: the host must see none. */
-function watchHost() {
-  const seen: unknown[] = [];
-  const onError = (reason: unknown) => void seen.push(reason);
-  process.on("unhandledRejection", onError);
-  process.on("uncaughtException", onError);
-  return {
-    seen,
-    stop: () => {
-      process.off("unhandledRejection", onError);
-      process.off("uncaughtException", onError);
-    },
-  };
-}
+import { checkStream, Ledger, until, watchHost } from "./helpers.ts";
 
 test("faults: a libSQL file whose write lock another writer holds (SQLITE_BUSY): the relay reports, retries and delivers once the lock is gone", async () => {
   const s = await natsStream();

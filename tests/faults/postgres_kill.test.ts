@@ -23,7 +23,7 @@ import { jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import { test } from "../harness.ts";
 import { natsStream } from "../nats_helpers.ts";
 import { openSql, PG_URL, uniqueSchema } from "../postgres_helpers.ts";
-import { checkStream, Ledger, until } from "./helpers.ts";
+import { checkStream, Ledger, until, watchHost } from "./helpers.ts";
 
 /**
  * The postgres.js 3.4.9 defect the adapter works around (adapters/postgres/transaction.ts):
@@ -37,31 +37,8 @@ function isNextWriteCrash(error: unknown): boolean {
   return /socket\.write|reading 'write'/.test(text) && /postgres[\\/]src[\\/]connection\.js/.test(text);
 }
 
-/**
- * Records what reaches the host while the test runs: unhandled rejections and uncaught
- * exceptions. Without these handlers either would kill the process; the test fails on any.
- */
-function watchHost() {
-  const seen: unknown[] = [];
-  let driverCrashes = 0;
-  const onRejection = (reason: unknown) => void seen.push(reason);
-  const onException = (error: unknown) => {
-    if (isNextWriteCrash(error)) driverCrashes++;
-    seen.push(error);
-  };
-  process.on("unhandledRejection", onRejection);
-  process.on("uncaughtException", onException);
-  return {
-    seen,
-    get driverCrashes() {
-      return driverCrashes;
-    },
-    stop: () => {
-      process.off("unhandledRejection", onRejection);
-      process.off("uncaughtException", onException);
-    },
-  };
-}
+/** How many of the errors that reached the host are that postgres.js crash. */
+const driverCrashes = (seen: readonly unknown[]) => seen.filter(isNextWriteCrash).length;
 
 async function pgAccepts(): Promise<boolean> {
   const probe = postgres(PG_URL, { max: 1, connect_timeout: 1, onnotice: () => {} });
@@ -159,7 +136,7 @@ async function killAndRestart(setPhase: (phase: string) => void): Promise<void> 
       await until("the relay to deliver everything after the kill", async () => (await inStream()) >= target, 20_000).catch(async (error) => {
         const stats = await writer.stats();
         throw new Error(`${(error as Error).message} (round ${round + 1}; ${await inStream()}/${target} in the stream; ` +
-          `${stats.pending} pending, ${stats.processing} processing; ${host.driverCrashes} postgres.js nextWrite crashes; ` +
+          `${stats.pending} pending, ${stats.processing} processing; ${driverCrashes(host.seen)} postgres.js nextWrite crashes; ` +
           `storage calls in flight: ${[...pendingOps.values()].map((p) => `${p.op} for ${Date.now() - p.at} ms`).join(", ") || "none"}; last tick ${ticks.length ? Date.now() - ticks.at(-1)!.at : "never"} ms ago; errors: ${errors.slice(-3).map((e) => String(e.error)).join(" | ")})`);
       });
       killRecoveries.push(Date.now() - killedAt);
@@ -190,7 +167,7 @@ async function killAndRestart(setPhase: (phase: string) => void): Promise<void> 
     const acceptingAt = Date.now();
     setPhase("wait deliver");
     await until("the relay to deliver everything after the restart", async () => (await inStream()) >= target, 30_000).catch(async (error) => {
-      throw new Error(`${(error as Error).message} (${await inStream()}/${target}; storage calls in flight: ${[...pendingOps.values()].map((p) => `${p.op} for ${Date.now() - p.at} ms`).join(", ") || "none"}; ${host.driverCrashes} postgres.js nextWrite crashes)`);
+      throw new Error(`${(error as Error).message} (${await inStream()}/${target}; storage calls in flight: ${[...pendingOps.values()].map((p) => `${p.op} for ${Date.now() - p.at} ms`).join(", ") || "none"}; ${driverCrashes(host.seen)} postgres.js nextWrite crashes)`);
     });
     const doneAt = Date.now();
     console.log(
@@ -208,7 +185,7 @@ async function killAndRestart(setPhase: (phase: string) => void): Promise<void> 
     const stats = await writer.stats();
     assert.equal(stats.pending + stats.processing + stats.dead, 0, "nothing waiting or dead");
     for (const e of errors) assert.ok(e.error instanceof OutboxStorageError || e.phase === "listen", `errors are typed: ${String(e.error)}`);
-    assert.deepEqual(host.seen.map(String), [], `nothing reached the host as an uncaught exception or unhandled rejection (${host.driverCrashes} of them the postgres.js nextWrite crash)`);
+    assert.deepEqual(host.seen.map(String), [], `nothing reached the host as an uncaught exception or unhandled rejection (${driverCrashes(host.seen)} of them the postgres.js nextWrite crash)`);
   } finally {
     setPhase("finally");
     host.stop();
@@ -320,7 +297,7 @@ for (const fault of ["reset", "terminate"] as const) for (const path of ["functi
       await turns();
       assert.ok(error instanceof OutboxStorageError, `typed error: ${String(error)}`);
       assert.match(error.message, /Could not claim messages/);
-      assert.deepEqual(host.seen.map(String), [], `nothing reached the host (${host.driverCrashes} postgres.js nextWrite crashes)`);
+      assert.deepEqual(host.seen.map(String), [], `nothing reached the host (${driverCrashes(host.seen)} postgres.js nextWrite crashes)`);
 
       // The client recovers on a fresh connection. After a FATAL, postgres.js 3.4 can hand
       // the stale error to the first query of the new connection, so one more attempt is
