@@ -4,9 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -16,18 +14,7 @@ import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { test } from "./harness.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
-
-const NATS_SERVER = "/usr/sbin/nats-server";
-
-function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host: "127.0.0.1", port }, () => {
-      socket.end();
-      resolve(true);
-    });
-    socket.on("error", () => resolve(false));
-  });
-}
+import { startNatsServer, stopProcess } from "./faults/helpers.ts";
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
@@ -37,25 +24,13 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15
   }
 }
 
-function startServer(port: number, store: string): ChildProcess {
-  return spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store], { stdio: "ignore" });
-}
-
-async function stopServer(server: ChildProcess) {
-  if (server.exitCode !== null) return;
-  const exited = new Promise((r) => server.once("exit", r));
-  server.kill("SIGTERM");
-  await exited;
-}
-
 test("nats: a running relay keeps delivering across a nats-server restart, with no duplicates in the stream", async () => {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const store = mkdtempSync(join(tmpdir(), "x-outbox-nats-"));
   const { url, dir } = tempDatabase();
-  let server = startServer(port, store);
+  let server = await startNatsServer(port, store);
   const client = await openClient(url);
   try {
-    await until("nats-server to listen", () => portOpen(port));
     const nc = await connect({ servers: `127.0.0.1:${port}`, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: "RESTART", subjects: ["restart.>"], duplicate_window: 120_000_000_000 });
@@ -74,11 +49,10 @@ test("nats: a running relay keeps delivering across a nats-server restart, with 
     try {
       await enqueue(0, 100);
       await until("the first messages in the stream", async () => (await count()) >= 100);
-      await stopServer(server);
+      await stopProcess(server);
       await enqueue(100, 100); // committed while the broker is down
       await until("a publish to fail while the broker is down", async () => (await outbox.inspect()).some((r) => r.lastError !== null));
-      server = startServer(port, store);
-      await until("nats-server to come back", () => portOpen(port));
+      server = await startNatsServer(port, store);
       await until("all 200 messages in the stream", async () => {
         try {
           return (await count()) >= 200;
@@ -95,7 +69,7 @@ test("nats: a running relay keeps delivering across a nats-server restart, with 
       await nc.close();
     }
   } finally {
-    await stopServer(server);
+    await stopProcess(server);
     client.close();
     rmSync(dir, { recursive: true, force: true });
     rmSync(store, { recursive: true, force: true });
