@@ -19,16 +19,22 @@ const TOPIC = /^[^\s\x00-\x1f\x7f]{1,255}$/;
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/;
 const MAX_ID = 255;
 const MAX_KEY = 1024;
-// NUL cannot be stored in Postgres text; a lone surrogate is not valid UTF-8 anywhere.
+// NUL cannot be stored in Postgres text; a lone surrogate is not valid UTF-8, so the
+// drivers store it as U+FFFD: another topic, key or id than the one enqueued.
+// (A regex rather than String#isWellFormed: that is ES2024, the core targets ES2022.)
 // deno-lint-ignore no-control-regex
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// The range of a Date in epoch ms; within 2^53, so it fits every storage's 64-bit integer.
+const MAX_TIME = 8.64e15;
 
 function fail(message: string, path: string): never {
   throw new OutboxMessageError(message, path);
 }
 
 function quote(value: unknown): string {
+  // JSON.stringify escapes lone surrogates and control characters, so they show.
   if (typeof value === "string") return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+  if (value instanceof Date) return Number.isNaN(value.getTime()) ? "an invalid Date" : `Date ${value.toISOString()}`;
   return value === null ? "null" : typeof value === "object" ? "an object" : `${typeof value} ${String(value)}`;
 }
 
@@ -77,6 +83,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
   if (topic === undefined || topic === null || topic === "") fail("Message needs a topic, e.g. \"orders.created\"", at("topic"));
   if (typeof topic !== "string") fail(`Message topic must be a string, got ${quote(topic)}`, at("topic"));
   if (!TOPIC.test(topic)) fail(`Message topic ${quote(topic)} must be 1–255 printable characters without spaces`, at("topic"));
+  if (UNSTORABLE.test(topic)) fail(`Message topic ${quote(topic)} must not contain unpaired surrogate characters`, at("topic"));
 
   let id: string;
   if (m.id === undefined) {
@@ -85,7 +92,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (typeof m.id !== "string" || m.id.length === 0 || m.id.length > MAX_ID) {
       fail(`Message id must be a non-empty string of at most ${MAX_ID} characters, got ${quote(m.id)}`, at("id"));
     }
-    if (UNSTORABLE.test(m.id)) fail("Message id must not contain NUL or unpaired surrogate characters", at("id"));
+    if (UNSTORABLE.test(m.id)) fail(`Message id ${quote(m.id)} must not contain NUL or unpaired surrogate characters`, at("id"));
     id = m.id;
   }
 
@@ -94,7 +101,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (typeof m.key !== "string" || m.key.length === 0 || m.key.length > MAX_KEY) {
       fail(`Message key must be a non-empty string of at most ${MAX_KEY} characters, got ${quote(m.key)}`, at("key"));
     }
-    if (UNSTORABLE.test(m.key)) fail("Message key must not contain NUL or unpaired surrogate characters", at("key"));
+    if (UNSTORABLE.test(m.key)) fail(`Message key ${quote(m.key)} must not contain NUL or unpaired surrogate characters`, at("key"));
     key = m.key;
   }
 
@@ -107,7 +114,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
       if (!HEADER_NAME.test(name)) fail(`Header name ${quote(name)} must be a token (letters, digits, and !#$%&'*+-.^_\`|~)`, at(`headers.${name}`));
       if (typeof value !== "string") fail(`Header ${quote(name)} must have a string value, got ${quote(value)}`, at(`headers.${name}`));
       if (/[\r\n\0]/.test(value) || UNSTORABLE.test(value)) {
-        fail(`Header ${quote(name)} must not contain line breaks, NUL or unpaired surrogates`, at(`headers.${name}`));
+        fail(`Header ${quote(name)} value ${quote(value)} must not contain line breaks, NUL or unpaired surrogates`, at(`headers.${name}`));
       }
     }
     if (entries.length > 0) headers = JSON.stringify(Object.fromEntries(entries));
@@ -117,7 +124,11 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
   if (m.deliverAt !== undefined && m.deliverAt !== null) {
     const d = m.deliverAt;
     const t = d instanceof Date ? d.getTime() : typeof d === "number" ? d : NaN;
-    if (!Number.isFinite(t)) fail(`Message deliverAt must be a valid Date or epoch milliseconds, got ${quote(d)}`, at("deliverAt"));
+    // A Date beyond its range is already NaN; a number beyond it would reach the
+    // database and fail there (out of range for bigint), aborting the caller's transaction.
+    if (!(Math.abs(t) <= MAX_TIME)) {
+      fail(`Message deliverAt must be a valid Date or epoch milliseconds within ±8.64e15 (the range of a Date), got ${quote(d)}`, at("deliverAt"));
+    }
     availableAt = Math.max(settings.now, Math.round(t));
   }
 

@@ -113,11 +113,22 @@ function int(min: number, max: number): Rule {
   };
 }
 
-function duration(min: number, allowInfinity = false): Rule {
+/**
+ * Longest delay `setTimeout` honours (a signed 32-bit int, about 24.8 days): Node, Bun
+ * and Deno fire a timer with a longer delay at once.
+ */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration in ms; `timer`: it becomes a `setTimeout` delay, so it is capped at MAX_TIMER_MS. */
+function duration(min: number, allowInfinity = false, timer = false): Rule {
   return (x, path) => {
-    if (!isNumber(x)) fail(`${path} must be a number of milliseconds`, path);
+    const got = typeof x === "number" ? String(x) : typeof x === "string" ? JSON.stringify(x) : typeof x;
+    if (!isNumber(x)) fail(`${path} must be a number of milliseconds, got ${got}`, path);
     if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && x >= min))) {
-      fail(`${path} must be a finite number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}`, path);
+      fail(`${path} must be a finite number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`, path);
+    }
+    if (timer && x > MAX_TIMER_MS) {
+      fail(`${path} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${got}: it is used as a timer delay, and longer timers fire at once`, path);
     }
   };
 }
@@ -179,7 +190,7 @@ const OPTION_RULES: Record<string, Rule> = {
     }
   },
   batchSize: int(1, 10_000),
-  leaseMs: duration(100),
+  leaseMs: duration(100, false, true),
   retry: group({
     maxAttempts: int(1, 1_000_000),
     baseDelayMs: duration(0),

@@ -29,7 +29,7 @@ const storage = {
   claim: async () => [],
   settle: async () => 0,
   cleanup: async () => 0,
-  stats: async () => ({ pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null }),
+  stats: async () => ({ pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null, blockedKeys: 0 }),
   requeue: async () => 0,
 } satisfies OutboxStorage<unknown>;
 const publisher = async () => {};

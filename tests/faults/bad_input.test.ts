@@ -21,6 +21,8 @@ import { libsqlSchema, libsqlStorage } from "../../adapters/libsql/mod.ts";
 import { postgresSchema, postgresStorage, type PostgresSql } from "../../adapters/postgres/mod.ts";
 import { ensureStream, jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import type { StorageHarness } from "../conformance/storage.ts";
+import { prepareMessages } from "../../src/message.ts";
+import { resolveOptions } from "../../src/options.ts";
 import { test } from "../harness.ts";
 import { libsqlHarness } from "../libsql_helpers.ts";
 import { natsStream } from "../nats_helpers.ts";
@@ -33,7 +35,7 @@ const stub: OutboxStorage<unknown> = {
   claim: async () => [],
   settle: async () => 0,
   cleanup: async () => 0,
-  stats: async () => ({ pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null }),
+  stats: async () => ({ pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null, blockedKeys: 0 }),
   requeue: async () => 0,
 };
 const publisher = async () => {};
@@ -62,6 +64,8 @@ test("faults: bad input: options the core suite does not try are rejected with O
     [{ batchSize: Infinity }, "batchSize"],
     [{ leaseMs: 99 }, "leaseMs"],
     [{ leaseMs: "30s" }, "leaseMs"],
+    [{ leaseMs: 2 ** 31 }, "leaseMs"],
+    [{ leaseMs: 1e19 }, "leaseMs"],
     [{ retry: { maxAttempts: 2.5 } }, "retry.maxAttempts"],
     [{ retry: { maxAttempts: -1 } }, "retry.maxAttempts"],
     [{ retry: { maxDelayMs: NaN } }, "retry.maxDelayMs"],
@@ -115,6 +119,85 @@ test("faults: bad input: options the core suite does not try are rejected with O
   assert.throws(() => jetstreamPublisher(js, { subjectPrefix: 5 } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix");
   assert.throws(() => jetstreamPublisher(js, { subjectPrefix: "a\tb" }), (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix");
   await assert.rejects(() => ensureStream({} as never, { name: "S", subjects: ["s.>"], outbox: { retryHorizonMs: 200_000 }, duplicateWindowMs: 200_000 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "duplicateWindowMs");
+});
+
+/** deliverAt values no Date can hold, and what must be said about each. */
+const BAD_DELIVER_AT: [unknown, RegExp][] = [
+  [1e19, /number 10000000000000000000\b/],
+  [1e21, /number 1e\+21/],
+  [-1e19, /number -10000000000000000000\b/],
+  [8.64e15 + 1, /number 8640000000000001\b/],
+  [-8.64e15 - 1, /number -8640000000000001\b/],
+  [Number.MAX_VALUE, /number 1\.7976931348623157e\+308/],
+  [NaN, /number NaN/],
+  [Infinity, /number Infinity/],
+  [-Infinity, /number -Infinity/],
+  [new Date(8.64e15 + 1), /an invalid Date/],
+  [new Date(NaN), /an invalid Date/],
+  ["2030-01-01", /"2030-01-01"/],
+  [10n, /bigint 10\b/],
+];
+
+/** Strings that are not well-formed UTF-16: storage would turn them into U+FFFD. */
+const LONE_SURROGATES = ["orders.\uD800", "\uDC00orders", "a\uDBFFb", "z\uDFFF", "\uDC00\uD800"];
+
+test("faults: bad input: deliverAt outside the Date range, lone surrogates and leaseMs past the timer limit are refused before anything is written", async () => {
+  let inserts = 0;
+  const counting: OutboxStorage<unknown> = { ...stub, insert: async () => void inserts++ };
+  const outbox = createOutbox({ storage: counting, publisher });
+  const rejects = (message: unknown, path: string, text: RegExp, what: string) =>
+    assert.rejects(
+      () => outbox.enqueue(null, message as never),
+      (e: unknown) => e instanceof OutboxMessageError && e.path === path && text.test(e.message),
+      what,
+    );
+  for (const [deliverAt, quoted] of BAD_DELIVER_AT) {
+    const what = `deliverAt ${String(deliverAt)}`;
+    await rejects({ topic: "t", payload: 1, deliverAt }, "deliverAt", quoted, what);
+    await rejects([{ topic: "t", payload: 1 }, { topic: "t", payload: 1, deliverAt }], "[1].deliverAt", quoted, `${what} in a list`);
+  }
+  for (const bad of LONE_SURROGATES) {
+    const what = JSON.stringify(bad);
+    // The message quotes the value JSON-escaped, so the surrogate shows as \udxxx.
+    const quoted = /\\ud[89a-f][0-9a-f]{2}/;
+    await rejects({ topic: bad, payload: 1 }, "topic", quoted, `topic ${what}`);
+    await rejects([{ topic: "t", payload: 1 }, { topic: bad, payload: 1 }], "[1].topic", quoted, `topic ${what} in a list`);
+    await rejects({ topic: "t", key: bad, payload: 1 }, "key", quoted, `key ${what}`);
+    await rejects({ id: bad, topic: "t", payload: 1 }, "id", quoted, `id ${what}`);
+    await rejects({ topic: "t", headers: { "x-a": bad }, payload: 1 }, "headers.x-a", quoted, `header value ${what}`);
+    await rejects({ topic: "t", headers: { [bad]: "v" }, payload: 1 }, `headers.${bad}`, quoted, `header name ${what}`);
+  }
+  assert.equal(inserts, 0, "nothing reached the storage");
+  // The edges are accepted: the Date range's ends, surrogate pairs, and a leaseMs of 2^31−1.
+  const now = Date.UTC(2030, 0, 1);
+  const rows = prepareMessages([
+    { topic: "t", payload: 1, deliverAt: 8.64e15 },
+    { topic: "t", payload: 1, deliverAt: new Date(8.64e15) },
+    { topic: "t", payload: 1, deliverAt: -8.64e15 },
+    { topic: "t", payload: 1, deliverAt: now + 0.6 },
+    { topic: "orders.😀", key: "k😀", id: "😀", headers: { "x-a": "😀" }, payload: "😀" },
+  ], { schemas: undefined, maxPayloadBytes: 1_000, now });
+  assert.deepEqual(rows.map((r) => r.availableAt), [8.64e15, 8.64e15, now, now + 1, now]);
+  assert.equal(resolveOptions({ storage: stub, publisher, leaseMs: 2_147_483_647 }).leaseMs, 2_147_483_647);
+  assert.throws(
+    () => createOutbox({ storage: stub, publisher, leaseMs: 2 ** 31 }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "leaseMs" && /2147483648/.test(e.message) && /timer/.test(e.message),
+  );
+});
+
+test("faults: bad input: a leaseMs of 2^31−1 ms, the longest timer delay, still publishes (its lease timer does not fire at once)", async () => {
+  const h = await libsqlHarness();
+  try {
+    const pub = memoryPublisher();
+    const outbox = createOutbox({ storage: h.storage, publisher: pub, leaseMs: 2_147_483_647 });
+    await h.commit((tx) => outbox.enqueue(tx, [{ id: "a", topic: "t", key: "k", payload: 1 }, { id: "b", topic: "t", key: "k", payload: 2 }]));
+    const report = await outbox.tick();
+    assert.equal(report.published, 2);
+    assert.equal(report.retried, 0);
+    assert.deepEqual(pub.messages.map((m) => m.id), ["a", "b"]);
+  } finally {
+    await h.close();
+  }
 });
 
 test("faults: bad input: identifier injection is refused by every factory and DDL helper before any SQL runs", () => {
@@ -181,6 +264,43 @@ async function catalogue<Tx>(name: string, make: () => Promise<StorageHarness<Tx
       await h.close();
     }
   }, { timeout: 30_000 });
+
+  test(`faults: bad input (${name}): deliverAt beyond the Date range and lone surrogates are refused before any SQL; the transaction still inserts and commits`, async () => {
+    const h = await make();
+    try {
+      const pub = memoryPublisher();
+      const outbox = createOutbox({ storage: h.storage, publisher: pub });
+      await h.commit(async (tx) => {
+        await h.insertOrder(tx, "before");
+        const refused: [unknown, string][] = [
+          [{ topic: "t", payload: 1, deliverAt: 1e19 }, "deliverAt"],
+          [{ topic: "t", payload: 1, deliverAt: 1e21 }, "deliverAt"],
+          [{ topic: "t", payload: 1, deliverAt: -1e19 }, "deliverAt"],
+          [[{ topic: "t", payload: 1 }, { topic: "t", payload: 1, deliverAt: 8.64e15 + 1 }], "[1].deliverAt"],
+          [{ topic: "orders.\uD800", payload: 1 }, "topic"],
+          [[{ topic: "t", payload: 1 }, { topic: "t", key: "k\uDC00", payload: 1 }], "[1].key"],
+        ];
+        for (const [message, path] of refused) {
+          await assert.rejects(() => outbox.enqueue(tx, message as never), (e: unknown) => e instanceof OutboxMessageError && e.path === path, path);
+        }
+        // The same transaction goes on: on Postgres a failed statement would have aborted it.
+        await h.insertOrder(tx, "after");
+        await outbox.enqueue(tx, [
+          { id: "latest", topic: "t", payload: 1, deliverAt: 8.64e15 },
+          { id: "earliest", topic: "t", payload: 2, deliverAt: new Date(-8.64e15) },
+          { id: "emoji", topic: "orders.😀", key: "k😀", payload: 3 },
+        ]);
+      });
+      assert.equal(await h.orderCount(), 2, "both business rows committed");
+      const report = await outbox.tick();
+      assert.equal(report.published, 2);
+      assert.deepEqual(pub.messages.map((m) => m.id).sort(), ["earliest", "emoji"]);
+      assert.equal(pub.messages.find((m) => m.id === "emoji")!.topic, "orders.😀", "the topic is stored as given");
+      assert.equal((await outbox.stats()).pending, 1, "the message at the end of time waits");
+    } finally {
+      await h.close();
+    }
+  });
 
   test(`faults: bad input (${name}): payloads at the size limit work, one byte over is refused, and the transaction goes on`, async () => {
     const h = await make();
