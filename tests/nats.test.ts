@@ -10,7 +10,8 @@ import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { publisherConformance } from "./conformance/publisher.ts";
 import { test } from "./harness.ts";
-import { natsStream, uniqueName } from "./nats_helpers.ts";
+import { natsStream, readStream, uniqueName } from "./nats_helpers.ts";
+import { until } from "./faults/helpers.ts";
 import { openSql, uniqueSchema } from "./postgres_helpers.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
 import { rmSync } from "node:fs";
@@ -24,6 +25,8 @@ publisherConformance("jetstream", async () => {
     publisher: jetstreamPublisher(s.js),
     topic: `${s.prefix}.t`,
     unroutableTopic: `${s.prefix}nostream.t`,
+    // "No responders" is also a cluster's answer while the stream elects a leader.
+    unroutable: "transient",
     dedup: true,
     read: s.read,
     async timingOut() {
@@ -37,14 +40,32 @@ publisherConformance("jetstream", async () => {
   };
 });
 
+/** A JetStream API error as `@nats-io/jetstream` throws it for a negative publish ack. */
+function apiError(code: number, description: string, status = 400): Error {
+  return Object.assign(new Error(description), { name: "JetStreamApiError", code, status });
+}
+
 test("jetstream: classifies failures into permanent and transient ones with plain reasons", () => {
+  const noResponders = Object.assign(new Error("no responders: 'a.b'"), { name: "RequestError", isNoResponders: () => true });
   const cases: [unknown, boolean, RegExp][] = [
-    [Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }), true, /No JetStream stream accepts subject "a\.b"/],
+    // What the client throws when no stream leader listens: an election, or no stream.
+    [Object.assign(new Error("jetstream is not enabled", { cause: noResponders }), { name: "JetStreamNotEnabled" }), false, /No JetStream stream answered for subject "a\.b" \(no responders, 503\): the stream may be electing a leader, or no stream accepts the subject; will retry/],
+    [Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }), false, /JetStream is not enabled .*will retry/],
     [Object.assign(new Error("'payload' max_payload size exceeded"), { name: "InvalidArgumentError" }), true, /larger than the server's max_payload/],
+    [apiError(10054, "message size exceeds maximum allowed"), true, /refused the 10-byte message for "a\.b" \(message size exceeds maximum allowed, API error 10054\): it is larger than the stream's max_msg_size.*can never be published/],
+    [apiError(10097, "header size exceeds maximum allowed of 64k"), true, /headers are larger/],
+    [apiError(10071, "wrong last sequence: 7"), true, /Expected-Last-Sequence/],
+    [apiError(10070, "wrong last msg ID: x"), true, /Expected-Last-Msg-Id/],
+    [apiError(10060, "expected stream does not match"), true, /Expected-Stream/],
+    [apiError(10109, "invalid operation on sealed stream"), true, /sealed/],
+    [apiError(10008, "JetStream system temporarily unavailable", 503), false, /failed: JetStream system temporarily unavailable \(API error 10008\); will retry/],
+    [apiError(10077, "maximum messages exceeded", 503), false, /maximum messages exceeded .*will retry/],
+    [apiError(10158, "duplicate message id is in process", 409), false, /will retry/],
+    [apiError(10118, "stream is offline", 500), false, /will retry/],
     [new Error("Permissions Violation for Publish to \"a.b\""), true, /Not allowed to publish/],
     [Object.assign(new Error("timeout"), { name: "TimeoutError" }), false, /timeout/],
     [Object.assign(new Error("closed connection"), { name: "ClosedConnectionError" }), false, /connection unavailable/],
-    [Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }), false, /failed: insufficient resources/],
+    [Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }), false, /failed: insufficient resources; will retry/],
   ];
   for (const [error, permanent, message] of cases) {
     const classified = classifyJetStreamError(error, "a.b", 10);
@@ -238,25 +259,84 @@ test("jetstream: pipelined runs keep one hot key in order in the stream", async 
   }
 });
 
-test("jetstream: a message whose subject no stream accepts goes dead, and requeue() delivers it once a stream exists", async () => {
+test("jetstream: a subject no stream accepts (no responders) is retried, not dead; start() warns, and the messages go out once a stream exists", async () => {
   const s = await natsStream();
   const { url, dir } = tempDatabase();
   const client = await openClient(url);
   const late = uniqueName("L");
+  const subject = `${late.toLowerCase()}.t`;
+  const warnings: string[] = [];
   try {
-    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(s.js), onError: () => {} });
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(s.js),
+      retry: { maxAttempts: 1_000, baseDelayMs: 10, maxDelayMs: 50, jitter: 0 },
+      onWarning: (w) => warnings.push(w),
+      onError: (e) => console.error(e),
+    });
     await outbox.setup();
-    await outbox.enqueue(client, { id: "lost-1", topic: `${late.toLowerCase()}.t`, payload: 1 });
-    assert.equal((await outbox.tick()).dead, 1);
-    const [row] = await outbox.inspect();
-    assert.match(row!.lastError!, /No JetStream stream accepts subject/);
-    await s.jsm.streams.add({ name: late, subjects: [`${late.toLowerCase()}.>`], storage: "memory" as never });
-    assert.equal(await outbox.requeue(), 1);
-    assert.equal((await outbox.tick()).published, 1);
-    const info = await s.jsm.streams.info(late);
-    assert.equal(info.state.messages, 1);
+    await outbox.enqueue(client, [1, 2, 3].map((n) => ({ id: `late-${n}`, topic: subject, key: "k", payload: n })));
+    const relay = outbox.start({ minIdleMs: 5, maxIdleMs: 20 });
+    try {
+      await until("the first message to have failed three times", async () => (await outbox.inspect()).some((r) => r.attempts >= 3));
+      const rows = await outbox.inspect();
+      assert.equal(rows.filter((r) => r.status === "dead").length, 0, "no responders is transient: nothing goes dead");
+      assert.match(
+        rows.find((r) => r.id === "late-1")!.lastError!,
+        new RegExp(`No JetStream stream answered for subject "${subject.replace(/\./g, "\\.")}" \\(no responders, 503\\): the stream may be electing a leader, or no stream accepts the subject; will retry`),
+      );
+      await until("a warning that no stream accepts the subject", () => warnings.some((w) => w.includes(`No JetStream stream accepts subject "${subject}"`)));
+      await s.jsm.streams.add({ name: late, subjects: [`${late.toLowerCase()}.>`], storage: "memory" as never });
+      await until("the three messages in the new stream", async () => (await s.jsm.streams.info(late)).state.messages === 3);
+    } finally {
+      await relay.stop();
+    }
+    assert.deepEqual((await readStream(s.jsm, late)).map((m) => m.id), ["late-1", "late-2", "late-3"]);
+    const stats = await outbox.stats();
+    assert.equal(stats.pending + stats.processing + stats.dead, 0);
+    assert.equal(warnings.filter((w) => w.includes("No JetStream stream accepts")).length, 1, "one lookup and warning per subject per minute");
   } finally {
     await s.jsm.streams.delete(late).catch(() => {});
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    await s.close();
+  }
+});
+
+test("jetstream: a message over the stream's max_msg_size goes dead after one attempt, with the reason in lastError", async () => {
+  const s = await natsStream();
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  try {
+    await s.jsm.streams.update(s.name, { ...(await s.jsm.streams.info(s.name)).config, max_msg_size: 64 });
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(s.js),
+      retry: { maxAttempts: 1_000, baseDelayMs: 10, maxDelayMs: 50 },
+      onError: (e) => console.error(e),
+    });
+    await outbox.setup();
+    const payload = { text: "x".repeat(100) };
+    await outbox.enqueue(client, [
+      { id: "big", topic: `${s.prefix}.t`, key: "k", payload },
+      { id: "small", topic: `${s.prefix}.t`, key: "k", payload: 1 },
+    ]);
+    const report = await outbox.tick();
+    assert.equal(report.dead, 1);
+    const big = (await outbox.inspect()).find((r) => r.id === "big")!;
+    assert.equal(big.status, "dead");
+    assert.equal(big.attempts, 1, "a size the stream can never accept is not retried");
+    assert.match(
+      big.lastError!,
+      new RegExp(`JetStream refused the ${JSON.stringify(payload).length}-byte message for "${s.prefix}\\.t" \\(message size exceeds maximum allowed, API error 10054\\): it is larger than the stream's max_msg_size`),
+    );
+    // A dead message does not hold back its key: the next one goes out.
+    await until("the small message to go out", async () => {
+      await outbox.tick();
+      return (await s.read()).length === 1;
+    });
+    assert.deepEqual((await s.read()).map((m) => m.id), ["small"]);
+  } finally {
     client.close();
     rmSync(dir, { recursive: true, force: true });
     await s.close();

@@ -6,9 +6,14 @@
  *   holds each message once.
  * - A batch is pipelined: each key's run goes out in order on the one connection with
  *   many publishes in flight, instead of one round trip per message.
- * - Failures are classified: no stream for the subject, a message over `max_payload`
- *   and permission errors are permanent (the message goes `dead` with a plain-words
- *   `lastError`); timeouts, disconnects and an unavailable cluster are retried.
+ * - Failures are classified ({@link classifyJetStreamError}): what can never pass as
+ *   sent (a message over the stream's `max_msg_size` or the server's `max_payload`, a
+ *   failed expectation header, a permissions violation) is permanent, and the message
+ *   goes `dead` with a plain-words `lastError`. Timeouts, disconnects, an unavailable
+ *   cluster and "no responders" are retried with back-off: in a cluster only the
+ *   stream leader listens on the stream's subjects, so a leader election answers "no
+ *   responders" for a while. A stream that does not exist answers the same; `start()`
+ *   then warns through `onWarning`, and the messages go out once the stream exists.
  * - It takes your JetStream client, so any transport works: `@nats-io/transport-node`,
  *   `@nats-io/transport-deno`, or `wsconnect` on the edge.
  *
@@ -27,7 +32,7 @@
  * @module
  */
 
-import type { JetStreamClient, JetStreamManager, JetStreamPublishOptions, StreamConfig, StreamInfo } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager, JetStreamPublishOptions, PubAck, StreamConfig, StreamInfo } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
 import type { OutboxRecord, PublishContext, PublishOutcome, Publisher } from "../../src/types.ts";
@@ -55,6 +60,8 @@ export interface JetStreamPublisher extends Publisher {
 }
 
 const NS_PER_MS = 1_000_000;
+/** How often a subject answered "no responders" is looked up again for a missing stream. */
+const MISSING_STREAM_RECHECK_MS = 60_000;
 
 function errorName(error: unknown): string {
   return (error as { name?: unknown })?.name as string ?? "";
@@ -65,8 +72,47 @@ function errorText(error: unknown): string {
 }
 
 /**
- * Turns a NATS error into the outbox's view of it: permanent `PublishError`s for what
- * retrying cannot fix, transient ones (with the original as `cause`) for the rest.
+ * JetStream API error codes (`err_code`) with which the stream refuses a publish that
+ * can never pass as sent: retrying the same bytes and headers gets the same answer.
+ * Each maps to the reason kept in `lastError`. Codes not listed are retried.
+ */
+const PERMANENT_API_ERRORS: ReadonlyMap<number, string> = new Map([
+  [10054, "it is larger than the stream's max_msg_size (or the account's limit)"],
+  [10097, "its headers are larger than JetStream's 64 KiB limit"],
+  [10071, "its Nats-Expected-Last-Sequence or -Last-Subject-Sequence header does not match the stream"],
+  [10164, "its Nats-Expected-Last-Sequence or -Last-Subject-Sequence header does not match the stream"],
+  [10193, "its Nats-Expected-Last-Subject-Sequence header lacks a sequence"],
+  [10070, "its Nats-Expected-Last-Msg-Id header does not match the stream"],
+  [10060, "its Nats-Expected-Stream header names another stream"],
+  [10109, "the stream is sealed"],
+  [10165, "its Nats-TTL header is invalid"],
+  [10166, "the stream does not allow per-message TTLs (allow_msg_ttl)"],
+]);
+
+/** Whether `error` is the client's "no responders" (status 503) answer to a publish. */
+function isNoResponders(error: unknown): boolean {
+  const cause = (error as { cause?: unknown })?.cause;
+  const own = error as { isNoResponders?: () => boolean };
+  const inner = cause as { isNoResponders?: () => boolean } | undefined;
+  if (typeof own?.isNoResponders === "function" && own.isNoResponders()) return true;
+  if (typeof inner?.isNoResponders === "function" && inner.isNoResponders()) return true;
+  return /no responders/i.test(errorText(error) + " " + (cause instanceof Error ? cause.message : ""));
+}
+
+/**
+ * Turns a NATS error into the outbox's view of it: a permanent `PublishError` when the
+ * message can never pass as sent, a transient one (retried with back-off) otherwise,
+ * each with the original error as `cause`.
+ *
+ * | failure | class | why |
+ * |---|---|---|
+ * | "no responders" (503): no stream leader listens on the subject | transient | In a cluster only the stream leader listens, so every leader election answers this for a while. A stream that truly does not exist looks the same; `start()` warns about it through `onWarning` (see {@link jetstreamPublisher}), and its messages are delivered once the stream exists. |
+ * | timeout (no ack in `timeoutMs`) | transient | The stream may have stored it; the retry is dropped as a duplicate. |
+ * | closed, draining or reconnecting connection | transient | |
+ * | JetStream API errors 10054 (message size exceeds maximum allowed: the stream's `max_msg_size`), 10097 (headers over 64 KiB), wrong last sequence or msg id, expected stream mismatch, sealed stream, invalid TTL | permanent | The same message gets the same answer on every attempt. |
+ * | other JetStream API errors: unavailable cluster (10008), stream offline, store failed (a full stream with `discard: new`), "duplicate message id is in process", too many requests | transient | They pass once the cluster recovers or the stream has room. |
+ * | the client's `max_payload` check | permanent | The server never accepts more than `max_payload` bytes. |
+ * | permissions violation | permanent | Fix the permissions, then `requeue()`. |
  *
  * @param error What `js.publish` threw.
  * @param subject The subject that was published to.
@@ -76,13 +122,25 @@ function errorText(error: unknown): string {
 export function classifyJetStreamError(error: unknown, subject: string, size: number): PublishError {
   const name = errorName(error);
   const text = errorText(error);
-  const cause = (error as { cause?: unknown })?.cause;
-  const causeText = cause instanceof Error ? cause.message : "";
-  if (name === "JetStreamNotEnabled" || /no responders/i.test(text + causeText)) {
-    return new PublishError(`No JetStream stream accepts subject "${subject}" (no responders); create a stream for it, then requeue()`, {
-      permanent: true,
-      cause: error,
-    });
+  if (isNoResponders(error)) {
+    return new PublishError(
+      `No JetStream stream answered for subject "${subject}" (no responders, 503): the stream may be electing a leader, or no stream accepts the subject; will retry`,
+      { cause: error },
+    );
+  }
+  if (name === "JetStreamNotEnabled") {
+    return new PublishError(`JetStream is not enabled for this account on the server (publishing to "${subject}"); will retry`, { cause: error });
+  }
+  const code = (error as { code?: unknown })?.code;
+  if (name === "JetStreamApiError" && typeof code === "number") {
+    const reason = PERMANENT_API_ERRORS.get(code);
+    if (reason !== undefined) {
+      return new PublishError(
+        `JetStream refused the ${size}-byte message for "${subject}" (${text}, API error ${code}): ${reason}; it can never be published as is`,
+        { permanent: true, cause: error },
+      );
+    }
+    return new PublishError(`JetStream publish to "${subject}" failed: ${text} (API error ${code}); will retry`, { cause: error });
   }
   if (/max_payload|maximum payload/i.test(text)) {
     return new PublishError(`Message of ${size} bytes is larger than the server's max_payload; it can never be published as is`, {
@@ -99,7 +157,7 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
   if (/closed|draining|disconnect|reconnect/i.test(name + text)) {
     return new PublishError(`NATS connection unavailable while publishing to "${subject}" (${text}); will retry`, { cause: error });
   }
-  return new PublishError(`JetStream publish to "${subject}" failed: ${text}`, { cause: error });
+  return new PublishError(`JetStream publish to "${subject}" failed: ${text}; will retry`, { cause: error });
 }
 
 function isJetStreamClient(value: unknown): value is JetStreamClient {
@@ -108,6 +166,11 @@ function isJetStreamClient(value: unknown): value is JetStreamClient {
 
 /**
  * Creates a JetStream publisher.
+ *
+ * With `start()`, the publisher also reports through the outbox's `onWarning`: a stream
+ * whose `duplicate_window` is shorter than the retry horizon, and a subject no stream
+ * accepts (looked up when a publish gets "no responders", at most once a minute per
+ * subject). `tick()` alone does not warn.
  *
  * @param js A JetStream client: `jetstream(nc)` from `@nats-io/jetstream`.
  * @param options Subject mapping, timeout, pipelining, encoding.
@@ -158,6 +221,37 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
     checkStream(stream).then((w) => w && warn?.(w), (e) => warn?.(`Could not check the duplicate window of stream "${stream}": ${errorText(e)}`));
   }
 
+  // "No responders" means an election or a missing stream. Once per subject per minute
+  // (and only with a warn from start()) ask the meta leader whether a stream covers the
+  // subject: none means missing, which deserves a warning; the retries go on either way.
+  const lookedUp = new Map<string, number>();
+  function afterNoResponders(subject: string) {
+    if (warn === null) return;
+    const now = Date.now();
+    const last = lookedUp.get(subject);
+    if (last !== undefined && now - last < MISSING_STREAM_RECHECK_MS) return;
+    if (lookedUp.size >= 1_000) lookedUp.clear(); // many subjects: bound the memory, not the lookups
+    lookedUp.set(subject, now);
+    streamsFor(subject).then(
+      (names) => {
+        if (names.length > 0) return;
+        warn?.(
+          `No JetStream stream accepts subject "${subject}": its messages are retried with back-off until one does, ` +
+            `then go dead after retry.maxAttempts. Create a stream for it (ensureStream does).`,
+        );
+      },
+      // The meta leader cannot answer either (an outage or an election): the retries' lastError says enough.
+      () => {},
+    );
+  }
+
+  async function streamsFor(subject: string): Promise<string[]> {
+    const manager = options.manager ?? await js.jetstreamManager();
+    const names: string[] = [];
+    for await (const name of manager.streams.names(subject)) names.push(name);
+    return names;
+  }
+
   async function send(message: OutboxRecord, signal: AbortSignal): Promise<void> {
     const subject = subjectOf(message);
     const data = encode(message);
@@ -169,15 +263,18 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
       opts.headers = h;
     }
     if (signal.aborted) throw new PublishError("Publish cancelled: the claim's lease is ending", { cause: signal.reason });
+    let ack: PubAck;
     try {
-      const ack = await js.publish(subject, data, opts);
-      afterAck(ack.stream);
+      ack = await js.publish(subject, data, opts);
     } catch (error) {
       // The size only matters for the error text ("max payload"): computed on failure,
       // not per message (encoding every body again cost ~1–2 % of a relay's CPU).
       const size = typeof data === "string" ? encoder.encode(data).byteLength : data.byteLength;
-      throw classifyJetStreamError(error, subject, size);
+      const classified = classifyJetStreamError(error, subject, size);
+      if (!classified.permanent && isNoResponders(error)) afterNoResponders(subject);
+      throw classified;
     }
+    afterAck(ack.stream);
   }
 
   return {

@@ -22,8 +22,15 @@ export interface PublisherHarness {
   readonly publisher: Publisher;
   /** A topic that is routed (stored). */
   readonly topic: string;
-  /** A topic that nothing accepts: publishing to it must fail permanently. */
+  /** A topic that nothing accepts: publishing to it must fail (see `unroutable`). */
   readonly unroutableTopic: string;
+  /**
+   * How a publish to `unroutableTopic` fails: `"permanent"` (the default) when the
+   * broker can say for certain that nothing accepts it; `"transient"` when that looks
+   * the same as a passing outage (JetStream: "no responders" is also the answer during
+   * a stream-leader election), so the message is retried rather than dead-lettered.
+   */
+  readonly unroutable?: "permanent" | "transient";
   /** Everything stored so far, in store order. */
   read(): Promise<StoredMessage[]>;
   /** Whether the broker drops a repeated id (then a re-publish stores nothing new). */
@@ -102,13 +109,14 @@ export function publisherConformance(name: string, factory: () => Promise<Publis
     assert.deepEqual((await h.read()).map((s) => s.id), ["again"]);
   });
 
-  it("a message nothing accepts fails permanently, with a reason in plain words", async (h) => {
+  it("a message nothing accepts fails (permanently unless the broker cannot tell it from an outage), with a reason in plain words", async (h) => {
     const m = record(h.unroutableTopic, { id: "nowhere" });
-    await assert.rejects(() => h.publisher.publish(m, context), (e: unknown) => isPermanentError(e) && /stream|route|subject/i.test(String(e)));
+    const permanent = (h.unroutable ?? "permanent") === "permanent";
+    await assert.rejects(() => h.publisher.publish(m, context), (e: unknown) => isPermanentError(e) === permanent && /stream|route|subject/i.test(String(e)));
     if (h.publisher.publishRun) {
       const [outcome] = await h.publisher.publishRun([m], context);
       assert.equal(outcome!.ok, false);
-      assert.ok(!outcome!.ok && isPermanentError(outcome!.error));
+      assert.ok(!outcome!.ok && isPermanentError(outcome!.error) === permanent);
     }
   });
 
