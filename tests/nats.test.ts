@@ -158,7 +158,14 @@ async function endToEnd<Tx>(
 ) {
   const s = await natsStream();
   try {
-    const outbox = createOutbox({ storage, publisher: jetstreamPublisher(s.js), batchSize: 200, onError: (e) => console.error(e) });
+    const warnings: string[] = [];
+    const outbox = createOutbox({
+      storage,
+      publisher: jetstreamPublisher(s.js),
+      batchSize: 200,
+      onError: (e) => console.error(e),
+      onWarning: (w) => warnings.push(w),
+    });
     await outbox.setup();
     const topic = `${s.prefix}.orders`;
     const sent: { id: string; topic: string; key: string | null; payload: unknown; headers: Record<string, string> }[] = [];
@@ -204,6 +211,9 @@ async function endToEnd<Tx>(
     const report = await outbox.tick();
     assert.equal(report.published, 50);
     assert.equal((await s.jsm.streams.info(s.name)).state.messages, sent.length, "re-sent ids add nothing to the stream");
+    // start() ran before, so the publisher says what it dropped (one throttled warning).
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /already held message e2e-\d+ and dropped the publish as a duplicate/);
   } finally {
     await s.close();
   }
@@ -336,6 +346,58 @@ test("jetstream: a message over the stream's max_msg_size goes dead after one at
       return (await s.read()).length === 1;
     });
     assert.deepEqual((await s.read()).map((m) => m.id), ["small"]);
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+    await s.close();
+  }
+});
+
+test("jetstream: requeue() of a published message inside the duplicate window is dropped by the stream and warned about; after the window, or with a new id, it goes out again", async () => {
+  const s = await natsStream({ duplicateWindowMs: 2_000 });
+  const { url, dir } = tempDatabase();
+  const client = await openClient(url);
+  const warnings: string[] = [];
+  try {
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(s.js),
+      leaseMs: 500,
+      retry: { baseDelayMs: 20, maxDelayMs: 200 },
+      retention: { publishedMs: 3_600_000 },
+      onWarning: (w) => warnings.push(w),
+    });
+    await outbox.setup();
+    const topic = `${s.prefix}.replay`;
+    await outbox.enqueue(client, [{ id: "replay-1", topic, payload: 1 }, { id: "replay-2", topic, payload: 2 }]);
+    // start() hands the publisher its warn callback.
+    const relay = outbox.start({ minIdleMs: 5, maxIdleMs: 20 });
+    try {
+      await until("both messages in the stream", async () => (await s.read()).length === 2);
+      await until("both rows published", async () => (await outbox.stats()).published === 2);
+      // Replay them at once: the stream still remembers both ids.
+      assert.equal(await outbox.requeue({ status: "published" }), 2);
+      await until("the replay to be settled", async () => (await outbox.stats()).published === 2);
+      assert.equal((await s.read()).length, 2, "the stream dropped the replay as a duplicate");
+      assert.equal((await outbox.stats()).published, 2, "yet the outbox counts it published");
+      await until("a warning about the dropped replay", () => warnings.some((w) => /dropped the publish as a duplicate/.test(w)));
+      const warning = warnings.find((w) => /dropped the publish as a duplicate/.test(w))!;
+      assert.match(warning, new RegExp(`stream "${s.name}" already held message replay-\\d`));
+      assert.match(warning, /requeue after the window has passed, or enqueue the message with a new id/);
+      // With a new id, it is a new message to the stream.
+      await outbox.enqueue(client, { id: "replay-1-again", topic, payload: 1 });
+      await until("the re-enqueued message in the stream", async () => (await s.read()).length === 3);
+      // Once the window (2 s here) has passed, a requeue delivers again. The server forgets
+      // ids on a timer, so poll: requeue, wait for the settle, look at the stream.
+      await until("a requeue after the window to be stored", async () => {
+        await outbox.requeue({ status: "published", ids: ["replay-2"] });
+        await until("the requeued row settled", async () => (await outbox.stats()).published === 3, 2_000);
+        return (await s.read()).length === 4;
+      }, 10_000);
+    } finally {
+      await relay.stop();
+    }
+    assert.deepEqual((await s.read()).map((m) => m.id), ["replay-1", "replay-2", "replay-1-again", "replay-2"]);
   } finally {
     client.close();
     rmSync(dir, { recursive: true, force: true });

@@ -14,6 +14,11 @@
  *   stream leader listens on the stream's subjects, so a leader election answers "no
  *   responders" for a while. A stream that does not exist answers the same; `start()`
  *   then warns through `onWarning`, and the messages go out once the stream exists.
+ * - A replay inside the duplicate window is dropped: `requeue({ status: "published" })`
+ *   of a message the stream still remembers (or an id enqueued again) is acked as a
+ *   duplicate and stores nothing, yet the outbox counts it published. `start()` reports
+ *   such drops through `onWarning`. To deliver a message again, requeue it after the
+ *   stream's `duplicate_window` has passed, or enqueue it again with a new id.
  * - It takes your JetStream client, so any transport works: `@nats-io/transport-node`,
  *   `@nats-io/transport-deno`, or `wsconnect` on the edge.
  *
@@ -62,6 +67,8 @@ export interface JetStreamPublisher extends Publisher {
 const NS_PER_MS = 1_000_000;
 /** How often a subject answered "no responders" is looked up again for a missing stream. */
 const MISSING_STREAM_RECHECK_MS = 60_000;
+/** Least time between two warnings about replays the stream dropped as duplicates. */
+const DUPLICATE_WARN_INTERVAL_MS = 10_000;
 
 function errorName(error: unknown): string {
   return (error as { name?: unknown })?.name as string ?? "";
@@ -168,9 +175,11 @@ function isJetStreamClient(value: unknown): value is JetStreamClient {
  * Creates a JetStream publisher.
  *
  * With `start()`, the publisher also reports through the outbox's `onWarning`: a stream
- * whose `duplicate_window` is shorter than the retry horizon, and a subject no stream
+ * whose `duplicate_window` is shorter than the retry horizon; a subject no stream
  * accepts (looked up when a publish gets "no responders", at most once a minute per
- * subject). `tick()` alone does not warn.
+ * subject); and publishes the stream dropped as duplicates on a message's first
+ * attempt, such as a `requeue()` of published messages inside the window (at most one
+ * warning per 10 s, counting the drops since the last one). `tick()` alone does not warn.
  *
  * @param js A JetStream client: `jetstream(nc)` from `@nats-io/jetstream`.
  * @param options Subject mapping, timeout, pipelining, encoding.
@@ -252,6 +261,26 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
     return names;
   }
 
+  // A duplicate ack on a message's first attempt (requeue() resets attempts) means the
+  // stream held the id before this row was ever tried: a replay the stream dropped.
+  // Warnings are throttled; each counts the drops since the one before.
+  let dropped = 0;
+  let droppedWarnedAt = -Infinity;
+  function afterDuplicate(message: OutboxRecord, stream: string) {
+    if (warn === null) return;
+    dropped++;
+    const now = Date.now();
+    if (now - droppedWarnedAt < DUPLICATE_WARN_INTERVAL_MS) return;
+    const what = dropped === 1 ? `message ${message.id}` : `${dropped} messages (the last ${message.id})`;
+    dropped = 0;
+    droppedWarnedAt = now;
+    warn(
+      `JetStream stream "${stream}" already held ${what} and dropped the publish as a duplicate (same Nats-Msg-Id inside its duplicate_window); ` +
+        `the outbox counts it published. Harmless after a lost ack, but a replay (requeue() of published messages, or an id enqueued again) ` +
+        `is not delivered again inside the window: requeue after the window has passed, or enqueue the message with a new id.`,
+    );
+  }
+
   async function send(message: OutboxRecord, signal: AbortSignal): Promise<void> {
     const subject = subjectOf(message);
     const data = encode(message);
@@ -275,6 +304,7 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
       throw classified;
     }
     afterAck(ack.stream);
+    if (ack.duplicate && message.attempts === 1) afterDuplicate(message, ack.stream);
   }
 
   return {
