@@ -39,6 +39,7 @@ export type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
+  ClockSource,
   NewOutboxRow,
   OutboxMessage,
   OutboxRecord,

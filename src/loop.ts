@@ -77,7 +77,8 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
 
   if (ctx.publisher.check) {
     const o = ctx.options;
-    ctx.publisher.check({ retryHorizonMs: retryHorizonMs(o), warn: o.onWarning })
+    Promise.resolve()
+      .then(() => ctx.publisher.check!({ retryHorizonMs: retryHorizonMs(o), warn: o.onWarning }))
       .catch((error) => o.onError(error, { phase: "check" }));
   }
 
@@ -85,7 +86,7 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
   // `woken`, and an extra claim "just in case" after a partial batch is not needed.
   let listening = false;
   if (ctx.storage.listen) {
-    ctx.storage.listen(wake, stopSignal).then(
+    Promise.resolve().then(() => ctx.storage.listen!(wake, stopSignal)).then(
       () => {
         listening = !stopSignal.aborted;
       },
@@ -94,7 +95,7 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
   }
 
   let running = true;
-  const done = (async () => {
+  const loop = async () => {
     let idle = minIdle;
     let failures = 0;
     while (!stopSignal.aborted) {
@@ -110,7 +111,15 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
         await sleep(Math.min(Math.max(maxIdle, 5_000), minIdle * 2 ** Math.min(failures, 16)));
         continue;
       }
-      if (report.claimed > 0 || report.cleaned > 0) options.onTick?.(report);
+      if ((report.claimed > 0 || report.cleaned > 0) && options.onTick) {
+        try {
+          // A throwing (or rejecting) hook is reported, never the end of the loop.
+          const result: unknown = options.onTick(report);
+          if (result instanceof Promise) result.catch((error) => ctx.options.onError(error, { phase: "onTick" }));
+        } catch (error) {
+          ctx.options.onError(error, { phase: "onTick" });
+        }
+      }
       if (report.claimed >= ctx.options.batchSize) {
         idle = minIdle;
         continue;
@@ -125,11 +134,16 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       await sleep(woken ? 0 : idle);
       idle = woken ? minIdle : Math.min(maxIdle, idle * 2);
     }
+  };
+  // `done` never rejects: whatever escapes the loop (a defect) is reported, and the
+  // handle still ends in a stopped state.
+  const done = loop().catch((error) => ctx.options.onError(error, { phase: "tick" })).finally(() => {
     running = false;
+    stopper.abort();
     ctx.nudges.delete(nudge);
     clearTimeout(nudgeTimer);
     options.signal?.removeEventListener("abort", onAbort);
-  })();
+  });
 
   return {
     stop() {

@@ -21,6 +21,13 @@ export interface RetryOptions {
   maxDelayMs?: number;
   /** Random spread of each delay, as a fraction: 0.25 means ±25% (default 0.25). */
   jitter?: number;
+  /**
+   * What a dead keyed message does to the later messages of its key (default `"skip"`).
+   * `"skip"`: they go on. `"block"`: they wait until the dead message is requeued
+   * (`outbox.requeue()`) or deleted, so consumers never see message n+1 without n;
+   * `stats().blockedKeys` counts the keys held back. Unkeyed messages block nothing.
+   */
+  onDead?: "skip" | "block";
 }
 
 /** How long settled rows are kept. */
@@ -37,8 +44,8 @@ export interface RetentionOptions {
 
 /** Where an error reported to `onError` came from. */
 export interface OutboxErrorContext {
-  /** The relay step that failed. */
-  readonly phase: "tick" | "claim" | "settle" | "cleanup" | "listen" | "check";
+  /** The relay step that failed; `"onTick"` is the `start()` hook of that name throwing. */
+  readonly phase: "tick" | "claim" | "settle" | "cleanup" | "listen" | "check" | "onTick";
 }
 
 /**
@@ -71,8 +78,20 @@ export interface OutboxOptions<Tx, Stmt, M extends MessageSchemas> {
   maxPayloadBytes?: number;
   /** Name of this relay in `lockedBy` (default: a random id). */
   relayId?: string;
-  /** Clock in epoch ms (default `Date.now`); tests inject one to move time. */
+  /**
+   * Clock in epoch ms (default `Date.now`); tests inject one to move time. It stamps
+   * enqueued messages (`createdAt`); what is due and when a lease ends is decided as
+   * `clock` says.
+   */
   now?: () => number;
+  /**
+   * Whose clock decides when a message is due and when a lease ends.
+   * `"storage"`: the database's (Postgres, libSQL over HTTP), so relays whose clocks are
+   * minutes apart still keep per-key order and never share a lease; an embedded
+   * database's clock is this process's. `"relay"`: `now`, as tests with a fake clock
+   * need. Default: `"relay"` when `now` is given, else `"storage"`.
+   */
+  clock?: "storage" | "relay";
   /** Receives errors the relay loop survives (default: `console.error`). */
   onError?: (error: unknown, context: OutboxErrorContext) => void;
   /** Receives configuration warnings, e.g. a broker dedup window shorter than the retry horizon (default: `console.warn`). */
@@ -89,6 +108,7 @@ export interface ResolvedOptions {
   maxPayloadBytes: number;
   relayId: string;
   now: () => number;
+  clock: "storage" | "relay";
   filter: ((message: OutboxRecord) => boolean | Promise<boolean>) | undefined;
   onError: (error: unknown, context: OutboxErrorContext) => void;
   onWarning: (message: string) => void;
@@ -136,6 +156,12 @@ function duration(min: number, allowInfinity = false, timer = false): Rule {
 const fn: Rule = (x, path) => {
   if (typeof x !== "function") fail(`${path} must be a function`, path);
 };
+
+function oneOf(...values: string[]): Rule {
+  return (x, path) => {
+    if (!values.includes(x as string)) fail(`${path} must be ${values.map((v) => JSON.stringify(v)).join(" or ")}, got ${JSON.stringify(x)}`, path);
+  };
+}
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null;
 
@@ -199,6 +225,7 @@ const OPTION_RULES: Record<string, Rule> = {
       if (!isNumber(x)) fail(`${path} must be a number`, path);
       if (x < 0 || x > 1) fail(`${path} must be between 0 and 1`, path);
     },
+    onDead: oneOf("skip", "block"),
   }),
   retention: group({
     publishedMs: duration(0, true),
@@ -214,9 +241,36 @@ const OPTION_RULES: Record<string, Rule> = {
     if (!/^[\w.:@-]{1,100}$/.test(x)) fail(`${path} must be 1–100 characters of letters, digits, and . : @ _ -`, path);
   },
   now: fn,
+  clock: oneOf("storage", "relay"),
   onError: fn,
   onWarning: fn,
 };
+
+const defaultOnError = (error: unknown, context: OutboxErrorContext) => console.error(`[@x/outbox] ${context.phase} failed:`, error);
+
+/**
+ * A hook that cannot throw: the relay calls `onError` and `onWarning` from its loop, and
+ * a hook that throws must not stop it. What the hook threw goes to `console.error`,
+ * the one place left to report it.
+ */
+function guarded<A extends unknown[]>(hook: (...args: A) => void): (...args: A) => void {
+  const report = (error: unknown) => {
+    try {
+      console.error("[@x/outbox] an onError/onWarning hook threw:", error);
+    } catch {
+      // Nothing left to tell.
+    }
+  };
+  return (...args) => {
+    try {
+      // An async hook's rejection would otherwise be unhandled (fatal on Node).
+      const result: unknown = hook(...args);
+      if (result instanceof Promise) result.catch(report);
+    } catch (error) {
+      report(error);
+    }
+  };
+}
 
 function defaultRelayId(): string {
   return `relay-${crypto.randomUUID().slice(0, 8)}`;
@@ -239,6 +293,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     baseDelayMs: o.retry?.baseDelayMs ?? 1_000,
     maxDelayMs: o.retry?.maxDelayMs ?? 60_000,
     jitter: o.retry?.jitter ?? 0.25,
+    onDead: o.retry?.onDead ?? "skip",
   };
   if (retry.maxDelayMs < retry.baseDelayMs) {
     throw new OutboxConfigError(
@@ -260,9 +315,10 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     maxPayloadBytes: o.maxPayloadBytes ?? 1024 * 1024,
     relayId: o.relayId ?? defaultRelayId(),
     now: o.now ?? Date.now,
+    clock: o.clock ?? (o.now ? "relay" : "storage"),
     filter: o.filter,
-    onError: o.onError ?? ((error, context) => console.error(`[@x/outbox] ${context.phase} failed:`, error)),
-    onWarning: o.onWarning ?? ((message) => console.warn(`[@x/outbox] ${message}`)),
+    onError: guarded(o.onError ?? defaultOnError),
+    onWarning: guarded(o.onWarning ?? ((message) => console.warn(`[@x/outbox] ${message}`))),
   };
 }
 
@@ -270,7 +326,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
  * Delay before the next attempt after `attempts` failed ones: exponential from
  * `baseDelayMs`, capped at `maxDelayMs`, spread by ±`jitter`, never above the cap.
  */
-export function backoffDelay(retry: Required<RetryOptions>, attempts: number, random: () => number = Math.random): number {
+export function backoffDelay(retry: Required<Pick<RetryOptions, "baseDelayMs" | "maxDelayMs" | "jitter">>, attempts: number, random: () => number = Math.random): number {
   const exp = retry.baseDelayMs * 2 ** Math.max(0, attempts - 1);
   const base = Math.min(retry.maxDelayMs, exp);
   const spread = base * retry.jitter * (random() * 2 - 1);

@@ -38,6 +38,11 @@ export interface OutboxStats {
    * that keeps growing means a stalled relay or a failing broker: alert on it.
    */
   oldestPendingAgeMs: number;
+  /**
+   * Keys held back by a dead message (`retry.onDead: "block"`; always 0 with `"skip"`).
+   * Requeue the dead messages to let their keys go on.
+   */
+  blockedKeys: number;
 }
 
 /** Which messages `outbox.requeue()` gives another life. */
@@ -96,6 +101,12 @@ export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<neve
   inspect(options?: { limit?: number }): Promise<OutboxRow[]>;
 }
 
+/** 8 random hex digits (Web Crypto, available on every runtime we support). */
+function randomTag(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function toPublisher(publisher: Publisher | PublishFunction): Publisher {
   if (typeof publisher === "function") {
     return { publish: async (message, context) => void (await publisher(message, context)) };
@@ -139,6 +150,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     storage: storage as OutboxStorage<unknown, unknown>,
     publisher: toPublisher(options.publisher),
     options: resolved,
+    instance: randomTag(),
     claims: 0,
     lastCleanupAt: -Infinity,
     nudges: new Set(),
@@ -184,6 +196,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
         dead: s.dead,
         oldestPendingAt: s.oldestPendingAt === null ? null : new Date(s.oldestPendingAt),
         oldestPendingAgeMs: s.oldestPendingAt === null ? 0 : Math.max(0, now - s.oldestPendingAt),
+        blockedKeys: s.blockedKeys,
       };
     },
     async requeue(requeueOptions = {}) {
@@ -195,7 +208,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
         throw new OutboxMessageError("requeue ids must be an array of strings", "ids");
       }
       if (requeueOptions.ids?.length === 0) return 0;
-      return await storage.requeue({ now: resolved.now(), status, ids: requeueOptions.ids, topic: requeueOptions.topic });
+      return await storage.requeue({ now: resolved.now(), clock: resolved.clock, status, ids: requeueOptions.ids, topic: requeueOptions.topic });
     },
     async inspect(inspectOptions) {
       if (!storage.inspect) throw new OutboxConfigError(`The ${storage.name} storage cannot list rows`, "storage");

@@ -56,6 +56,12 @@ export interface RelayContext {
   readonly storage: OutboxStorage<unknown, unknown>;
   readonly publisher: Publisher;
   readonly options: ResolvedOptions;
+  /**
+   * Random per outbox instance, part of every claim token: two instances sharing a
+   * `relayId` (replicas of one config, a restarted process) must never settle or read
+   * back each other's claims.
+   */
+  readonly instance: string;
   claims: number;
   lastCleanupAt: number;
   /** Running loops' hooks, called after an enqueue in this process (see startLoop). */
@@ -91,10 +97,10 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
 
   const claimNext = () => {
     const now = o.now();
-    const token = `${o.relayId}:${++ctx.claims}`;
+    const token = `${o.relayId}:${ctx.instance}:${++ctx.claims}`;
     const lockedUntil = now + o.leaseMs;
     report.batches++;
-    return bounded(storage.claim({ token, now, lockedUntil, limit: o.batchSize }), o.leaseMs, "claim")
+    return bounded(storage.claim({ token, now, lockedUntil, limit: o.batchSize, clock: o.clock }), o.leaseMs, "claim")
       .then((rows) => ({ rows, token, lockedUntil }));
   };
   // Settlements still being written while the next batch is published; awaited (and
@@ -102,7 +108,18 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
   const settling: Promise<void>[] = [];
   let settleError: { error: unknown } | null = null;
   const settle = (token: string, settlements: Settlement[]) =>
-    bounded(storage.settle({ token, now: o.now(), settlements, deletePublished: o.retention.publishedMs === 0 }), o.leaseMs, "settle").then(
+    bounded(
+      storage.settle({
+        token,
+        now: o.now(),
+        settlements,
+        deletePublished: o.retention.publishedMs === 0,
+        clock: o.clock,
+        onDead: o.retry.onDead,
+      }),
+      o.leaseMs,
+      "settle",
+    ).then(
       (matched) => {
         report.lost += settlements.length - matched;
       },
@@ -246,6 +263,15 @@ async function publishBatch(
   const leaseAbort = new AbortController();
   const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, leaseEnd - o.now()));
   const context = { signal: leaseAbort.signal };
+  // One abort listener for the whole batch, not one per publish: hundreds of listeners
+  // on one signal are a leak warning on Node, and each costs an add and a remove.
+  const lease: Lease = {
+    context,
+    ended: new Promise<never>((_, reject) => {
+      leaseAbort.signal.addEventListener("abort", () => reject(leaseAbort.signal.reason), { once: true });
+    }),
+  };
+  lease.ended.catch(() => {});
   const stopped = () => signal?.aborted === true || o.now() >= stopAt;
 
   const runLane = async (lane: ClaimedRow[]) => {
@@ -255,7 +281,7 @@ async function publishBatch(
         releaseRest(lane, i, settlements, report);
         return;
       }
-      const outcome = await attempt(ctx, row, context, report);
+      const outcome = await attempt(ctx, row, lease, report);
       settlements.push(outcome);
       if (outcome.outcome === "retry") {
         releaseRest(lane, i + 1, settlements, report);
@@ -274,14 +300,14 @@ async function publishBatch(
     // Without a filter there is nothing to await per message.
     const filtered = Boolean(o.filter);
     for (const row of lane) {
-      const prepared = filtered ? await prepare(ctx, row, report) : check(ctx, row, report);
+      const prepared = filtered ? await prepare(ctx, row, lease, report) : check(ctx, row, report);
       if ("settlement" in prepared) settlements.push(prepared.settlement);
       else sending.push({ row, record: prepared.record });
     }
     if (sending.length === 0) return;
     let outcomes: readonly PublishOutcome[];
     try {
-      outcomes = await untilAborted(ctx.publisher.publishRun!(sending.map((s) => s.record), context), context.signal);
+      outcomes = await untilLeaseEnds(ctx.publisher.publishRun!(sending.map((s) => s.record), context), lease);
     } catch (error) {
       outcomes = sending.map(() => ({ ok: false, error }));
     }
@@ -355,6 +381,7 @@ function check(ctx: RelayContext, row: ClaimedRow, report: TickReport): { settle
 async function prepare(
   ctx: RelayContext,
   row: ClaimedRow,
+  lease: Lease,
   report: TickReport,
 ): Promise<{ settlement: Settlement } | { record: OutboxRecord }> {
   const o = ctx.options;
@@ -363,7 +390,8 @@ async function prepare(
   const record = checked.record;
   let keep: boolean;
   try {
-    keep = await o.filter(record);
+    // Bounded by the lease like a publish: past it, another relay may own the row.
+    keep = await untilLeaseEnds(Promise.resolve().then(() => o.filter!(record)), lease);
   } catch (error) {
     return { settlement: failure(ctx, row, error, report) };
   }
@@ -393,13 +421,13 @@ function failure(ctx: RelayContext, row: ClaimedRow, error: unknown, report: Tic
 async function attempt(
   ctx: RelayContext,
   row: ClaimedRow,
-  context: { signal: AbortSignal },
+  lease: Lease,
   report: TickReport,
 ): Promise<Settlement> {
-  const prepared = await prepare(ctx, row, report);
+  const prepared = await prepare(ctx, row, lease, report);
   if ("settlement" in prepared) return prepared.settlement;
   try {
-    await untilAborted(ctx.publisher.publish(prepared.record, context), context.signal);
+    await untilLeaseEnds(ctx.publisher.publish(prepared.record, lease.context), lease);
     report.published++;
     return { seq: row.seq, outcome: "published" };
   } catch (error) {
@@ -407,32 +435,24 @@ async function attempt(
   }
 }
 
+/** A batch's lease as the lanes see it. */
+interface Lease {
+  /** Handed to the publisher; aborted a little before the lease ends. */
+  readonly context: { readonly signal: AbortSignal };
+  /** Rejects with the signal's reason when it aborts; never resolves. */
+  readonly ended: Promise<never>;
+}
+
 /**
- * Settles with `work`, or rejects once `signal` aborts: a publisher that ignores its
- * signal must not hold the tick (and the other lanes' settlement) past the lease.
+ * Settles with `work`, or rejects once the lease ends: a publisher (or filter) that
+ * ignores its signal must not hold the tick, and the other lanes' settlement, past it.
  */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
+function untilLeaseEnds<T>(work: Promise<T>, lease: Lease): Promise<T> {
+  if (lease.context.signal.aborted) {
     work.catch(() => {});
-    return Promise.reject(signal.reason);
+    return Promise.reject(lease.context.signal.reason);
   }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      work.catch(() => {});
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    work.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
+  return Promise.race([work, lease.ended]);
 }
 
 /**

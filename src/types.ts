@@ -131,16 +131,30 @@ export interface ClaimedRow {
   readonly createdAt: number;
 }
 
+/**
+ * Whose clock a request's times are on.
+ *
+ * - `"storage"`: relay clocks are not trusted. A storage with a clock of its own (a
+ *   database server) compares due times and lease ends on that clock, and reads the
+ *   request's times as offsets from its `now`: the lease lasts `lockedUntil − now`, a
+ *   retry waits `availableAt − now`. A storage in the relay's process (embedded SQLite,
+ *   memory) may use `now` as given: its clock is the relay's.
+ * - `"relay"`: the request's times are used as given (a test clock that moves time).
+ */
+export type ClockSource = "storage" | "relay";
+
 /** What {@link OutboxStorage.claim} is asked to do. */
 export interface ClaimRequest {
   /** Unique per claim; rows are leased to it (`lockedBy`) and settled only by it. */
   readonly token: string;
   /** The relay's clock, epoch ms. */
   readonly now: number;
-  /** Lease end, epoch ms: after it, another relay may claim the rows again. */
+  /** Lease end on the relay's clock, epoch ms: after it, another relay may claim the rows again. */
   readonly lockedUntil: number;
   /** Maximum rows to claim. */
   readonly limit: number;
+  /** Whose clock decides what is due and when the lease ends (see {@link ClockSource}). */
+  readonly clock?: ClockSource;
 }
 
 /**
@@ -166,6 +180,14 @@ export interface SettleRequest {
   readonly settlements: readonly Settlement[];
   /** Delete published rows at once instead of keeping them as `published`. */
   readonly deletePublished: boolean;
+  /** Whose clock `now` and retry times are on (see {@link ClockSource}). */
+  readonly clock?: ClockSource;
+  /**
+   * `"block"`: a keyed message settled `dead` keeps holding back the later messages of
+   * its key (it stays unsettled for the claim's per-key barrier) until it is requeued.
+   * `"skip"` (default): it is settled like any other and its key moves on.
+   */
+  readonly onDead?: "skip" | "block";
 }
 
 /** What {@link OutboxStorage.cleanup} is asked to do. */
@@ -191,11 +213,15 @@ export interface StorageStats {
    * future are not counted; messages backing off after failures are.
    */
   readonly oldestPendingAt: number | null;
+  /** Keys held back by a dead message (`retry.onDead: "block"`). */
+  readonly blockedKeys: number;
 }
 
 /** Which rows {@link OutboxStorage.requeue} moves back to `pending`. */
 export interface RequeueRequest {
   readonly now: number;
+  /** Whose clock `now` is on (see {@link ClockSource}). */
+  readonly clock?: ClockSource;
   readonly status: "dead" | "published";
   readonly ids?: readonly string[];
   readonly topic?: string;

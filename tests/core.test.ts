@@ -38,7 +38,9 @@ test("createOutbox() applies documented defaults", () => {
   const o = resolveOptions({ storage, publisher });
   assert.equal(o.batchSize, 100);
   assert.equal(o.leaseMs, 30_000);
-  assert.deepEqual(o.retry, { maxAttempts: 10, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0.25 });
+  assert.deepEqual(o.retry, { maxAttempts: 10, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0.25, onDead: "skip" });
+  assert.equal(o.clock, "storage", "relay clocks are not trusted by default");
+  assert.equal(resolveOptions({ storage, publisher, now: () => 5 }).clock, "relay", "an injected clock is a test clock");
   assert.deepEqual(o.retention, { publishedMs: 0, deadMs: 30 * 86_400_000, intervalMs: 60_000, batchSize: 1_000 });
   assert.equal(o.concurrency, 32);
   assert.equal(o.maxPayloadBytes, 1024 * 1024);

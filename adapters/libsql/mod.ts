@@ -43,6 +43,7 @@ import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
+  ClockSource,
   OutboxRow,
   OutboxStorage,
   RequeueRequest,
@@ -97,6 +98,11 @@ export interface LibsqlStorage extends OutboxStorage<LibsqlTx, InStatement> {
  */
 export function libsqlSchema(options: { table?: string } = {}): string[] {
   return createStatements(libsqlNames(checkIdentifier(options.table ?? "outbox", "table")));
+}
+
+/** The relay's "now" when its clock decides, else NULL: the database's clock (see sql.ts). */
+function relayNow(request: { now: number; clock?: ClockSource }): number | null {
+  return request.clock === "relay" ? request.now : null;
 }
 
 function isClient(value: unknown): value is Client {
@@ -200,7 +206,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       // A write batch is BEGIN IMMEDIATE … COMMIT locally and one request over HTTP.
       const [updated, rs] = await withBusyRetry("claim messages", () =>
         client.batch([
-          { sql: sql.claim, args: [request.token, request.lockedUntil, request.now, request.limit] },
+          { sql: sql.claim, args: [request.token, request.lockedUntil - request.now, relayNow(request), request.limit] },
           { sql: sql.claimed, args: [request.token] },
         ], "write"));
       if (updated!.rowsAffected === 0) return [];
@@ -230,7 +236,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
             release.push(s.seq);
             break;
           case "retry":
-            retry.push([s.seq, s.availableAt, s.error]);
+            retry.push([s.seq, Math.max(0, s.availableAt - request.now), s.error]);
             break;
           case "dead":
             dead.push([s.seq, s.error]);
@@ -239,16 +245,17 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       }
       const statements: InStatement[] = [];
       const t = request.token;
+      const now = relayNow(request);
       if (published.length) {
         statements.push(
           request.deletePublished
             ? { sql: sql.deletePublished, args: [t, JSON.stringify(published)] }
-            : { sql: sql.keepPublished, args: [t, JSON.stringify(published), request.now] },
+            : { sql: sql.keepPublished, args: [t, JSON.stringify(published), now] },
         );
       }
-      if (retry.length) statements.push({ sql: sql.retry, args: [t, JSON.stringify(retry)] });
-      if (dead.length) statements.push({ sql: sql.dead, args: [t, JSON.stringify(dead), request.now] });
-      if (release.length) statements.push({ sql: sql.release, args: [t, JSON.stringify(release), request.now] });
+      if (retry.length) statements.push({ sql: sql.retry, args: [t, JSON.stringify(retry), now] });
+      if (dead.length) statements.push({ sql: sql.dead, args: [t, JSON.stringify(dead), now, request.onDead === "block" ? 1 : 0] });
+      if (release.length) statements.push({ sql: sql.release, args: [t, JSON.stringify(release), now] });
       if (statements.length === 0) return 0;
       const results = await withBusyRetry("settle messages", () => client.batch(statements, "write"));
       return results.reduce((sum: number, rs: ResultSet) => sum + rs.rowsAffected, 0);
@@ -270,8 +277,8 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async stats(now: number): Promise<StorageStats> {
-      const [counts, oldest] = await withBusyRetry("read outbox stats", () =>
-        client.batch([{ sql: sql.stats[0]!, args: [] }, { sql: sql.stats[1]!, args: [now] }], "read"));
+      const [counts, oldest, blocked] = await withBusyRetry("read outbox stats", () =>
+        client.batch([{ sql: sql.stats[0]!, args: [] }, { sql: sql.stats[1]!, args: [now] }, { sql: sql.stats[2]!, args: [] }], "read"));
       const by: Record<string, number> = { pending: 0, processing: 0, published: 0, dead: 0 };
       for (const row of counts!.rows) by[String(row.status)] = (by[String(row.status)] ?? 0) + num(row.n);
       const first = oldest!.rows[0];
@@ -281,6 +288,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
         published: by.published!,
         dead: by.dead!,
         oldestPendingAt: first ? numOrNull(first.since) : null,
+        blockedKeys: num(blocked!.rows[0]?.n ?? 0),
       };
     },
 
@@ -288,7 +296,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       const rs = await withBusyRetry("requeue messages", () =>
         client.execute({
           sql: sql.requeue,
-          args: [request.now, request.status, request.topic ?? null, request.ids ? JSON.stringify(request.ids) : null],
+          args: [relayNow(request), request.status, request.topic ?? null, request.ids ? JSON.stringify(request.ids) : null],
         }));
       return rs.rowsAffected;
     },

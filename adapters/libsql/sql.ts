@@ -3,7 +3,19 @@
  * claimed next (the lease end while it is processing) and is NULL once the row is
  * settled (published or dead), so two partial indexes over the unsettled rows serve
  * every hot query and stay small however many settled rows retention keeps.
+ *
+ * Relay clocks are not trusted: a relay's "now" passed as NULL means the database's
+ * clock ({@link DB_NOW}), which over HTTP (sqld, Turso) is the server's, so relays with
+ * skewed clocks agree on what is due and when a lease ends. A dead message that blocks
+ * its key (`retry.onDead: "block"`) keeps `available_at = BLOCKED`, never due, so the
+ * claim's per-key barrier holds its key back.
  */
+
+/** The database's clock in epoch ms; SQLite fixes 'now' for the whole statement. */
+export const DB_NOW = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+
+/** `available_at` of a dead message that blocks its key: later than any clock reading. */
+export const BLOCKED = 9_007_199_254_740_991; // Number.MAX_SAFE_INTEGER
 
 /** Quoted names of the table and its indexes. */
 export interface LibsqlNames {
@@ -83,7 +95,7 @@ export function insertSql(n: LibsqlNames, count: number): string {
  * lease) and not behind an earlier unsettled row of the same key that is not itself
  * claimable. Taking them in seq order means a batch holds a prefix of each key's run.
  * Uses claimIndex for the scan and keyIndex for the barrier.
- * Params: ?1 token, ?2 lease end, ?3 now, ?4 limit.
+ * Params: ?1 token, ?2 lease in ms, ?3 now (NULL: the database's clock), ?4 limit.
  *
  * No RETURNING: the embedded driver leaves a RETURNING statement open inside a batch
  * ("cannot commit transaction - SQL statements in progress"), so the claimed rows are
@@ -91,13 +103,13 @@ export function insertSql(n: LibsqlNames, count: number): string {
  */
 export function claimSql(n: LibsqlNames): string {
   return `UPDATE ${n.table}
-SET status = 'processing', locked_by = ?1, available_at = ?2, attempts = attempts + 1
+SET status = 'processing', locked_by = ?1, available_at = COALESCE(?3, ${DB_NOW}) + ?2, attempts = attempts + 1
 WHERE seq IN (
   SELECT c.seq FROM ${n.table} AS c
-  WHERE c.available_at <= ?3
+  WHERE c.available_at <= COALESCE(?3, ${DB_NOW})
     AND (c.key IS NULL OR NOT EXISTS (
       SELECT 1 FROM ${n.table} AS b
-      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > ?3
+      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > COALESCE(?3, ${DB_NOW})
     ))
   ORDER BY c.seq
   LIMIT ?4
@@ -109,23 +121,28 @@ export function claimedSql(n: LibsqlNames): string {
   return `SELECT seq, id, topic, key, payload, headers, attempts, created_at FROM ${n.table} WHERE locked_by = ?1 ORDER BY seq`;
 }
 
-/** Settlement statements; `?` lists are JSON arrays expanded by json_each. */
+/**
+ * Settlement statements; `?` lists are JSON arrays expanded by json_each. ?1 token,
+ * ?2 the list, ?3 now (NULL: the database's clock); a retry's list holds delays in ms
+ * from now; ?4 in `dead`: keyed dead messages block their key.
+ */
 export const settleSql = {
   deletePublished: (n: LibsqlNames) =>
     `DELETE FROM ${n.table} WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
   keepPublished: (n: LibsqlNames) =>
-    `UPDATE ${n.table} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = ?3
+    `UPDATE ${n.table} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = COALESCE(?3, ${DB_NOW})
 WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
   retry: (n: LibsqlNames) =>
-    `UPDATE ${n.table} SET status = 'pending', available_at = j.at, last_error = j.error, locked_by = NULL
-FROM (SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS at, json_extract(value, '$[2]') AS error FROM json_each(?2)) AS j
+    `UPDATE ${n.table} SET status = 'pending', available_at = COALESCE(?3, ${DB_NOW}) + j.delay, last_error = j.error, locked_by = NULL
+FROM (SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS delay, json_extract(value, '$[2]') AS error FROM json_each(?2)) AS j
 WHERE ${n.table}.seq = j.seq AND ${n.table}.locked_by = ?1`,
   dead: (n: LibsqlNames) =>
-    `UPDATE ${n.table} SET status = 'dead', available_at = NULL, last_error = j.error, locked_by = NULL, settled_at = ?3
+    `UPDATE ${n.table} SET status = 'dead', last_error = j.error, locked_by = NULL, settled_at = COALESCE(?3, ${DB_NOW}),
+  available_at = CASE WHEN ?4 AND ${n.table}.key IS NOT NULL THEN ${BLOCKED} END
 FROM (SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS error FROM json_each(?2)) AS j
 WHERE ${n.table}.seq = j.seq AND ${n.table}.locked_by = ?1`,
   release: (n: LibsqlNames) =>
-    `UPDATE ${n.table} SET status = 'pending', available_at = ?3, attempts = MAX(attempts - 1, 0), locked_by = NULL
+    `UPDATE ${n.table} SET status = 'pending', available_at = COALESCE(?3, ${DB_NOW}), attempts = MAX(attempts - 1, 0), locked_by = NULL
 WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
 };
 
@@ -136,7 +153,10 @@ export function cleanupSql(n: LibsqlNames): string {
 )`;
 }
 
-/** Counts per status, each half answered from a partial index. */
+/**
+ * Counts per status, each half answered from a partial index (a blocking dead row is
+ * in the unsettled half); the longest-waiting due row; the keys dead rows block.
+ */
 export function statsSql(n: LibsqlNames): string[] {
   return [
     `SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NOT NULL GROUP BY status
@@ -146,17 +166,21 @@ SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NULL GROUP BY
     // seq (claimIndex), or the earliest scheduled row whose deliverAt has passed
     // (scheduledIndex). Messages scheduled for later do not count as waiting.
     `SELECT MIN(since) AS since FROM (
-  SELECT since FROM (SELECT created_at AS since FROM ${n.table} WHERE available_at IS NOT NULL AND deliver_at IS NULL ORDER BY seq LIMIT 1)
+  SELECT since FROM (SELECT created_at AS since FROM ${n.table} WHERE available_at IS NOT NULL AND deliver_at IS NULL AND status <> 'dead' ORDER BY seq LIMIT 1)
   UNION ALL
-  SELECT MIN(deliver_at) AS since FROM ${n.table} WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL AND deliver_at <= ?1
+  SELECT MIN(deliver_at) AS since FROM ${n.table} WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL AND deliver_at <= ?1 AND status <> 'dead'
 )`,
+    `SELECT count(DISTINCT key) AS n FROM ${n.table} WHERE available_at = ${BLOCKED} AND key IS NOT NULL`,
   ];
 }
 
-/** Moves settled rows back to pending. ?1 now, ?2 status, ?3 topic or NULL, ?4 JSON id list or NULL. */
+/**
+ * Moves settled rows (and dead rows that block their key) back to pending. ?1 now
+ * (NULL: the database's clock), ?2 status, ?3 topic or NULL, ?4 JSON id list or NULL.
+ */
 export function requeueSql(n: LibsqlNames): string {
-  return `UPDATE ${n.table} SET status = 'pending', available_at = ?1, attempts = 0, locked_by = NULL, settled_at = NULL
-WHERE available_at IS NULL AND status = ?2
+  return `UPDATE ${n.table} SET status = 'pending', available_at = COALESCE(?1, ${DB_NOW}), attempts = 0, locked_by = NULL, settled_at = NULL
+WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = ?2
   AND (?3 IS NULL OR topic = ?3)
   AND (?4 IS NULL OR id IN (SELECT value FROM json_each(?4)))`;
 }

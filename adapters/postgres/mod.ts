@@ -54,6 +54,7 @@ import {
   cleanupSql,
   createStatements,
   inspectSql,
+  NOT_READ_COMMITTED,
   postgresNames,
   requeueSql,
   settleSql,
@@ -79,6 +80,7 @@ export type PostgresTx = PostgresQueryable;
 /** The parts of a postgres.js `sql` instance the relay uses. */
 export interface PostgresSql extends PostgresQueryable {
   begin<T>(cb: (tx: PostgresQueryable) => T | Promise<T>): Promise<unknown>;
+  begin<T>(options: string, cb: (tx: PostgresQueryable) => T | Promise<T>): Promise<unknown>;
   listen(channel: string, onnotify: (value: string) => void, onlisten?: () => void): PromiseLike<{ unlisten(): Promise<void> }>;
 }
 
@@ -209,6 +211,12 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   // Claims go through the claim function until a call finds it missing; setup() creates
   // it and turns this back on.
   let claimByFunction = true;
+  // Set once the claim function reports a session that is not READ COMMITTED (a
+  // default_transaction_isolation of the role, database or client): claims and settles
+  // then run in transactions that ask for READ COMMITTED, whose statements each see
+  // what committed before them (the claim lock's whole point).
+  let isolate = false;
+  const READ_COMMITTED = "isolation level read committed";
 
   async function run(what: string, query: string, params: unknown[] = []): Promise<Row[]> {
     try {
@@ -227,7 +235,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async setup() {
       try {
-        await transaction(sql, async (tx) => {
+        await transaction(sql, async (tx: PostgresQueryable) => {
           await tx.unsafe(q.setupLock);
           for (const statement of schemaSql) await tx.unsafe(statement);
         });
@@ -235,6 +243,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
         throw wrap("create the outbox table", error);
       }
       claimByFunction = true;
+      isolate = false;
     },
 
     async insert(tx, rows) {
@@ -255,14 +264,17 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
-      const params = [request.now, request.limit, request.token, request.lockedUntil];
+      // NULL "now": the database's clock decides what is due and when the lease ends.
+      const now = request.clock === "relay" ? request.now : null;
+      const params = [now, request.limit, request.token, request.lockedUntil - request.now];
       let rows: Row[] | undefined;
-      if (claimByFunction) {
+      if (claimByFunction && !isolate) {
         try {
           rows = await sql.unsafe(q.claimCall, params, PREPARE);
         } catch (error) {
-          if (!missingFunction(error)) throw wrap("claim messages", error);
-          claimByFunction = false;
+          if ((error as { code?: unknown })?.code === NOT_READ_COMMITTED) isolate = true;
+          else if (missingFunction(error)) claimByFunction = false;
+          else throw wrap("claim messages", error);
         }
       }
       if (!rows) {
@@ -271,11 +283,13 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
           // (postgres.js awaits BEGIN). Sending all four at once on a reserved connection
           // saves two, but a reserved connection killed mid-claim (pg_terminate_backend)
           // left the claim waiting forever in postgres.js 3.4, so it stays on sql.begin.
+          // READ COMMITTED whatever the session's default: the claim's snapshot must
+          // follow the lock (see claimLockSql).
           const results = await transaction(sql, (tx) =>
             Promise.all([
               tx.unsafe(q.claimLock),
               tx.unsafe(q.claim, params, PREPARE),
-            ]));
+            ]), READ_COMMITTED);
           rows = results[1]!;
         } catch (error) {
           throw wrap("claim messages", error);
@@ -321,18 +335,27 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
             break;
         }
       }
-      const [row] = await run("settle messages", q.settle, [
+      const params = [
         request.token,
         request.now,
         request.deletePublished,
         pgArray(published),
         pgArray(retrySeqs),
-        pgArray(retryAt),
+        pgArray(retryAt.map((at) => Math.max(0, at - request.now))),
         pgArray(retryErrors),
         pgArray(deadSeqs),
         pgArray(deadErrors),
         pgArray(released),
-      ]);
+        request.clock !== "relay",
+        request.onDead === "block",
+      ];
+      // Under REPEATABLE READ a settle whose lease was taken meanwhile would fail on the
+      // row (a serialization error) instead of leaving it to its new owner.
+      const [row] = isolate
+        ? await transaction(sql, async (tx) => await tx.unsafe(q.settle, params, PREPARE), READ_COMMITTED).catch((error: unknown): never => {
+          throw wrap("settle messages", error);
+        })
+        : await run("settle messages", q.settle, params);
       return num(row?.n ?? 0);
     },
 
@@ -360,11 +383,18 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
         published: by("published"),
         dead: by("dead"),
         oldestPendingAt: numOrNull(row?.since),
+        blockedKeys: num(row?.blocked ?? 0),
       };
     },
 
     async requeue(request: RequeueRequest): Promise<number> {
-      const result = await run("requeue messages", q.requeue, [request.now, request.status, request.topic ?? null, request.ids ? pgArray(request.ids) : null]);
+      const result = await run("requeue messages", q.requeue, [
+        request.now,
+        request.status,
+        request.topic ?? null,
+        request.ids ? pgArray(request.ids) : null,
+        request.clock !== "relay",
+      ]);
       return (result as unknown as { count?: number }).count ?? 0;
     },
 

@@ -2,8 +2,26 @@
  * The SQL the Postgres adapter runs. Same model as libSQL: `available_at` is when a row
  * may be claimed next (its lease end while processing) and NULL once it is settled, so
  * partial indexes over unsettled rows serve every hot query and stay small. Times are
- * epoch milliseconds (bigint), taken from the relay's clock.
+ * epoch milliseconds (bigint). Relay clocks are not trusted: where a query is given a
+ * NULL "now", it reads the database's clock instead ({@link dbNow}), and lease ends and
+ * retry times are that clock plus the durations the relay asked for.
+ *
+ * A dead message of a key whose outbox blocks on dead messages (`retry.onDead:
+ * "block"`) keeps `available_at = BLOCKED`: never due, so the claim's per-key barrier
+ * holds the key's later messages back, with no index or query of its own.
  */
+
+/** `available_at` of a dead message that blocks its key: later than any clock reading. */
+export const BLOCKED = 9_007_199_254_740_991; // Number.MAX_SAFE_INTEGER
+
+/**
+ * The database's clock in epoch ms. `statement_timestamp()` is fixed for a statement,
+ * so the expression is the same everywhere in it; `clock_timestamp()` moves, for use
+ * once (inside the claim function, after the lock wait).
+ */
+export function dbNow(source: "statement_timestamp()" | "clock_timestamp()" = "statement_timestamp()"): string {
+  return `(extract(epoch from ${source}) * 1000)::bigint`;
+}
 
 /** Quoted, schema-qualified names of the table, its indexes and its NOTIFY channel. */
 export interface PostgresNames {
@@ -16,6 +34,8 @@ export interface PostgresNames {
   readonly lockName: string;
   /** The claim function `setup()` creates (see {@link claimFunctionSql}). */
   readonly claimFunction: string;
+  /** The claim function of versions before 0.2 (relay clock, lease end argument), dropped by `setup()`. */
+  readonly oldClaimFunction: string;
 }
 
 /** Builds names for checked identifiers. */
@@ -28,7 +48,11 @@ export function postgresNames(schema: string, table: string): PostgresNames {
     channel: `x_outbox_${schema}_${table}`.slice(0, 63),
     index: (suffix) => `"${objectName(table, suffix)}"`,
     lockName: `@x/outbox:${schema}.${table}`,
-    claimFunction: `"${schema}"."${objectName(table, "claim")}"`,
+    // A new name for a new argument meaning (a lease length, not its end): a relay of
+    // an older version calling it by the old name finds it missing and falls back to a
+    // claim transaction, rather than leasing rows for decades.
+    claimFunction: `"${schema}"."${objectName(table, "claim_v2")}"`,
+    oldClaimFunction: `"${schema}"."${objectName(table, "claim")}"`,
   };
 }
 
@@ -93,6 +117,7 @@ export function createStatements(n: PostgresNames): string[] {
     `CREATE INDEX IF NOT EXISTS ${n.index("settled_idx")} ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
     // Unsettled messages scheduled with deliverAt: stats' oldest-due age.
     `CREATE INDEX IF NOT EXISTS ${n.index("scheduled_idx")} ON ${n.qualified} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
+    dropOldClaimFunctionsSql(n),
     claimFunctionSql(n),
   ];
 }
@@ -170,16 +195,22 @@ export function claimLockSql(n: PostgresNames): string {
   return `SELECT pg_advisory_xact_lock(${lockArgs(n, 0)})`;
 }
 
+/** The transaction-path claim's "now": the relay's `$1`, or the database's clock when NULL. */
+const CLAIM_NOW = `coalesce($1::bigint, ${dbNow()})`;
+
 /**
  * Leases claimable rows: due (pending and available, or processing with an expired
  * lease) and not behind an earlier unsettled row of the same key that is not itself
  * claimable, in seq order. claim_idx drives the scan, key_idx the barrier; the update
  * finds the chosen rows by primary key (`= ANY(ARRAY(…))`, never a join that the
  * planner may turn into a hash join over a sequential scan).
- * Params: $1 now, $2 limit, $3 token, $4 lease end (or the names in `p`, inside the
- * claim function).
+ * Params: $1 now (NULL: the database's clock), $2 limit, $3 token, $4 lease in ms; or,
+ * inside the claim function, the expressions in `p` (now, limit, token, lease end).
  */
-export function claimSql(n: PostgresNames, p: readonly [string, string, string, string] = ["$1", "$2", "$3", "$4"]): string {
+export function claimSql(
+  n: PostgresNames,
+  p: readonly [string, string, string, string] = [CLAIM_NOW, "$2", "$3", `(${CLAIM_NOW} + $4::bigint)`],
+): string {
   return `WITH c AS (
   SELECT c.seq FROM ${n.qualified} AS c
   WHERE c.available_at <= ${p[0]}
@@ -198,29 +229,55 @@ RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payl
   o.headers::text AS headers, o.attempts, o.created_at`;
 }
 
+/** SQLSTATE the claim function raises when the session is not READ COMMITTED. */
+export const NOT_READ_COMMITTED = "XO001";
+
 /**
  * The claim as one PL/pgSQL function: the advisory lock, then the claim, in one
  * statement and one round trip, where a transaction of its own costs three (BEGIN; lock
  * and claim; COMMIT). The claim inside still sees rows committed before the lock was
  * granted, because PL/pgSQL takes a new snapshot per statement in READ COMMITTED (one
- * SQL statement holding both would not). PL/pgSQL also keeps the claim's plan for the
- * session. Column names win over the output names (`#variable_conflict use_column`).
- * CREATE OR REPLACE cannot change a function's result columns: a later version that
- * changes them must drop the old function in setup() first.
+ * SQL statement holding both would not). Under REPEATABLE READ or SERIALIZABLE (a
+ * `default_transaction_isolation` of the role, database or connection) the snapshot is
+ * the transaction's first and predates the lock, so the function refuses with
+ * {@link NOT_READ_COMMITTED} and the adapter claims in a READ COMMITTED transaction
+ * instead. "Now" is read after the lock wait, on the database's clock unless the relay
+ * passes its own (`p_now`). PL/pgSQL also keeps the claim's plan for the session.
+ * Column names win over the output names (`#variable_conflict use_column`).
+ * CREATE OR REPLACE cannot change a function's arguments or result columns: a version
+ * that changes them takes a new name (and drops the old, {@link dropOldClaimFunctionsSql}).
  */
 export function claimFunctionSql(n: PostgresNames): string {
-  return `CREATE OR REPLACE FUNCTION ${n.claimFunction}(p_now bigint, p_limit integer, p_token text, p_until bigint)
+  return `CREATE OR REPLACE FUNCTION ${n.claimFunction}(p_now bigint, p_limit integer, p_token text, p_lease bigint)
 RETURNS TABLE (seq bigint, id text, topic text, key text, payload text, payload_bytes text, headers text, attempts integer, created_at bigint)
 LANGUAGE plpgsql VOLATILE AS $outbox_claim$
 #variable_conflict use_column
+DECLARE
+  v_now bigint;
 BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'the outbox claim needs READ COMMITTED, the session runs %', current_setting('transaction_isolation')
+      USING ERRCODE = '${NOT_READ_COMMITTED}';
+  END IF;
   PERFORM pg_advisory_xact_lock(${lockArgs(n, 0)});
-  RETURN QUERY ${claimSql(n, ["p_now", "p_limit", "p_token", "p_until"])};
+  v_now := coalesce(p_now, ${dbNow("clock_timestamp()")});
+  RETURN QUERY ${claimSql(n, ["v_now", "p_limit", "p_token", "v_now + p_lease"])};
 END
 $outbox_claim$`;
 }
 
-/** Calls the claim function. Params: $1 now, $2 limit, $3 token, $4 lease end. */
+/**
+ * Drops the claim function of earlier versions. Relays of those versions still running
+ * find it missing and claim in a transaction instead, which stays correct.
+ */
+export function dropOldClaimFunctionsSql(n: PostgresNames): string {
+  return `DROP FUNCTION IF EXISTS ${n.oldClaimFunction}(bigint, integer, text, bigint)`;
+}
+
+/**
+ * Calls the claim function. Params: $1 now (NULL: the database's clock), $2 limit,
+ * $3 token, $4 lease in ms.
+ */
 export function claimCallSql(n: PostgresNames): string {
   return `SELECT * FROM ${n.claimFunction}($1, $2, $3, $4)`;
 }
@@ -229,30 +286,47 @@ export function claimCallSql(n: PostgresNames): string {
  * Applies a whole batch of outcomes in one statement. Every part finds its rows by
  * primary key (`seq = ANY(array)`) and checks the lease token as a filter: driving by
  * `locked_by` (estimated at one row) gave nested loops quadratic in the batch size.
- * Params: $1 token, $2 now, $3 delete published, $4 published seqs, $5 retry seqs,
- * $6 retry times, $7 retry errors, $8 dead seqs, $9 dead errors, $10 released seqs.
+ *
+ * The statement first takes the claim lock in shared mode (settles run side by side;
+ * a claim waits for them, and they for a claim). Without it, a settle that lands after
+ * its lease ended holds the row of message n while a claim runs: the claim skips n as
+ * locked, its per-key barrier still sees n's old, expired lease, and it takes n+1; then
+ * the settle puts n back to pending behind it. With it, the claim sees either the
+ * settle's result (n waiting: n+1 stays behind it) or n unlocked and expired (it takes
+ * n itself, and the late settle matches no row). Every part's WHERE begins with the
+ * lock, a one-time filter, so no row is locked before it.
+ *
+ * Params: $1 token, $2 relay now, $3 delete published, $4 published seqs, $5 retry
+ * seqs, $6 retry delays (ms from now), $7 retry errors, $8 dead seqs, $9 dead errors,
+ * $10 released seqs, $11 use the database's clock, $12 dead keyed messages block.
  */
 export function settleSql(n: PostgresNames): string {
-  return `WITH del AS (
-  DELETE FROM ${n.qualified} WHERE $3::boolean AND seq = ANY($4::text::bigint[]) AND locked_by = $1 RETURNING 1
+  return `WITH lock AS MATERIALIZED (
+  SELECT CASE WHEN $11::boolean THEN ${dbNow()} ELSE $2::bigint END AS now
+  FROM (SELECT pg_advisory_xact_lock_shared(${lockArgs(n, 0)})) AS l
+),
+del AS (
+  DELETE FROM ${n.qualified} WHERE (SELECT now FROM lock) IS NOT NULL
+    AND $3::boolean AND seq = ANY($4::text::bigint[]) AND locked_by = $1 RETURNING 1
 ),
 pub AS (
-  UPDATE ${n.qualified} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = $2::bigint
-  WHERE NOT $3::boolean AND seq = ANY($4::text::bigint[]) AND locked_by = $1 RETURNING 1
+  UPDATE ${n.qualified} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = (SELECT now FROM lock)
+  WHERE (SELECT now FROM lock) IS NOT NULL AND NOT $3::boolean AND seq = ANY($4::text::bigint[]) AND locked_by = $1 RETURNING 1
 ),
 rty AS (
-  UPDATE ${n.qualified} AS o SET status = 'pending', available_at = r.at, last_error = r.error, locked_by = NULL
-  FROM unnest($5::text::bigint[], $6::text::bigint[], $7::text::text[]) AS r(seq, at, error)
-  WHERE o.seq = ANY($5::text::bigint[]) AND o.seq = r.seq AND o.locked_by = $1 RETURNING 1
+  UPDATE ${n.qualified} AS o SET status = 'pending', available_at = (SELECT now FROM lock) + r.delay, last_error = r.error, locked_by = NULL
+  FROM unnest($5::text::bigint[], $6::text::bigint[], $7::text::text[]) AS r(seq, delay, error)
+  WHERE (SELECT now FROM lock) IS NOT NULL AND o.seq = ANY($5::text::bigint[]) AND o.seq = r.seq AND o.locked_by = $1 RETURNING 1
 ),
 ded AS (
-  UPDATE ${n.qualified} AS o SET status = 'dead', available_at = NULL, last_error = d.error, locked_by = NULL, settled_at = $2::bigint
+  UPDATE ${n.qualified} AS o SET status = 'dead', last_error = d.error, locked_by = NULL, settled_at = (SELECT now FROM lock),
+    available_at = CASE WHEN $12::boolean AND o.key IS NOT NULL THEN ${BLOCKED} END
   FROM unnest($8::text::bigint[], $9::text::text[]) AS d(seq, error)
-  WHERE o.seq = ANY($8::text::bigint[]) AND o.seq = d.seq AND o.locked_by = $1 RETURNING 1
+  WHERE (SELECT now FROM lock) IS NOT NULL AND o.seq = ANY($8::text::bigint[]) AND o.seq = d.seq AND o.locked_by = $1 RETURNING 1
 ),
 rel AS (
-  UPDATE ${n.qualified} SET status = 'pending', available_at = $2::bigint, attempts = greatest(attempts - 1, 0), locked_by = NULL
-  WHERE seq = ANY($10::text::bigint[]) AND locked_by = $1 RETURNING 1
+  UPDATE ${n.qualified} SET status = 'pending', available_at = (SELECT now FROM lock), attempts = greatest(attempts - 1, 0), locked_by = NULL
+  WHERE (SELECT now FROM lock) IS NOT NULL AND seq = ANY($10::text::bigint[]) AND locked_by = $1 RETURNING 1
 )
 SELECT ((SELECT count(*) FROM del) + (SELECT count(*) FROM pub) + (SELECT count(*) FROM rty)
   + (SELECT count(*) FROM ded) + (SELECT count(*) FROM rel))::int AS n`;
@@ -278,24 +352,34 @@ doomed AS (
 DELETE FROM ${n.qualified} WHERE seq = ANY (ARRAY(SELECT seq FROM doomed))`;
 }
 
-/** Counts per status (each half from a partial index), and the longest-waiting due row. */
+/**
+ * Counts per status (each half from a partial index; a blocking dead row is in the
+ * unsettled half), the longest-waiting due row, and the keys a dead row blocks.
+ */
 export function statsSql(n: PostgresNames): string {
   return `SELECT
   (SELECT json_object_agg(status, c) FROM (
-    SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NOT NULL GROUP BY status
-    UNION ALL
-    SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NULL GROUP BY status
+    SELECT status, sum(c) AS c FROM (
+      SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NOT NULL GROUP BY status
+      UNION ALL
+      SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NULL GROUP BY status
+    ) halves GROUP BY status
   ) counts)::text AS counts,
   LEAST(
-    (SELECT created_at FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NULL ORDER BY seq LIMIT 1),
-    (SELECT min(deliver_at) FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL AND deliver_at <= $1)
-  ) AS since`;
+    (SELECT created_at FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NULL AND status <> 'dead' ORDER BY seq LIMIT 1),
+    (SELECT min(deliver_at) FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL AND deliver_at <= $1 AND status <> 'dead')
+  ) AS since,
+  (SELECT count(DISTINCT key) FROM ${n.qualified} WHERE available_at = ${BLOCKED} AND key IS NOT NULL)::int AS blocked`;
 }
 
-/** Moves settled rows back to pending. $1 now, $2 status, $3 topic or NULL, $4 ids or NULL. */
+/**
+ * Moves settled rows (and dead rows that block their key) back to pending.
+ * $1 relay now, $2 status, $3 topic or NULL, $4 ids or NULL, $5 use the database's clock.
+ */
 export function requeueSql(n: PostgresNames): string {
-  return `UPDATE ${n.qualified} SET status = 'pending', available_at = $1, attempts = 0, locked_by = NULL, settled_at = NULL
-WHERE available_at IS NULL AND status = $2
+  return `UPDATE ${n.qualified}
+SET status = 'pending', available_at = CASE WHEN $5::boolean THEN ${dbNow()} ELSE $1::bigint END, attempts = 0, locked_by = NULL, settled_at = NULL
+WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = $2
   AND ($3::text IS NULL OR topic = $3)
   AND ($4::text::text[] IS NULL OR id = ANY($4::text::text[]))`;
 }

@@ -46,6 +46,11 @@ export interface BeginsTransactions<Tx> {
   begin<T>(cb: (tx: Tx) => T | Promise<T>): Promise<unknown>;
 }
 
+/** A postgres.js `sql` whose `begin` also takes what follows BEGIN (`sql.begin(mode, cb)`). */
+export interface BeginsTransactionsInMode<Tx> {
+  begin<T>(mode: string, cb: (tx: Tx) => T | Promise<T>): Promise<unknown>;
+}
+
 /**
  * Settles as `work` does, except when it fails because the connection is gone: then it
  * never settles. For the body of a postgres.js transaction callback (also drizzle's
@@ -63,7 +68,16 @@ export async function unlessGone<T>(work: Promise<T>): Promise<T> {
 /**
  * Runs `fn` in `sql.begin()`; see the module comment for why a callback whose
  * connection died never settles.
+ *
+ * @param mode What follows BEGIN, e.g. `"isolation level read committed"`.
  */
-export async function transaction<Tx, T>(sql: BeginsTransactions<Tx>, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return await sql.begin((tx) => unlessGone(fn(tx))) as T;
+export async function transaction<Tx, T>(sql: BeginsTransactions<Tx>, fn: (tx: Tx) => Promise<T>): Promise<T>;
+export async function transaction<Tx, T>(sql: BeginsTransactionsInMode<Tx>, fn: (tx: Tx) => Promise<T>, mode: string): Promise<T>;
+export async function transaction<Tx, T>(
+  sql: BeginsTransactions<Tx> | BeginsTransactionsInMode<Tx>,
+  fn: (tx: Tx) => Promise<T>,
+  mode?: string,
+): Promise<T> {
+  const body = (tx: Tx) => unlessGone(fn(tx));
+  return await (mode === undefined ? (sql as BeginsTransactions<Tx>).begin(body) : (sql as BeginsTransactionsInMode<Tx>).begin(mode, body)) as T;
 }

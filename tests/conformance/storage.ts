@@ -503,15 +503,15 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     const outbox = make(h, clock, memoryPublisher());
     await h.commit((tx) => outbox.enqueue(tx, [{ id: "x", topic: "t", payload: 1 }, { id: "y", topic: "t", payload: 2 }]));
     const now = clock.value;
-    const mine = await h.storage.claim({ token: "relay-a:1", now, lockedUntil: now + 30_000, limit: 10 });
+    const mine = await h.storage.claim({ token: "relay-a:1", now, lockedUntil: now + 30_000, limit: 10, clock: "relay" });
     assert.deepEqual(mine.map((r) => [r.id, r.attempts]).sort(), [["x", 1], ["y", 1]]);
     const rows = await outbox.inspect();
     assert.deepEqual(rows.map((r) => [r.status, r.lockedBy]), [["processing", "relay-a:1"], ["processing", "relay-a:1"]]);
-    assert.deepEqual(await other.claim({ token: "relay-b:1", now: now + 29_999, lockedUntil: now + 60_000, limit: 10 }), []);
-    const stolen = await other.claim({ token: "relay-b:2", now: now + 30_000, lockedUntil: now + 60_000, limit: 10 });
+    assert.deepEqual(await other.claim({ token: "relay-b:1", now: now + 29_999, lockedUntil: now + 60_000, limit: 10, clock: "relay" }), []);
+    const stolen = await other.claim({ token: "relay-b:2", now: now + 30_000, lockedUntil: now + 60_000, limit: 10, clock: "relay" });
     assert.deepEqual(stolen.map((r) => [r.id, r.attempts]).sort(), [["x", 2], ["y", 2]]);
     const settle = (token: string) =>
-      h.storage.settle({ token, now: now + 30_001, deletePublished: true, settlements: mine.map((r) => ({ seq: r.seq, outcome: "published" as const })) });
+      h.storage.settle({ token, now: now + 30_001, deletePublished: true, settlements: mine.map((r) => ({ seq: r.seq, outcome: "published" as const })), clock: "relay" });
     assert.equal(await settle("relay-a:1"), 0, "the expired owner settles nothing");
     assert.equal((await outbox.stats()).processing, 2);
     assert.equal(await settle("relay-b:2"), 2);
@@ -530,12 +530,12 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
       ])
     );
     const now = clock.value;
-    const first = await h.storage.claim({ token: "a:1", now, lockedUntil: now + 30_000, limit: 1 });
+    const first = await h.storage.claim({ token: "a:1", now, lockedUntil: now + 30_000, limit: 1, clock: "relay" });
     assert.deepEqual(first.map((r) => r.id), ["k1"]);
-    const second = await other.claim({ token: "b:1", now, lockedUntil: now + 30_000, limit: 10 });
+    const second = await other.claim({ token: "b:1", now, lockedUntil: now + 30_000, limit: 10, clock: "relay" });
     assert.deepEqual(second.map((r) => r.id), ["u"]);
-    await h.storage.settle({ token: "a:1", now, deletePublished: true, settlements: [{ seq: first[0]!.seq, outcome: "published" }] });
-    const third = await other.claim({ token: "b:2", now, lockedUntil: now + 30_000, limit: 10 });
+    await h.storage.settle({ token: "a:1", now, deletePublished: true, settlements: [{ seq: first[0]!.seq, outcome: "published" }], clock: "relay" });
+    const third = await other.claim({ token: "b:2", now, lockedUntil: now + 30_000, limit: 10, clock: "relay" });
     assert.deepEqual(third.map((r) => r.id), ["k2"]);
   });
 
@@ -546,7 +546,7 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     await h.commit((tx) => outbox.enqueue(tx, { id: "poison", topic: "t", payload: 1 }));
     for (let crash = 1; crash <= 2; crash++) {
       const now = clock.value;
-      const rows = await h.storage.claim({ token: `crashed:${crash}`, now, lockedUntil: now + 30_000, limit: 10 });
+      const rows = await h.storage.claim({ token: `crashed:${crash}`, now, lockedUntil: now + 30_000, limit: 10, clock: "relay" });
       assert.equal(rows.length, 1);
       clock.advance(30_000); // the relay died; its lease runs out
     }
@@ -624,7 +624,7 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
         await h.commit((tx) => relays[0]!.enqueue(tx, batch));
       } else if (r < 0.4) {
         const s = storages[Math.floor(random() * storages.length)]!;
-        await s.claim({ token: `crash:${round}`, now: clock.value, lockedUntil: clock.value + 5_000, limit: 3 });
+        await s.claim({ token: `crash:${round}`, now: clock.value, lockedUntil: clock.value + 5_000, limit: 3, clock: "relay" });
       } else if (r < 0.5) {
         clock.advance(Math.floor(random() * 6_000));
       } else {
@@ -795,7 +795,7 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     const pub = recorder((m) => m.topic === "bad" ? new PublishError("no", { permanent: true }) : undefined);
     const outbox = make(h, clock, pub, { retention: { publishedMs: 60_000 } });
     let stats = await outbox.stats();
-    assert.deepEqual(stats, { pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null, oldestPendingAgeMs: 0 });
+    assert.deepEqual(stats, { pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null, oldestPendingAgeMs: 0, blockedKeys: 0 });
     const t0 = clock.value;
     await h.commit((tx) => outbox.enqueue(tx, [{ topic: "ok", payload: 1 }, { topic: "bad", payload: 1 }]));
     clock.advance(1_000);
@@ -809,7 +809,7 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing, stats.published, stats.dead], [1, 0, 1, 1]);
     assert.equal(stats.oldestPendingAgeMs, 0, "the one left is scheduled for later");
-    await h.storage.claim({ token: "z:1", now: clock.value + 20_000, lockedUntil: clock.value + 50_000, limit: 10 });
+    await h.storage.claim({ token: "z:1", now: clock.value + 20_000, lockedUntil: clock.value + 50_000, limit: 10, clock: "relay" });
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing], [0, 1]);
   });

@@ -220,7 +220,7 @@ test("faults: property: under generated schedules of crashes, clock jumps, publi
               break;
             case "crash":
               totals.crashes++;
-              await storages[c.relay]!.storage.claim({ token: `crash-${n++}`, now: clock.value, lockedUntil: clock.value + LEASE_MS, limit: c.limit })
+              await storages[c.relay]!.storage.claim({ token: `crash-${n++}`, now: clock.value, lockedUntil: clock.value + LEASE_MS, limit: c.limit, clock: "relay" })
                 .catch(() => {}); // an armed claim fault may fire here too
               break;
             case "advance":
