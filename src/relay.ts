@@ -283,7 +283,7 @@ async function publishBatch(
       }
       const outcome = await attempt(ctx, row, lease, report);
       settlements.push(outcome);
-      if (outcome.outcome === "retry") {
+      if (holdsKey(ctx, row, outcome)) {
         releaseRest(lane, i + 1, settlements, report);
         return;
       }
@@ -326,7 +326,7 @@ async function publishBatch(
       } else {
         const settlement = failure(ctx, row, outcome.error, report);
         settlements.push(settlement);
-        if (ordered && settlement.outcome === "retry") blocked = true;
+        if (ordered && holdsKey(ctx, row, settlement)) blocked = true;
       }
     }
   };
@@ -345,6 +345,14 @@ async function publishBatch(
     clearTimeout(timer);
   }
   return settlements;
+}
+
+/**
+ * Whether a keyed message's outcome holds back the rest of its key: a retry always, a
+ * dead message when `retry.onDead` is `"block"`. (A lone message has no rest.)
+ */
+function holdsKey(ctx: RelayContext, row: ClaimedRow, outcome: Settlement): boolean {
+  return outcome.outcome === "retry" || (outcome.outcome === "dead" && row.key !== null && ctx.options.retry.onDead === "block");
 }
 
 function releaseRest(lane: readonly ClaimedRow[], from: number, out: Settlement[], report: TickReport): void {

@@ -9,7 +9,7 @@ import type { NewOutboxRow } from "../../src/types.ts";
 import { errorCode, errorText, isClosedTransaction } from "./busy.ts";
 import { INSERT_COLUMNS, insertSql, type LibsqlNames } from "./sql.ts";
 
-// Rows per INSERT: 8 values each stays far below SQLite's 32,766 bound parameters.
+// Rows per INSERT: 9 values each stays far below SQLite's 32,766 bound parameters.
 const INSERT_CHUNK = 500;
 
 /** INSERT statements for rows, in chunks, in row order. */
@@ -25,8 +25,10 @@ export function insertStatements(n: LibsqlNames, rows: readonly NewOutboxRow[]):
       args[i++] = r.key;
       args[i++] = r.body;
       args[i++] = r.headers;
+      const deliverAt = r.availableAt > r.createdAt ? r.availableAt : null;
+      args[i++] = deliverAt;
       args[i++] = r.availableAt;
-      args[i++] = r.availableAt > r.createdAt ? r.availableAt : null;
+      args[i++] = deliverAt;
       args[i++] = r.createdAt;
     }
     statements.push({ sql: insertSql(n, chunk.length), args });

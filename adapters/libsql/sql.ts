@@ -79,12 +79,16 @@ export function createStatements(n: LibsqlNames): string[] {
   ];
 }
 
-/** Columns written by an insert, in bind order. */
-export const INSERT_COLUMNS = 8;
+/** Values bound per inserted row: id, topic, key, payload, headers, deliver_at, enqueue time, deliver_at, created_at. */
+export const INSERT_COLUMNS = 9;
 
-/** A multi-row insert for `count` rows. */
+/**
+ * A multi-row insert for `count` rows. A message without deliverAt is due at the
+ * enqueue time or the database's, whichever is earlier: a writer whose clock runs ahead
+ * must not hold its messages back on the database's clock.
+ */
 export function insertSql(n: LibsqlNames, count: number): string {
-  const row = "(?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)";
+  const row = `(?, ?, ?, ?, ?, 'pending', 0, COALESCE(?, MIN(?, ${DB_NOW})), ?, ?)`;
   return `INSERT INTO ${n.table} (id, topic, key, payload, headers, status, attempts, available_at, deliver_at, created_at) VALUES ${
     Array(count).fill(row).join(", ")
   }`;

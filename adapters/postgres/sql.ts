@@ -129,6 +129,8 @@ export function setupLockSql(n: PostgresNames): string {
 
 /**
  * Inserts rows given as parallel arrays: one statement, one round trip, for any count.
+ * A message without deliverAt is due at its enqueue time or the database's, whichever
+ * is earlier: a writer whose clock runs ahead must not hold its messages back.
  *
  * An id already in the table (committed, or written by this transaction) is reported
  * as `duplicate` with nothing inserted, instead of raising a unique violation, because
@@ -145,7 +147,8 @@ guard AS (
 ),
 ins AS (
   INSERT INTO ${n.qualified} (id, topic, key, payload, payload_bytes, headers, available_at, deliver_at, created_at)
-  SELECT r.id, r.topic, r.key, r.payload::json, decode(r.payload_bytes, 'base64'), r.headers::json, r.available_at, r.deliver_at, r.created_at
+  SELECT r.id, r.topic, r.key, r.payload::json, decode(r.payload_bytes, 'base64'), r.headers::json,
+    coalesce(r.deliver_at, least(r.available_at, ${dbNow()})), r.deliver_at, r.created_at
   FROM input AS r, guard AS g
   WHERE g.duplicate IS NULL
   ORDER BY r.ord
@@ -170,7 +173,8 @@ FROM ins`;
 export function insertOneSql(n: PostgresNames): string {
   return `WITH ins AS (
   INSERT INTO ${n.qualified} (id, topic, key, payload, payload_bytes, headers, available_at, deliver_at, created_at)
-  VALUES ($1::text, $2::text, $3::text, $4::text::json, decode($5::text, 'base64'), $6::text::json, $7::bigint, $8::bigint, $9::bigint)
+  VALUES ($1::text, $2::text, $3::text, $4::text::json, decode($5::text, 'base64'), $6::text::json,
+    coalesce($8::bigint, least($7::bigint, ${dbNow()})), $8::bigint, $9::bigint)
   ON CONFLICT (id) DO NOTHING
   RETURNING id
 )
