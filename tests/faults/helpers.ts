@@ -1,11 +1,15 @@
 /**
  * Shared pieces of the fault tests: the end-to-end invariant check against what a
- * JetStream stream holds, waiting for events with a deadline, and a private nats-server.
+ * JetStream stream holds, waiting for events with a deadline, a private nats-server and
+ * a private 3-node nats-server cluster.
  */
 
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { createConnection } from "node:net";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createConnection, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { ReadMessage } from "../nats_helpers.ts";
 
 /** What the test committed and rolled back, to check the stream against. */
@@ -83,10 +87,18 @@ export function portOpen(port: number): Promise<boolean> {
   });
 }
 
-/** A private nats-server (own port and store directory), as in tests/nats_restart.test.ts. */
-export async function startNatsServer(port: number, store: string): Promise<ChildProcess> {
-  const server = spawn("/usr/sbin/nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store], { stdio: "ignore" });
-  await until("nats-server to listen", () => portOpen(port));
+/**
+ * A private nats-server (own port and store directory), as in tests/nats_restart.test.ts.
+ * `extraArgs` are appended to the command line (cluster settings, a server name).
+ */
+export async function startNatsServer(port: number, store: string, extraArgs: readonly string[] = []): Promise<ChildProcess> {
+  const server = spawn("/usr/sbin/nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store, ...extraArgs], { stdio: "ignore" });
+  try {
+    await until(`nats-server to listen on port ${port}`, () => portOpen(port));
+  } catch (error) {
+    await stopProcess(server, "SIGKILL"); // not left running when it starts too late
+    throw error;
+  }
   return server;
 }
 
@@ -120,4 +132,108 @@ export function watchHost(): { readonly seen: unknown[]; stop(): void } {
       process.off("uncaughtException", onError);
     },
   };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** One server of a {@link NatsCluster}. */
+export interface NatsClusterServer {
+  /** Server name, as JetStream reports it (stream info `cluster.leader`). */
+  readonly name: string;
+  /** Client port on 127.0.0.1. */
+  readonly port: number;
+  /** The running process, or `null` while the server is down. */
+  process: ChildProcess | null;
+}
+
+/** A private nats-server cluster with JetStream: one process, port and store per server. */
+export interface NatsCluster {
+  readonly servers: readonly NatsClusterServer[];
+  /** Client URLs of every server, for a connection that fails over. */
+  readonly urls: string[];
+  /** The server with this name; throws for an unknown one. */
+  server(name: string): NatsClusterServer;
+  /** Kills a server (SIGKILL by default: a crash, no leadership hand-over) and waits for it to exit. */
+  kill(name: string, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts a killed server again with its store, ports and name; resolves once it listens. */
+  restart(name: string): Promise<void>;
+  /** Stops every server still running (by its pid) and removes the store directories. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `size` nats-server processes on free loopback ports, routed to each other as
+ * one cluster with JetStream (each its own store directory and server name). Resolves
+ * once every server listens; wait for a JetStream meta leader before creating streams.
+ * On a failed start, the servers already started are stopped.
+ */
+export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+  const root = mkdtempSync(join(tmpdir(), "x-outbox-nats-cluster-"));
+  const clusterName = `c${crypto.randomUUID().slice(0, 8)}`;
+  const nodes: { server: NatsClusterServer; args: string[]; store: string }[] = [];
+  const clusterPorts: number[] = [];
+  for (let i = 0; i < size; i++) clusterPorts.push(await freePort());
+  for (let i = 0; i < size; i++) {
+    const name = `${clusterName}-n${i + 1}`;
+    const store = join(root, name);
+    mkdirSync(store);
+    const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`).join(",");
+    const args = [
+      "--server_name", name,
+      "--cluster_name", clusterName,
+      "--cluster", `nats://127.0.0.1:${clusterPorts[i]}`,
+      "--routes", routes,
+      "-l", join(root, `${name}.log`),
+    ];
+    nodes.push({ server: { name, port: await freePort(), process: null }, args, store });
+  }
+  const node = (name: string) => {
+    const found = nodes.find((n) => n.server.name === name);
+    if (!found) throw new Error(`No server named "${name}" in this cluster (${nodes.map((n) => n.server.name).join(", ")})`);
+    return found;
+  };
+  const cluster: NatsCluster = {
+    servers: nodes.map((n) => n.server),
+    urls: nodes.map((n) => `127.0.0.1:${n.server.port}`),
+    server: (name) => node(name).server,
+    async kill(name, signal = "SIGKILL") {
+      const { server } = node(name);
+      if (server.process) await stopProcess(server.process, signal);
+      server.process = null;
+    },
+    async restart(name) {
+      const { server, store, args } = node(name);
+      if (server.process) throw new Error(`Cannot restart server "${name}": it is still running`);
+      server.process = await startNatsServer(server.port, store, args);
+    },
+    async stop() {
+      await Promise.all(nodes.map(async ({ server }) => {
+        if (server.process) await stopProcess(server.process, "SIGKILL");
+        server.process = null;
+      }));
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+  try {
+    // Started together: each server's routes to the others come up as they start.
+    const started = await Promise.allSettled(nodes.map(async (n) => {
+      n.server.process = await startNatsServer(n.server.port, n.store, n.args);
+    }));
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
 }
