@@ -21,7 +21,7 @@ import { openSql, PG_URL, uniqueSchema } from "../postgres_helpers.ts";
 
 const LEVELS = ["read committed", "repeatable read", "serializable"] as const;
 
-function relaySql(level: string): postgres.Sql {
+function relaySql(level: (typeof LEVELS)[number]): postgres.Sql {
   return postgres(PG_URL, { max: 3, onnotice: () => {}, idle_timeout: 5, connection: { default_transaction_isolation: level } });
 }
 
