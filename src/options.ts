@@ -139,16 +139,28 @@ function int(min: number, max: number): Rule {
  */
 const MAX_TIMER_MS = 2_147_483_647;
 
-/** A duration in ms; `timer`: it becomes a `setTimeout` delay, so it is capped at MAX_TIMER_MS. */
-function duration(min: number, allowInfinity = false, timer = false): Rule {
+/**
+ * Longest finite delay or retention period: added to or taken from an epoch-ms time, it
+ * keeps the result within a Date's range and a 64-bit column (Postgres bigint).
+ */
+const MAX_SPAN_MS = 1e14;
+
+/** A duration in ms, from `min` to `max` (a timer delay: MAX_TIMER_MS), or Infinity where allowed. */
+
+function duration(min: number, allowInfinity = false, max: number = MAX_SPAN_MS): Rule {
   return (x, path) => {
     const got = typeof x === "number" ? String(x) : typeof x === "string" ? JSON.stringify(x) : typeof x;
     if (!isNumber(x)) fail(`${path} must be a number of milliseconds, got ${got}`, path);
     if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && x >= min))) {
       fail(`${path} must be a finite number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`, path);
     }
-    if (timer && x > MAX_TIMER_MS) {
-      fail(`${path} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${got}: it is used as a timer delay, and longer timers fire at once`, path);
+    if (x !== Infinity && x > max) {
+      fail(
+        max === MAX_TIMER_MS
+          ? `${path} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${got}: it is used as a timer delay, and longer timers fire at once`
+          : `${path} must be at most ${max} ms (about 3,000 years), got ${got}: times it is added to must stay storable`,
+        path,
+      );
     }
   };
 }
@@ -216,7 +228,7 @@ const OPTION_RULES: Record<string, Rule> = {
     }
   },
   batchSize: int(1, 10_000),
-  leaseMs: duration(100, false, true),
+  leaseMs: duration(100, false, MAX_TIMER_MS),
   retry: group({
     maxAttempts: int(1, 1_000_000),
     baseDelayMs: duration(0),
@@ -340,4 +352,43 @@ export function backoffDelay(retry: Required<Pick<RetryOptions, "baseDelayMs" | 
  */
 export function retryHorizonMs(o: Pick<ResolvedOptions, "leaseMs" | "retry">): number {
   return o.leaseMs + o.retry.maxDelayMs;
+}
+
+const START_RULES: Record<string, Rule> = {
+  signal: (x, path) => {
+    if (!(isObject(x) && typeof x.aborted === "boolean" && typeof x.addEventListener === "function")) fail(`${path} must be an AbortSignal`, path);
+  },
+  minIdleMs: duration(1, false, MAX_TIMER_MS),
+  maxIdleMs: duration(1, false, MAX_TIMER_MS),
+  onTick: fn,
+};
+
+const TICK_RULES: Record<string, Rule> = {
+  budgetMs: duration(0, true),
+  maxBatches: (x, path) => {
+    if (x !== Infinity) int(1, Number.MAX_SAFE_INTEGER)(x, path);
+  },
+  signal: START_RULES.signal!,
+};
+
+/**
+ * Validates the options of `outbox.start()` (idle waits become timer delays).
+ *
+ * @throws {OutboxConfigError} Naming the first invalid field.
+ */
+export function checkStartOptions(input: unknown): void {
+  if (input === undefined) return;
+  if (!isObject(input)) fail("start() options must be an object", "options");
+  checkEntries(input, START_RULES, "", (key) => `Unknown option ${key} passed to start()`);
+}
+
+/**
+ * Validates the options of `outbox.tick()`.
+ *
+ * @throws {OutboxConfigError} Naming the first invalid field.
+ */
+export function checkTickOptions(input: unknown): void {
+  if (input === undefined) return;
+  if (!isObject(input)) fail("tick() options must be an object", "options");
+  checkEntries(input, TICK_RULES, "", (key) => `Unknown option ${key} passed to tick()`);
 }

@@ -6,7 +6,7 @@ import type * as v from "valibot";
 import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
 import { startLoop, type RelayHandle, type StartOptions } from "./loop.ts";
 import { prepareMessages } from "./message.ts";
-import { type MessageSchemas, type OutboxOptions, resolveOptions, retryHorizonMs } from "./options.ts";
+import { checkStartOptions, checkTickOptions, type MessageSchemas, type OutboxOptions, resolveOptions, retryHorizonMs } from "./options.ts";
 import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
 import type { OutboxMessage, OutboxRow, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
@@ -184,8 +184,14 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
       nudge();
       return storage.statements(rows);
     },
-    tick: (tickOptions) => runTick(ctx, tickOptions),
-    start: (startOptions) => startLoop(ctx, startOptions),
+    async tick(tickOptions) {
+      checkTickOptions(tickOptions);
+      return await runTick(ctx, tickOptions);
+    },
+    start(startOptions) {
+      checkStartOptions(startOptions);
+      return startLoop(ctx, startOptions);
+    },
     async stats() {
       const now = resolved.now();
       const s = await storage.stats(now);

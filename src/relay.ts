@@ -261,7 +261,7 @@ async function publishBatch(
   const settlements: Settlement[] = [];
   // Publishes in flight are told to give up when the lease is about to end.
   const leaseAbort = new AbortController();
-  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, leaseEnd - o.now()));
+  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.min(2_147_483_647, Math.max(0, leaseEnd - o.now())));
   const context = { signal: leaseAbort.signal };
   // One abort listener for the whole batch, not one per publish: hundreds of listeners
   // on one signal are a leak warning on Node, and each costs an add and a remove.

@@ -201,7 +201,10 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
     throw new OutboxConfigError("subjectPrefix must be a string without whitespace", "subjectPrefix");
   }
   const timeoutMs = options.timeoutMs ?? 5_000;
-  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new OutboxConfigError("timeoutMs must be a positive number", "timeoutMs");
+  // nats.js waits with setTimeout, whose delays above 2^31−1 ms fire at once.
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647)) {
+    throw new OutboxConfigError(`timeoutMs must be a number of milliseconds between 1 and 2147483647, got ${String(timeoutMs)}`, "timeoutMs");
+  }
   const maxInFlight = options.maxInFlight ?? 256;
   if (!(Number.isInteger(maxInFlight) && maxInFlight >= 1)) throw new OutboxConfigError("maxInFlight must be an integer ≥ 1", "maxInFlight");
   const prefix = options.subjectPrefix ?? "";

@@ -69,6 +69,12 @@ test("faults: bad input: options the core suite does not try are rejected with O
     [{ retry: { maxAttempts: 2.5 } }, "retry.maxAttempts"],
     [{ retry: { maxAttempts: -1 } }, "retry.maxAttempts"],
     [{ retry: { maxDelayMs: NaN } }, "retry.maxDelayMs"],
+    // Added to an epoch-ms time, it would leave a bigint column and a Date's range.
+    [{ retry: { maxDelayMs: 1e19 } }, "retry.maxDelayMs"],
+    [{ retry: { baseDelayMs: 1e16, maxDelayMs: 1e16 } }, "retry.baseDelayMs"],
+    [{ retry: { onDead: "halt" } }, "retry.onDead"],
+    [{ retention: { publishedMs: 1e19 } }, "retention.publishedMs"],
+    [{ clock: "database" }, "clock"],
     [{ retry: { jitter: -0.1 } }, "retry.jitter"],
     [{ retry: { jitter: "0.2" } }, "retry.jitter"],
     [{ retry: null }, "retry"],
@@ -105,6 +111,21 @@ test("faults: bad input: options the core suite does not try are rejected with O
   await assert.rejects(() => outbox.requeue({ ids: "a" as never }), (e: unknown) => e instanceof OutboxMessageError && e.path === "ids");
   assert.throws(() => outbox.statements({ topic: "t", payload: 1 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "storage");
   await assert.rejects(() => outbox.inspect(), (e: unknown) => e instanceof OutboxConfigError && e.path === "storage");
+  // start() idle waits become timer delays: above 2^31−1 ms (or NaN) a timer fires at once
+  // and the loop would poll without pause.
+  for (const [options, path] of [
+    [{ minIdleMs: 2 ** 31 }, "minIdleMs"],
+    [{ maxIdleMs: Infinity }, "maxIdleMs"],
+    [{ maxIdleMs: NaN }, "maxIdleMs"],
+    [{ onTick: "log" }, "onTick"],
+    [{ signal: {} }, "signal"],
+    [{ idleMs: 5 }, "idleMs"],
+  ] as const) {
+    assert.throws(() => outbox.start(options as never), (e: unknown) => e instanceof OutboxConfigError && e.path === path, JSON.stringify(options));
+  }
+  for (const [options, path] of [[{ budgetMs: NaN }, "budgetMs"], [{ maxBatches: 0 }, "maxBatches"], [{ budget: 1 }, "budget"]] as const) {
+    await assert.rejects(() => outbox.tick(options as never), (e: unknown) => e instanceof OutboxConfigError && e.path === path, JSON.stringify(options));
+  }
   // Adapter and publisher factories.
   const client = { execute() {}, batch() {}, transaction() {} } as never;
   assert.throws(() => libsqlStorage(null as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "client");
@@ -116,6 +137,7 @@ test("faults: bad input: options the core suite does not try are rejected with O
   assert.throws(() => jetstreamPublisher(js, { maxInFlight: 0 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "maxInFlight");
   assert.throws(() => jetstreamPublisher(js, { maxInFlight: 1.5 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "maxInFlight");
   assert.throws(() => jetstreamPublisher(js, { timeoutMs: NaN }), (e: unknown) => e instanceof OutboxConfigError && e.path === "timeoutMs");
+  assert.throws(() => jetstreamPublisher(js, { timeoutMs: 2 ** 31 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "timeoutMs");
   assert.throws(() => jetstreamPublisher(js, { subjectPrefix: 5 } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix");
   assert.throws(() => jetstreamPublisher(js, { subjectPrefix: "a\tb" }), (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix");
   await assert.rejects(() => ensureStream({} as never, { name: "S", subjects: ["s.>"], outbox: { retryHorizonMs: 200_000 }, duplicateWindowMs: 200_000 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "duplicateWindowMs");
