@@ -420,7 +420,7 @@ function failure(ctx: RelayContext, row: ClaimedRow, error: unknown, report: Tic
   }
   if (row.attempts >= o.retry.maxAttempts) {
     report.dead++;
-    return { seq: row.seq, outcome: "dead", error: `${message} (after ${row.attempts} attempts)` };
+    return { seq: row.seq, outcome: "dead", error: `Gave up after ${row.attempts} attempts; the last failed with: ${message}` };
   }
   report.retried++;
   return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };

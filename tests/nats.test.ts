@@ -49,8 +49,8 @@ test("jetstream: classifies failures into permanent and transient ones with plai
   const noResponders = Object.assign(new Error("no responders: 'a.b'"), { name: "RequestError", isNoResponders: () => true });
   const cases: [unknown, boolean, RegExp][] = [
     // What the client throws when no stream leader listens: an election, or no stream.
-    [Object.assign(new Error("jetstream is not enabled", { cause: noResponders }), { name: "JetStreamNotEnabled" }), false, /No JetStream stream answered for subject "a\.b" \(no responders, 503\): the stream may be electing a leader, or no stream accepts the subject; will retry/],
-    [Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }), false, /JetStream is not enabled .*will retry/],
+    [Object.assign(new Error("jetstream is not enabled", { cause: noResponders }), { name: "JetStreamNotEnabled" }), false, /No JetStream stream answered for subject "a\.b" \(no responders, 503\): the stream may be electing a leader, or no stream accepts the subject \(transient\)/],
+    [Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }), false, /JetStream is not enabled .*\(transient\)/],
     [Object.assign(new Error("'payload' max_payload size exceeded"), { name: "InvalidArgumentError" }), true, /larger than the server's max_payload/],
     [apiError(10054, "message size exceeds maximum allowed"), true, /refused the 10-byte message for "a\.b" \(message size exceeds maximum allowed, API error 10054\): it is larger than the stream's max_msg_size.*can never be published/],
     [apiError(10097, "header size exceeds maximum allowed of 64k"), true, /headers are larger/],
@@ -58,14 +58,14 @@ test("jetstream: classifies failures into permanent and transient ones with plai
     [apiError(10070, "wrong last msg ID: x"), true, /Expected-Last-Msg-Id/],
     [apiError(10060, "expected stream does not match"), true, /Expected-Stream/],
     [apiError(10109, "invalid operation on sealed stream"), true, /sealed/],
-    [apiError(10008, "JetStream system temporarily unavailable", 503), false, /failed: JetStream system temporarily unavailable \(API error 10008\); will retry/],
-    [apiError(10077, "maximum messages exceeded", 503), false, /maximum messages exceeded .*will retry/],
-    [apiError(10158, "duplicate message id is in process", 409), false, /will retry/],
-    [apiError(10118, "stream is offline", 500), false, /will retry/],
+    [apiError(10008, "JetStream system temporarily unavailable", 503), false, /failed: JetStream system temporarily unavailable \(API error 10008\) \(transient\)/],
+    [apiError(10077, "maximum messages exceeded", 503), false, /maximum messages exceeded .*\(transient\)/],
+    [apiError(10158, "duplicate message id is in process", 409), false, /\(transient\)/],
+    [apiError(10118, "stream is offline", 500), false, /\(transient\)/],
     [new Error("Permissions Violation for Publish to \"a.b\""), true, /Not allowed to publish/],
     [Object.assign(new Error("timeout"), { name: "TimeoutError" }), false, /timeout/],
     [Object.assign(new Error("closed connection"), { name: "ClosedConnectionError" }), false, /connection unavailable/],
-    [Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }), false, /failed: insufficient resources; will retry/],
+    [Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }), false, /failed: insufficient resources \(transient\)/],
   ];
   for (const [error, permanent, message] of cases) {
     const classified = classifyJetStreamError(error, "a.b", 10);
@@ -293,7 +293,7 @@ test("jetstream: a subject no stream accepts (no responders) is retried, not dea
       assert.equal(rows.filter((r) => r.status === "dead").length, 0, "no responders is transient: nothing goes dead");
       assert.match(
         rows.find((r) => r.id === "late-1")!.lastError!,
-        new RegExp(`No JetStream stream answered for subject "${subject.replace(/\./g, "\\.")}" \\(no responders, 503\\): the stream may be electing a leader, or no stream accepts the subject; will retry`),
+        new RegExp(`No JetStream stream answered for subject "${subject.replace(/\./g, "\\.")}" \\(no responders, 503\\): the stream may be electing a leader, or no stream accepts the subject \\(transient\\)`),
       );
       await until("a warning that no stream accepts the subject", () => warnings.some((w) => w.includes(`No JetStream stream accepts subject "${subject}"`)));
       await s.jsm.streams.add({ name: late, subjects: [`${late.toLowerCase()}.>`], storage: "memory" as never });

@@ -131,12 +131,12 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
   const text = errorText(error);
   if (isNoResponders(error)) {
     return new PublishError(
-      `No JetStream stream answered for subject "${subject}" (no responders, 503): the stream may be electing a leader, or no stream accepts the subject; will retry`,
+      `No JetStream stream answered for subject "${subject}" (no responders, 503): the stream may be electing a leader, or no stream accepts the subject (transient)`,
       { cause: error },
     );
   }
   if (name === "JetStreamNotEnabled") {
-    return new PublishError(`JetStream is not enabled for this account on the server (publishing to "${subject}"); will retry`, { cause: error });
+    return new PublishError(`JetStream is not enabled for this account on the server (publishing to "${subject}") (transient)`, { cause: error });
   }
   const code = (error as { code?: unknown })?.code;
   if (name === "JetStreamApiError" && typeof code === "number") {
@@ -147,7 +147,7 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
         { permanent: true, cause: error },
       );
     }
-    return new PublishError(`JetStream publish to "${subject}" failed: ${text} (API error ${code}); will retry`, { cause: error });
+    return new PublishError(`JetStream publish to "${subject}" failed: ${text} (API error ${code}) (transient)`, { cause: error });
   }
   if (/max_payload|maximum payload/i.test(text)) {
     return new PublishError(`Message of ${size} bytes is larger than the server's max_payload; it can never be published as is`, {
@@ -159,12 +159,12 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
     return new PublishError(`Not allowed to publish to subject "${subject}": ${text}`, { permanent: true, cause: error });
   }
   if (name === "TimeoutError" || /timeout/i.test(text)) {
-    return new PublishError(`No ack from JetStream for "${subject}" in time (timeout); will retry`, { cause: error });
+    return new PublishError(`No ack from JetStream for "${subject}" in time (timeout) (transient)`, { cause: error });
   }
   if (/closed|draining|disconnect|reconnect/i.test(name + text)) {
-    return new PublishError(`NATS connection unavailable while publishing to "${subject}" (${text}); will retry`, { cause: error });
+    return new PublishError(`NATS connection unavailable while publishing to "${subject}" (${text}) (transient)`, { cause: error });
   }
-  return new PublishError(`JetStream publish to "${subject}" failed: ${text}; will retry`, { cause: error });
+  return new PublishError(`JetStream publish to "${subject}" failed: ${text} (transient)`, { cause: error });
 }
 
 function isJetStreamClient(value: unknown): value is JetStreamClient {

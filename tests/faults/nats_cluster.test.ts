@@ -152,7 +152,8 @@ async function clusterRun<Tx>(
       publisher,
       batchSize: 100,
       leaseMs: 5_000, // far above a publish's 1 s timeout, so a batch never outlives its lease
-      retry: { maxAttempts: 10_000, baseDelayMs: 100, maxDelayMs: 2_000, jitter: 0.2 },
+      // The default retry policy (10 attempts, 1 s doubling to 60 s): what users run must
+      // outlast an election (4–9 s) with nothing dead.
       onError: (e) => errors.push(e),
       onWarning: (w) => warnings.push(w),
     });
