@@ -112,13 +112,8 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
         continue;
       }
       if ((report.claimed > 0 || report.cleaned > 0) && options.onTick) {
-        try {
-          // A throwing (or rejecting) hook is reported, never the end of the loop.
-          const result: unknown = options.onTick(report);
-          if (result instanceof Promise) result.catch((error) => ctx.options.onError(error, { phase: "onTick" }));
-        } catch (error) {
-          ctx.options.onError(error, { phase: "onTick" });
-        }
+        // A throwing (or rejecting) hook is reported, never the end of the loop.
+        Promise.resolve(report).then(options.onTick).catch((error) => ctx.options.onError(error, { phase: "onTick" }));
       }
       if (report.claimed >= ctx.options.batchSize) {
         idle = minIdle;

@@ -127,9 +127,7 @@ const isNumber = (x: unknown): x is number => typeof x === "number" && x === x;
 
 function int(min: number, max: number): Rule {
   return (x, path) => {
-    if (!isNumber(x)) fail(`${path} must be a number`, path);
-    if (!Number.isInteger(x)) fail(`${path} must be an integer`, path);
-    if (x < min || x > max) fail(`${path} must be between ${min} and ${max}`, path);
+    if (!Number.isInteger(x) || (x as number) < min || (x as number) > max) fail(`${path} must be an integer between ${min} and ${max}, got ${String(x)}`, path);
   };
 }
 
@@ -150,17 +148,12 @@ const MAX_SPAN_MS = 1e14;
 function duration(min: number, allowInfinity = false, max: number = MAX_SPAN_MS): Rule {
   return (x, path) => {
     const got = typeof x === "number" ? String(x) : typeof x === "string" ? JSON.stringify(x) : typeof x;
-    if (!isNumber(x)) fail(`${path} must be a number of milliseconds, got ${got}`, path);
-    if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && x >= min))) {
-      fail(`${path} must be a finite number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`, path);
+    if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && (x as number) >= min))) {
+      fail(`${path} must be a number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`, path);
     }
-    if (x !== Infinity && x > max) {
-      fail(
-        max === MAX_TIMER_MS
-          ? `${path} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${got}: it is used as a timer delay, and longer timers fire at once`
-          : `${path} must be at most ${max} ms (about 3,000 years), got ${got}: times it is added to must stay storable`,
-        path,
-      );
+    if (x !== Infinity && (x as number) > max) {
+      // Timers fire at once past MAX_TIMER_MS; times past MAX_SPAN_MS are not storable.
+      fail(`${path} must be at most ${max} ms (${max === MAX_TIMER_MS ? "a timer's limit" : "storable times"}), got ${got}`, path);
     }
   };
 }
@@ -171,7 +164,7 @@ const fn: Rule = (x, path) => {
 
 function oneOf(...values: string[]): Rule {
   return (x, path) => {
-    if (!values.includes(x as string)) fail(`${path} must be ${values.map((v) => JSON.stringify(v)).join(" or ")}, got ${JSON.stringify(x)}`, path);
+    if (!values.includes(x as string)) fail(`${path} must be one of ${values.join(", ")}, got ${JSON.stringify(x)}`, path);
   };
 }
 
@@ -266,13 +259,7 @@ const defaultOnError = (error: unknown, context: OutboxErrorContext) => console.
  * the one place left to report it.
  */
 function guarded<A extends unknown[]>(hook: (...args: A) => void): (...args: A) => void {
-  const report = (error: unknown) => {
-    try {
-      console.error("[@x/outbox] an onError/onWarning hook threw:", error);
-    } catch {
-      // Nothing left to tell.
-    }
-  };
+  const report = (error: unknown) => console.error("[@x/outbox] a hook threw:", error);
   return (...args) => {
     try {
       // An async hook's rejection would otherwise be unhandled (fatal on Node).
@@ -354,41 +341,27 @@ export function retryHorizonMs(o: Pick<ResolvedOptions, "leaseMs" | "retry">): n
   return o.leaseMs + o.retry.maxDelayMs;
 }
 
-const START_RULES: Record<string, Rule> = {
-  signal: (x, path) => {
-    if (!(isObject(x) && typeof x.aborted === "boolean" && typeof x.addEventListener === "function")) fail(`${path} must be an AbortSignal`, path);
-  },
-  minIdleMs: duration(1, false, MAX_TIMER_MS),
-  maxIdleMs: duration(1, false, MAX_TIMER_MS),
-  onTick: fn,
+const signalRule: Rule = (x, path) => {
+  if (!(isObject(x) && typeof x.aborted === "boolean")) fail(`${path} must be an AbortSignal`, path);
 };
 
-const TICK_RULES: Record<string, Rule> = {
-  budgetMs: duration(0, true),
-  maxBatches: (x, path) => {
-    if (x !== Infinity) int(1, Number.MAX_SAFE_INTEGER)(x, path);
+const CALL_RULES: Record<"start" | "tick", Record<string, Rule>> = {
+  // Idle waits become timer delays.
+  start: { signal: signalRule, minIdleMs: duration(1, false, MAX_TIMER_MS), maxIdleMs: duration(1, false, MAX_TIMER_MS), onTick: fn },
+  tick: {
+    budgetMs: duration(0, true),
+    maxBatches: (x, path) => x === Infinity || int(1, Number.MAX_SAFE_INTEGER)(x, path),
+    signal: signalRule,
   },
-  signal: START_RULES.signal!,
 };
 
 /**
- * Validates the options of `outbox.start()` (idle waits become timer delays).
+ * Validates the options of `outbox.start()` or `outbox.tick()`.
  *
  * @throws {OutboxConfigError} Naming the first invalid field.
  */
-export function checkStartOptions(input: unknown): void {
+export function checkCallOptions(method: "start" | "tick", input: unknown): void {
   if (input === undefined) return;
-  if (!isObject(input)) fail("start() options must be an object", "options");
-  checkEntries(input, START_RULES, "", (key) => `Unknown option ${key} passed to start()`);
-}
-
-/**
- * Validates the options of `outbox.tick()`.
- *
- * @throws {OutboxConfigError} Naming the first invalid field.
- */
-export function checkTickOptions(input: unknown): void {
-  if (input === undefined) return;
-  if (!isObject(input)) fail("tick() options must be an object", "options");
-  checkEntries(input, TICK_RULES, "", (key) => `Unknown option ${key} passed to tick()`);
+  if (!isObject(input)) fail(`${method}() options must be an object`, "options");
+  checkEntries(input, CALL_RULES[method], "", (key) => `Unknown option ${key} passed to ${method}()`);
 }

@@ -6,7 +6,7 @@ import type * as v from "valibot";
 import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
 import { startLoop, type RelayHandle, type StartOptions } from "./loop.ts";
 import { prepareMessages } from "./message.ts";
-import { checkStartOptions, checkTickOptions, type MessageSchemas, type OutboxOptions, resolveOptions, retryHorizonMs } from "./options.ts";
+import { checkCallOptions, type MessageSchemas, type OutboxOptions, resolveOptions, retryHorizonMs } from "./options.ts";
 import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
 import type { OutboxMessage, OutboxRow, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
@@ -101,12 +101,6 @@ export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<neve
   inspect(options?: { limit?: number }): Promise<OutboxRow[]>;
 }
 
-/** 8 random hex digits (Web Crypto, available on every runtime we support). */
-function randomTag(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(4));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function toPublisher(publisher: Publisher | PublishFunction): Publisher {
   if (typeof publisher === "function") {
     return { publish: async (message, context) => void (await publisher(message, context)) };
@@ -150,7 +144,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     storage: storage as OutboxStorage<unknown, unknown>,
     publisher: toPublisher(options.publisher),
     options: resolved,
-    instance: randomTag(),
+    instance: crypto.randomUUID().slice(0, 8),
     claims: 0,
     lastCleanupAt: -Infinity,
     nudges: new Set(),
@@ -185,11 +179,11 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
       return storage.statements(rows);
     },
     async tick(tickOptions) {
-      checkTickOptions(tickOptions);
+      checkCallOptions("tick", tickOptions);
       return await runTick(ctx, tickOptions);
     },
     start(startOptions) {
-      checkStartOptions(startOptions);
+      checkCallOptions("start", startOptions);
       return startLoop(ctx, startOptions);
     },
     async stats() {

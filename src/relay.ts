@@ -261,7 +261,7 @@ async function publishBatch(
   const settlements: Settlement[] = [];
   // Publishes in flight are told to give up when the lease is about to end.
   const leaseAbort = new AbortController();
-  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.min(2_147_483_647, Math.max(0, leaseEnd - o.now())));
+  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, leaseEnd - o.now()));
   const context = { signal: leaseAbort.signal };
   // One abort listener for the whole batch, not one per publish: hundreds of listeners
   // on one signal are a leak warning on Node, and each costs an add and a remove.
@@ -456,10 +456,8 @@ interface Lease {
  * ignores its signal must not hold the tick, and the other lanes' settlement, past it.
  */
 function untilLeaseEnds<T>(work: Promise<T>, lease: Lease): Promise<T> {
-  if (lease.context.signal.aborted) {
-    work.catch(() => {});
-    return Promise.reject(lease.context.signal.reason);
-  }
+  // Once the lease has ended, `ended` is rejected and wins the race (`work` is then
+  // still handled by the race, so its own rejection is never unhandled).
   return Promise.race([work, lease.ended]);
 }
 
@@ -472,7 +470,7 @@ function bounded<T>(work: Promise<T>, ms: number, what: "claim" | "settle"): Pro
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
       work.catch(() => {});
-      reject(new OutboxStorageError(`The storage's ${what} did not complete within ${ms} ms (leaseMs); the relay moves on and the rows come back when their lease ends`));
+      reject(new OutboxStorageError(`The storage's ${what} did not complete within ${ms} ms (leaseMs); its rows come back when their lease ends`));
     }, ms);
     work.then(
       (value) => {

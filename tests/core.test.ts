@@ -82,14 +82,14 @@ test("createOutbox() rejects each invalid option with OutboxConfigError naming t
     );
   }
   assert.throws(() => createOutbox(undefined as never), OutboxConfigError);
-  assert.throws(() => createOutbox({ storage, publisher, batchSize: 0 }), /batchSize must be between 1 and 10000/);
+  assert.throws(() => createOutbox({ storage, publisher, batchSize: 0 }), /batchSize must be an integer between 1 and 10000, got 0/);
   assert.throws(() => createOutbox({ storage, publisher, batchsize: 10 } as never), /Unknown option "batchsize"/);
   assert.throws(() => createOutbox({ publisher } as never), /^OutboxConfigError: storage is required$/);
   assert.throws(() => createOutbox({ storage, publisher: undefined } as never), /^OutboxConfigError: publisher is required$/);
   assert.throws(() => createOutbox({ storage, publisher, retry: 3 } as never), /^OutboxConfigError: retry must be an object$/);
   assert.throws(() => createOutbox({ storage, publisher, retry: { attempts: 3 } } as never), /retry has an unknown option "attempts"/);
   assert.throws(() => createOutbox({ storage, publisher, leaseMs: NaN }), /leaseMs must be a number of milliseconds/);
-  assert.throws(() => createOutbox({ storage, publisher, batchSize: Infinity }), /batchSize must be an integer/);
+  assert.throws(() => createOutbox({ storage, publisher, batchSize: Infinity }), /batchSize must be an integer between 1 and 10000, got Infinity/);
   // The first invalid option in the documented order is the one reported.
   assert.throws(() => createOutbox({ storage, publisher, onWarning: 1, retry: { jitter: 9 } } as never), /retry.jitter must be between 0 and 1/);
 });

@@ -269,7 +269,7 @@ for (const fault of ["reset", "terminate"] as const) for (const path of ["functi
       await writer.enqueue(admin as unknown as PostgresTx, { topic: "t", key: "k", payload: 1 });
       const lease = 60_000;
       const lostClaimAt = Date.now();
-      const claimRequest = (now = Date.now()) => ({ now, limit: 10, token: crypto.randomUUID(), lockedUntil: now + lease });
+      const claimRequest = (now = Date.now()) => ({ now, limit: 10, token: crypto.randomUUID(), lockedUntil: now + lease, clock: "relay" as const });
 
       // Another session holds the claim lock, so the claim is waiting on the server (in
       // its transaction, on that path) when its connection dies.
