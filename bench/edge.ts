@@ -106,7 +106,7 @@ export async function edgePostgres(): Promise<EdgeCase[]> {
     // Rows read by an idle claim, replayed.
     const idleRows = await sql.begin(async (tx) => {
       const now = Date.now();
-      const r = await explainRows(tx, claimSql(n), [now, 100, "edge:idle", now + 30_000]);
+      const r = await explainRows(tx, claimSql(n), [now, 100, "edge:idle", 30_000]);
       await tx.unsafe("ROLLBACK AND CHAIN");
       return r;
     }).catch(() => null);
@@ -115,9 +115,9 @@ export async function edgePostgres(): Promise<EdgeCase[]> {
     await sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { topic: "orders.created", key: "o-1", payload: payload(1) }));
     const oneRows = await sql.begin(async (tx) => {
       const now = Date.now();
-      const c = await explainRows(tx, claimSql(n), [now, 100, "edge:one", now + 30_000]);
+      const c = await explainRows(tx, claimSql(n), [now, 100, "edge:one", 30_000]);
       const [row] = await tx.unsafe(`SELECT seq FROM ${n.qualified} WHERE locked_by = 'edge:one'`);
-      const s = await explainRows(tx, settleSql(n), ["edge:one", now, true, `{${row!.seq}}`, "{}", "{}", "{}", "{}", "{}", "{}"]);
+      const s = await explainRows(tx, settleSql(n), ["edge:one", now, true, `{${row!.seq}}`, "{}", "{}", "{}", "{}", "{}", "{}", true, false]);
       await tx.unsafe("ROLLBACK AND CHAIN");
       return c + s;
     }).catch(() => null);

@@ -64,10 +64,10 @@ try {
   const seq = Number(claimedRow!.seq);
   await sql.unsafe(`UPDATE ${n.qualified} SET locked_by = 'bench:1' WHERE seq = $1`, [seq]);
   const results = [
-    await explain("claim (100 rows)", claimSql(n), [now, 100, "bench:2", now + 30_000], claimLockSql(n)),
-    await explain("claim (1,000 rows)", claimSql(n), [now, 1_000, "bench:3", now + 30_000], claimLockSql(n)),
-    await explain("settle (published, delete)", settleSql(n), ["bench:1", now, true, "{" + seq + "}", "{}", "{}", "{}", "{}", "{}", "{}"]),
-    await explain("settle (retry)", settleSql(n), ["bench:1", now, false, "{}", "{" + seq + "}", "{" + (now + 1_000) + "}", "{boom}", "{}", "{}", "{}"]),
+    await explain("claim (100 rows)", claimSql(n), [now, 100, "bench:2", 30_000], claimLockSql(n)),
+    await explain("claim (1,000 rows)", claimSql(n), [now, 1_000, "bench:3", 30_000], claimLockSql(n)),
+    await explain("settle (published, delete)", settleSql(n), ["bench:1", now, true, "{" + seq + "}", "{}", "{}", "{}", "{}", "{}", "{}", true, false]),
+    await explain("settle (retry)", settleSql(n), ["bench:1", now, false, "{}", "{" + seq + "}", "{1000}", "{boom}", "{}", "{}", "{}", true, false]),
     await explain("cleanup (published, 1,000 rows)", cleanupSql(n), ["published", now, 1_000]),
     await explain("cleanup (dead, 1,000 rows)", cleanupSql(n), ["dead", now, 1_000]),
     await explain("stats", statsSql(n), [now]),

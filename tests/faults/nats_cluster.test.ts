@@ -205,8 +205,10 @@ async function clusterRun<Tx>(
     allowed = 2_000;
     const oldLeader = (await streamLeader(manager, name))!;
     const clientOnAtLeaderKill = conn.info?.server_name;
-    const leaderKillAt = Date.now();
     await cluster.kill(oldLeader);
+    // Measured from the process's exit: a publish started between the signal and the exit
+    // may still be acked by the dying leader.
+    const leaderKillAt = Date.now();
     let newLeader = "";
     await waitFor("a new stream leader", async () => {
       const leader = await streamLeader(manager, name);
@@ -228,8 +230,8 @@ async function clusterRun<Tx>(
     const leader = (await streamLeader(manager, name))!;
     const follower = cluster.servers.find((s) => s.name !== leader && s.process !== null)!.name;
     const clientOnAtFollowerKill = conn.info?.server_name;
-    const followerKillAt = Date.now();
     await cluster.kill(follower);
+    const followerKillAt = Date.now();
     await waitFor("a publish started after the follower kill to be acked", () => summarize(publisher.attempts, followerKillAt) !== null, 30_000);
     const followerKill = summarize(publisher.attempts, followerKillAt)!;
     const leaderAfterFollowerKill = await streamLeader(manager, name);
