@@ -17,21 +17,13 @@ import { createOutbox, type OutboxRecord } from "../../mod.ts";
 import { postgresStorage, type PostgresSql, type PostgresTx } from "../../adapters/postgres/mod.ts";
 import { postgresNames } from "../../adapters/postgres/sql.ts";
 import { test } from "../harness.ts";
+import { until } from "./helpers.ts";
 import { openSql, PG_URL, uniqueSchema } from "../postgres_helpers.ts";
 
 const LEVELS = ["read committed", "repeatable read", "serializable"] as const;
 
 function relaySql(level: (typeof LEVELS)[number]): postgres.Sql {
   return postgres(PG_URL, { max: 3, onnotice: () => {}, idle_timeout: 5, connection: { default_transaction_isolation: level } });
-}
-
-/** Polls `check` every 10 ms until it holds; fails after `ms`. */
-async function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 for (const level of LEVELS) {
