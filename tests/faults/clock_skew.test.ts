@@ -32,10 +32,11 @@ interface Run {
   readonly lost: number;
   readonly stalls: number;
   readonly pauses: number;
+  readonly takeovers: number;
 }
 
 async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxStorage<Tx, unknown>], writer: Tx): Promise<Run> {
-  const log: { id: string; key: string; n: number }[] = [];
+  const log: { id: string; key: string; n: number; relay: number }[] = [];
   const inFlight = new Map<string, number>();
   const overlaps: string[] = [];
   const errors: unknown[] = [];
@@ -59,7 +60,7 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
       }
       await new Promise((resolve) => setTimeout(resolve, 0));
       if (roll > 0.92) throw new Error("injected transient failure");
-      log.push({ id: m.id, key: m.key!, n: m.payload as number });
+      log.push({ id: m.id, key: m.key!, n: m.payload as number, relay });
       seen.add(m.id);
       if (seen.size === MESSAGES) done.resolve();
     } finally {
@@ -67,24 +68,36 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
     }
   };
 
-  // A relay that pauses between publishing and settling, past its lease: the other relay
-  // takes the batch over, and the late settle must change nothing.
+  // The relay 60 s ahead pauses between publishing and settling, past its lease, on every
+  // sixth settle, and claims nothing while paused (a GC pause, a laptop lid): the other
+  // relay takes the batch over, and the late settle must change nothing.
   let pauses = 0;
   let settles = 0;
-  const pausing = (storage: OutboxStorage<Tx, unknown>): OutboxStorage<Tx, unknown> => ({
-    ...storage,
-    settle: async (request) => {
-      if (++settles % 12 === 0) {
-        pauses++;
-        await new Promise((resolve) => setTimeout(resolve, LEASE_MS * 1.5));
-      }
-      return await storage.settle(request);
-    },
-  });
+  let pausedUntil = 0;
+  const pause = async () => {
+    const wait = pausedUntil - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  };
+  const pausing = (storage: OutboxStorage<Tx, unknown>, relay: number): OutboxStorage<Tx, unknown> =>
+    relay !== 0 ? storage : {
+      ...storage,
+      claim: async (request) => {
+        await pause();
+        return await storage.claim(request);
+      },
+      settle: async (request) => {
+        if (++settles % 6 === 0) {
+          pauses++;
+          pausedUntil = Date.now() + LEASE_MS * 1.5;
+        }
+        await pause();
+        return await storage.settle(request);
+      },
+    };
 
   const outboxes = storages.map((storage, i) =>
     createOutbox<Tx, unknown>({
-      storage: pausing(storage),
+      storage: pausing(storage, i),
       publisher: publisher(i),
       now: () => Date.now() + (i === 0 ? SKEW_MS : -SKEW_MS),
       clock,
@@ -141,7 +154,13 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
     `unexpected relay errors: ${errors.map(String).join("; ")}`,
   );
   assert.ok(pauses > 0, "some settles landed after their lease ended");
-  return { published: log.length, lost, stalls, pauses };
+  // A takeover: a message published by one relay, then again by the other after the
+  // first one's lease ended without a settle.
+  const byRelay = new Map<string, Set<number>>();
+  for (const e of log) byRelay.set(e.id, (byRelay.get(e.id) ?? new Set()).add(e.relay));
+  const takeovers = [...byRelay.values()].filter((relays) => relays.size > 1).length;
+  assert.ok(takeovers > 0, "some batches were taken over by the other relay");
+  return { published: log.length, lost, stalls, pauses, takeovers };
 }
 
 test(`postgres: relays 60 s ahead and 60 s behind keep per-key order and never share a lease (clock: ${clock})`, async () => {
@@ -151,7 +170,7 @@ test(`postgres: relays 60 s ahead and 60 s behind keep per-key order and never s
     const [a, b] = sqls.map((sql) => postgresStorage(sql as unknown as PostgresSql, { schema }));
     await a!.setup();
     const run = await skewedRelays([a!, b!], sqls[2] as unknown as never);
-    console.log(`postgres skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.lost} settlements found their lease taken`);
+    console.log(`postgres skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.takeovers} messages taken over by the other relay`);
   } finally {
     await sqls[2]!.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
     await Promise.all(sqls.map((s) => s.end({ timeout: 1 })));
@@ -165,7 +184,7 @@ test(`libsql over HTTP (sqld): relays 60 s ahead and 60 s behind keep per-key or
     const [a, b] = clients.map((client) => libsqlStorage(client));
     await a!.setup();
     const run = await skewedRelays([a!, b!], clients[2]!);
-    console.log(`sqld skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.lost} settlements found their lease taken`);
+    console.log(`sqld skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.takeovers} messages taken over by the other relay`);
   } finally {
     for (const c of clients) c.close();
     await sqld.stop();
