@@ -120,7 +120,7 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (entries.length > 0) headers = JSON.stringify(Object.fromEntries(entries));
   }
 
-  let availableAt = settings.now;
+  let deliverAt: number | null = null;
   if (m.deliverAt !== undefined && m.deliverAt !== null) {
     const d = m.deliverAt;
     const t = d instanceof Date ? d.getTime() : typeof d === "number" ? d : NaN;
@@ -129,7 +129,8 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (!(Math.abs(t) <= MAX_TIME)) {
       fail(`Message deliverAt must be a valid Date or epoch milliseconds within ±8.64e15 (the range of a Date), got ${quote(d)}`, at("deliverAt"));
     }
-    availableAt = Math.max(settings.now, Math.round(t));
+    // A time already passed is no schedule: the message is due at once.
+    if (Math.round(t) > settings.now) deliverAt = Math.round(t);
   }
 
   let payload = m.payload;
@@ -151,5 +152,5 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     payload = result.output;
   }
   const body = encodePayload(payload, settings.maxPayloadBytes, at("payload"));
-  return { id, topic, key, body, headers, availableAt, createdAt: settings.now };
+  return { id, topic, key, body, headers, availableAt: deliverAt ?? settings.now, deliverAt, createdAt: settings.now };
 }

@@ -148,7 +148,8 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
       const leaseEnd = lockedUntil - Math.min(1_000, o.leaseMs / 10);
       let settlements: Settlement[];
       try {
-        settlements = await publishBatch(ctx, rows, Math.min(deadline, leaseEnd), leaseEnd, options.signal, report);
+        settlements = await publishBatch(ctx, rows, Math.min(deadline, leaseEnd), leaseEnd, options.signal);
+        count(report, settlements);
       } catch (error) {
         // Rows claimed ahead stay leased until their lease expires, like any claim
         // a tick could not settle.
@@ -225,25 +226,50 @@ function toRecord(row: ClaimedRow): OutboxRecord {
   };
 }
 
-async function publishBatch(
-  ctx: RelayContext,
-  rows: readonly ClaimedRow[],
-  stopAt: number,
-  leaseEnd: number,
-  signal: AbortSignal | undefined,
-  report: TickReport,
-): Promise<Settlement[]> {
-  const o = ctx.options;
+/** A settlement as the relay records it; `filtered`: the filter settled it unpublished. */
+type Outcome = Settlement & { readonly filtered?: true };
+
+/** Adds a batch's outcomes to the report: counted once, from what will be settled. */
+function count(report: TickReport, outcomes: readonly Outcome[]): void {
+  for (const o of outcomes) {
+    if (o.outcome === "published") {
+      if (o.filtered) report.filtered++;
+      else report.published++;
+    } else if (o.outcome === "retry") report.retried++;
+    else if (o.outcome === "dead") report.dead++;
+    else report.released++;
+  }
+}
+
+/** A batch's lease as the lanes see it. */
+interface Lease {
+  /** Handed to the publisher; aborted a little before the lease ends. */
+  readonly context: { readonly signal: AbortSignal };
+  /** Rejects with the signal's reason when it aborts; never resolves. */
+  readonly ended: Promise<never>;
+}
+
+/** What every lane of one batch shares. */
+interface Batch {
+  readonly ctx: RelayContext;
+  readonly lease: Lease;
+  /** Outcomes in the order they were decided. */
+  readonly out: Outcome[];
+  /** True once no further message may start (stop signal, time budget). */
+  readonly stopped: () => boolean;
+}
+
+/**
+ * Splits a batch into lanes, in `seq` order: a key's run, or an unkeyed message; with a
+ * pipelining publisher, all unkeyed messages form one run.
+ */
+function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][] {
   const lanes: ClaimedRow[][] = [];
   const byKey = new Map<string, ClaimedRow[]>();
-  const sorted = rows.length > 1 && rows.some((r, i) => i > 0 && r.seq < rows[i - 1]!.seq)
-    ? [...rows].sort((a, b) => a.seq - b.seq)
-    : rows;
-  const pipelined = typeof ctx.publisher.publishRun === "function";
+  const sorted = rows.length > 1 && rows.some((r, i) => i > 0 && r.seq < rows[i - 1]!.seq) ? [...rows].sort((a, b) => a.seq - b.seq) : rows;
   const unkeyed: ClaimedRow[] = [];
   for (const row of sorted) {
     if (row.key === null) {
-      // One pipelined run for all unkeyed messages; otherwise a lane each.
       if (pipelined) unkeyed.push(row);
       else lanes.push([row]);
       continue;
@@ -256,95 +282,96 @@ async function publishBatch(
     }
     lane.push(row);
   }
-
   if (unkeyed.length > 0) lanes.push(unkeyed);
-  const settlements: Settlement[] = [];
+  return lanes;
+}
+
+/** Publishes a claimed batch lane by lane, up to `concurrency` lanes at once. */
+async function publishBatch(
+  ctx: RelayContext,
+  rows: readonly ClaimedRow[],
+  stopAt: number,
+  leaseEnd: number,
+  signal: AbortSignal | undefined,
+): Promise<Outcome[]> {
+  const o = ctx.options;
+  const pipelined = typeof ctx.publisher.publishRun === "function";
+  const lanes = lanesOf(rows, pipelined);
   // Publishes in flight are told to give up when the lease is about to end.
   const leaseAbort = new AbortController();
   const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, leaseEnd - o.now()));
-  const context = { signal: leaseAbort.signal };
   // One abort listener for the whole batch, not one per publish: hundreds of listeners
   // on one signal are a leak warning on Node, and each costs an add and a remove.
   const lease: Lease = {
-    context,
+    context: { signal: leaseAbort.signal },
     ended: new Promise<never>((_, reject) => {
       leaseAbort.signal.addEventListener("abort", () => reject(leaseAbort.signal.reason), { once: true });
     }),
   };
   lease.ended.catch(() => {});
-  const stopped = () => signal?.aborted === true || o.now() >= stopAt;
-
-  const runLane = async (lane: ClaimedRow[]) => {
-    for (let i = 0; i < lane.length; i++) {
-      const row = lane[i]!;
-      if (stopped()) {
-        releaseRest(lane, i, settlements, report);
-        return;
-      }
-      const outcome = await attempt(ctx, row, lease, report);
-      settlements.push(outcome);
-      if (holdsKey(ctx, row, outcome)) {
-        releaseRest(lane, i + 1, settlements, report);
-        return;
-      }
-    }
-  };
-
-  const runPipelinedLane = async (lane: ClaimedRow[]) => {
-    if (stopped()) {
-      releaseRest(lane, 0, settlements, report);
-      return;
-    }
-    const ordered = lane[0]!.key !== null;
-    const sending: { row: ClaimedRow; record: OutboxRecord }[] = [];
-    // Without a filter there is nothing to await per message.
-    const filtered = Boolean(o.filter);
-    for (const row of lane) {
-      const prepared = filtered ? await prepare(ctx, row, lease, report) : check(ctx, row, report);
-      if ("settlement" in prepared) settlements.push(prepared.settlement);
-      else sending.push({ row, record: prepared.record });
-    }
-    if (sending.length === 0) return;
-    let outcomes: readonly PublishOutcome[];
-    try {
-      outcomes = await untilLeaseEnds(ctx.publisher.publishRun!(sending.map((s) => s.record), context), lease);
-    } catch (error) {
-      outcomes = sending.map(() => ({ ok: false, error }));
-    }
-    let blocked = false;
-    for (let i = 0; i < sending.length; i++) {
-      const { row } = sending[i]!;
-      const outcome = outcomes[i] ?? { ok: false, error: new Error("The publisher reported no outcome for this message") };
-      if (outcome.ok) {
-        // Accepted by the broker, even after an earlier failure of its key: it is
-        // there already, and sending it again would only be dropped as a duplicate.
-        report.published++;
-        settlements.push({ seq: row.seq, outcome: "published" });
-      } else if (blocked) {
-        settlements.push({ seq: row.seq, outcome: "release" });
-        report.released++;
-      } else {
-        const settlement = failure(ctx, row, outcome.error, report);
-        settlements.push(settlement);
-        if (ordered && holdsKey(ctx, row, settlement)) blocked = true;
-      }
-    }
-  };
-
+  const batch: Batch = { ctx, lease, out: [], stopped: () => signal?.aborted === true || o.now() >= stopAt };
   try {
     let next = 0;
     const worker = async () => {
       while (next < lanes.length) {
         const lane = lanes[next++]!;
-        await (pipelined ? runPipelinedLane(lane) : runLane(lane));
+        await (pipelined ? runPipelinedLane(batch, lane) : runLane(batch, lane));
       }
     };
-    const workers = Math.min(o.concurrency, lanes.length);
-    await Promise.all(Array.from({ length: workers }, worker));
+    await Promise.all(Array.from({ length: Math.min(o.concurrency, lanes.length) }, worker));
   } finally {
     clearTimeout(timer);
   }
-  return settlements;
+  return batch.out;
+}
+
+/** Publishes a lane one message at a time; a failure that holds its key releases the rest. */
+async function runLane(batch: Batch, lane: readonly ClaimedRow[]): Promise<void> {
+  for (let i = 0; i < lane.length; i++) {
+    const row = lane[i]!;
+    if (batch.stopped()) return releaseRest(batch, lane, i);
+    const outcome = await attempt(batch, row);
+    batch.out.push(outcome);
+    if (holdsKey(batch.ctx, row, outcome)) return releaseRest(batch, lane, i + 1);
+  }
+}
+
+/** Hands a lane to `publishRun` in one go, then records each message's outcome. */
+async function runPipelinedLane(batch: Batch, lane: readonly ClaimedRow[]): Promise<void> {
+  const { ctx, out } = batch;
+  if (batch.stopped()) return releaseRest(batch, lane, 0);
+  const ordered = lane[0]!.key !== null;
+  const sending: { row: ClaimedRow; record: OutboxRecord }[] = [];
+  // Without a filter there is nothing to await per message.
+  const filtered = Boolean(ctx.options.filter);
+  for (const row of lane) {
+    const prepared = filtered ? await prepare(batch, row) : check(ctx, row);
+    if ("settlement" in prepared) out.push(prepared.settlement);
+    else sending.push({ row, record: prepared.record });
+  }
+  if (sending.length === 0) return;
+  let outcomes: readonly PublishOutcome[];
+  try {
+    outcomes = await untilLeaseEnds(ctx.publisher.publishRun!(sending.map((s) => s.record), batch.lease.context), batch.lease);
+  } catch (error) {
+    outcomes = sending.map(() => ({ ok: false, error }));
+  }
+  let blocked = false;
+  for (let i = 0; i < sending.length; i++) {
+    const { row } = sending[i]!;
+    const outcome = outcomes[i] ?? { ok: false, error: new Error("The publisher reported no outcome for this message") };
+    if (outcome.ok) {
+      // Accepted by the broker, even after an earlier failure of its key: it is there
+      // already, and sending it again would only be dropped as a duplicate.
+      out.push({ seq: row.seq, outcome: "published" });
+    } else if (blocked) {
+      out.push({ seq: row.seq, outcome: "release" });
+    } else {
+      const settlement = failure(ctx, row, outcome.error);
+      out.push(settlement);
+      if (ordered && holdsKey(ctx, row, settlement)) blocked = true;
+    }
+  }
 }
 
 /**
@@ -355,20 +382,16 @@ function holdsKey(ctx: RelayContext, row: ClaimedRow, outcome: Settlement): bool
   return outcome.outcome === "retry" || (outcome.outcome === "dead" && row.key !== null && ctx.options.retry.onDead === "block");
 }
 
-function releaseRest(lane: readonly ClaimedRow[], from: number, out: Settlement[], report: TickReport): void {
-  for (let i = from; i < lane.length; i++) {
-    out.push({ seq: lane[i]!.seq, outcome: "release" });
-    report.released++;
-  }
+/** Gives the lane's messages from `from` on back unattempted. */
+function releaseRest(batch: Batch, lane: readonly ClaimedRow[], from: number): void {
+  for (let i = from; i < lane.length; i++) batch.out.push({ seq: lane[i]!.seq, outcome: "release" });
 }
 
 /** Checks a claimed row before publishing: dead (attempts, decoding) or a record to send. */
-function check(ctx: RelayContext, row: ClaimedRow, report: TickReport): { settlement: Settlement } | { record: OutboxRecord } {
-  const o = ctx.options;
-  if (row.attempts > o.retry.maxAttempts) {
+function check(ctx: RelayContext, row: ClaimedRow): { settlement: Settlement } | { record: OutboxRecord } {
+  if (row.attempts > ctx.options.retry.maxAttempts) {
     // Earlier claims ended without a result (crashed relay, expired lease): a message
     // that keeps killing its relay must not loop forever.
-    report.dead++;
     return {
       settlement: {
         seq: row.seq,
@@ -380,75 +403,48 @@ function check(ctx: RelayContext, row: ClaimedRow, report: TickReport): { settle
   try {
     return { record: toRecord(row) };
   } catch (error) {
-    report.dead++;
     return { settlement: { seq: row.seq, outcome: "dead", error: `Stored message could not be decoded: ${describeError(error)}` } };
   }
 }
 
 /** {@link check}, then the `filter`: dead, filtered, or a record to send. */
-async function prepare(
-  ctx: RelayContext,
-  row: ClaimedRow,
-  lease: Lease,
-  report: TickReport,
-): Promise<{ settlement: Settlement } | { record: OutboxRecord }> {
-  const o = ctx.options;
-  const checked = check(ctx, row, report);
-  if ("settlement" in checked || !o.filter) return checked;
+async function prepare(batch: Batch, row: ClaimedRow): Promise<{ settlement: Outcome } | { record: OutboxRecord }> {
+  const { ctx } = batch;
+  const filter = ctx.options.filter;
+  const checked = check(ctx, row);
+  if ("settlement" in checked || !filter) return checked;
   const record = checked.record;
   let keep: boolean;
   try {
     // Bounded by the lease like a publish: past it, another relay may own the row.
-    keep = await untilLeaseEnds(Promise.resolve().then(() => o.filter!(record)), lease);
+    keep = await untilLeaseEnds(Promise.resolve().then(() => filter(record)), batch.lease);
   } catch (error) {
-    return { settlement: failure(ctx, row, error, report) };
+    return { settlement: failure(ctx, row, error) };
   }
-  if (!keep) {
-    report.filtered++;
-    return { settlement: { seq: row.seq, outcome: "published" } };
-  }
-  return { record };
+  return keep ? { record } : { settlement: { seq: row.seq, outcome: "published", filtered: true } };
 }
 
 /** Classifies a failed attempt: permanent or out of attempts → dead, else retry with back-off. */
-function failure(ctx: RelayContext, row: ClaimedRow, error: unknown, report: TickReport): Settlement {
+function failure(ctx: RelayContext, row: ClaimedRow, error: unknown): Settlement {
   const o = ctx.options;
   const message = describeError(error);
-  if (isPermanentError(error)) {
-    report.dead++;
-    return { seq: row.seq, outcome: "dead", error: message };
-  }
+  if (isPermanentError(error)) return { seq: row.seq, outcome: "dead", error: message };
   if (row.attempts >= o.retry.maxAttempts) {
-    report.dead++;
     return { seq: row.seq, outcome: "dead", error: `Gave up after ${row.attempts} attempts; the last failed with: ${message}` };
   }
-  report.retried++;
   return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
 }
 
-async function attempt(
-  ctx: RelayContext,
-  row: ClaimedRow,
-  lease: Lease,
-  report: TickReport,
-): Promise<Settlement> {
-  const prepared = await prepare(ctx, row, lease, report);
+/** Prepares and publishes one message. */
+async function attempt(batch: Batch, row: ClaimedRow): Promise<Outcome> {
+  const prepared = await prepare(batch, row);
   if ("settlement" in prepared) return prepared.settlement;
   try {
-    await untilLeaseEnds(ctx.publisher.publish(prepared.record, lease.context), lease);
-    report.published++;
+    await untilLeaseEnds(batch.ctx.publisher.publish(prepared.record, batch.lease.context), batch.lease);
     return { seq: row.seq, outcome: "published" };
   } catch (error) {
-    return failure(ctx, row, error, report);
+    return failure(batch.ctx, row, error);
   }
-}
-
-/** A batch's lease as the lanes see it. */
-interface Lease {
-  /** Handed to the publisher; aborted a little before the lease ends. */
-  readonly context: { readonly signal: AbortSignal };
-  /** Rejects with the signal's reason when it aborts; never resolves. */
-  readonly ended: Promise<never>;
 }
 
 /**

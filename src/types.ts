@@ -112,8 +112,10 @@ export interface NewOutboxRow {
   readonly body: string | Uint8Array;
   /** Headers as JSON text, or `null` when there are none. */
   readonly headers: string | null;
-  /** Epoch ms from which the row may be claimed. */
+  /** Epoch ms from which the row may be claimed: `deliverAt`, or the enqueue time. */
   readonly availableAt: number;
+  /** The time the message was scheduled for (`deliverAt` later than its enqueue), or `null`. */
+  readonly deliverAt: number | null;
   /** Epoch ms of the enqueue. */
   readonly createdAt: number;
 }

@@ -25,10 +25,9 @@ export function insertStatements(n: LibsqlNames, rows: readonly NewOutboxRow[]):
       args[i++] = r.key;
       args[i++] = r.body;
       args[i++] = r.headers;
-      const deliverAt = r.availableAt > r.createdAt ? r.availableAt : null;
-      args[i++] = deliverAt;
+      args[i++] = r.deliverAt;
       args[i++] = r.availableAt;
-      args[i++] = deliverAt;
+      args[i++] = r.deliverAt;
       args[i++] = r.createdAt;
     }
     statements.push({ sql: insertSql(n, chunk.length), args });

@@ -55,7 +55,7 @@ export async function writeRows(q: InsertQueries, rows: readonly NewOutboxRow[],
       text ? null : base64(bodyBytes(r.body)),
       r.headers,
       r.availableAt,
-      r.availableAt > r.createdAt ? r.availableAt : null,
+      r.deliverAt,
       r.createdAt,
       notify,
     ]);
@@ -80,7 +80,7 @@ export async function writeRows(q: InsertQueries, rows: readonly NewOutboxRow[],
     bytes[i] = typeof r.body === "string" ? null : base64(bodyBytes(r.body));
     headers[i] = r.headers;
     available[i] = r.availableAt;
-    deliver[i] = r.availableAt > r.createdAt ? r.availableAt : null;
+    deliver[i] = r.deliverAt;
     created[i] = r.createdAt;
   }
   const [result] = await execute(q.insert, [
