@@ -229,16 +229,12 @@ function toRecord(row: ClaimedRow): OutboxRecord {
 /** A settlement as the relay records it; `filtered`: the filter settled it unpublished. */
 type Outcome = Settlement & { readonly filtered?: true };
 
+/** The report's count of each outcome. */
+const COUNTED = { published: "published", retry: "retried", dead: "dead", release: "released" } as const;
+
 /** Adds a batch's outcomes to the report: counted once, from what will be settled. */
 function count(report: TickReport, outcomes: readonly Outcome[]): void {
-  for (const o of outcomes) {
-    if (o.outcome === "published") {
-      if (o.filtered) report.filtered++;
-      else report.published++;
-    } else if (o.outcome === "retry") report.retried++;
-    else if (o.outcome === "dead") report.dead++;
-    else report.released++;
-  }
+  for (const o of outcomes) report[o.filtered ? "filtered" : COUNTED[o.outcome]]++;
 }
 
 /** A batch's lease as the lanes see it. */
@@ -266,9 +262,9 @@ interface Batch {
 function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][] {
   const lanes: ClaimedRow[][] = [];
   const byKey = new Map<string, ClaimedRow[]>();
-  const sorted = rows.length > 1 && rows.some((r, i) => i > 0 && r.seq < rows[i - 1]!.seq) ? [...rows].sort((a, b) => a.seq - b.seq) : rows;
   const unkeyed: ClaimedRow[] = [];
-  for (const row of sorted) {
+  // Claims may return rows in any order (Postgres RETURNING does); sorting sorted rows is linear.
+  for (const row of [...rows].sort((a, b) => a.seq - b.seq)) {
     if (row.key === null) {
       if (pipelined) unkeyed.push(row);
       else lanes.push([row]);
@@ -342,10 +338,9 @@ async function runPipelinedLane(batch: Batch, lane: readonly ClaimedRow[]): Prom
   if (batch.stopped()) return releaseRest(batch, lane, 0);
   const ordered = lane[0]!.key !== null;
   const sending: { row: ClaimedRow; record: OutboxRecord }[] = [];
-  // Without a filter there is nothing to await per message.
-  const filtered = Boolean(ctx.options.filter);
   for (const row of lane) {
-    const prepared = filtered ? await prepare(batch, row) : check(ctx, row);
+    // Without a filter there is nothing to await per message.
+    const prepared = ctx.options.filter ? await prepare(batch, row) : check(ctx, row);
     if ("settlement" in prepared) out.push(prepared.settlement);
     else sending.push({ row, record: prepared.record });
   }
