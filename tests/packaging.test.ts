@@ -88,14 +88,14 @@ const isCoreImport = (file: string) => (specifier: string) =>
   ((specifier.startsWith("./") || specifier.startsWith("../")) &&
     /^(mod\.ts|src\/.+\.ts)$/.test(resolveFrom(file, specifier)));
 
-/** Every core file `file` imports, directly or not (relative specifiers only). */
-function coreImportGraph(file: string, seen = new Set<string>()): Set<string> {
+/** Every file of this repository `file` imports, directly or not (relative specifiers only). */
+function localImportGraph(file: string, seen = new Set<string>()): Set<string> {
   for (const specifier of specifiers(code(file))) {
     if (!specifier.startsWith(".")) continue;
     const target = resolveFrom(file, specifier);
     if (seen.has(target)) continue;
     seen.add(target);
-    coreImportGraph(target, seen);
+    localImportGraph(target, seen);
   }
   return seen;
 }
@@ -112,6 +112,32 @@ test("jsr.json, deno.json and package.json export the same entry points", () => 
   assert.equal(pkg.name, jsr.name);
   assert.equal(jsr.version, pkg.version, "jsr.json has the package.json version");
   assert.equal(deno.version, pkg.version, "deno.json has the package.json version");
+});
+
+test("jsr.json is a subset of deno.json: name, version, license, exports, imports and publish alike", () => {
+  for (const [field, value] of Object.entries(jsr as Record<string, unknown>)) {
+    assert.deepEqual(deno[field], value, `deno.json has jsr.json's "${field}"`);
+  }
+  for (const field of ["name", "version", "license", "exports", "imports", "publish"]) {
+    assert.ok(field in jsr, `jsr.json has "${field}"`);
+  }
+});
+
+test("JSR publishes every file the entry points import, README and CHANGELOG, and no tests, benches or examples", () => {
+  const include: string[] = jsr.publish.include;
+  const published = (path: string) => include.some((entry) => entry.endsWith("/") ? path.startsWith(entry) : path === entry);
+  for (const entry of include) assert.ok(existsSync(join(root, entry)), `publish.include lists ${entry}, which exists`);
+  for (const source of Object.values(jsr.exports as Record<string, string>)) {
+    const file = source.replace(/^\.\//, "");
+    for (const imported of [file, ...localImportGraph(file)]) {
+      assert.ok(published(imported), `${imported} is published: the entry point ${file} needs it`);
+    }
+  }
+  for (const file of ["README.md", "CHANGELOG.md", "deno.json", "jsr.json"]) assert.ok(published(file), `${file} is published`);
+  for (const entry of include) {
+    assert.doesNotMatch(entry, /^(tests|bench|examples|scripts|docs|dist|node_modules)\b/, `${entry} is not published`);
+  }
+  assert.equal(jsr.license, pkg.license, "JSR and npm publish under the same license");
 });
 
 test("each entry point is mod.ts, <subpath>/mod.ts (inbox) or adapters/<subpath>/mod.ts, and every adapter has one", () => {
@@ -180,10 +206,10 @@ test("the core (mod.ts, inbox/mod.ts, src/) imports only valibot and its own fil
 });
 
 test("@x/outbox does not import the inbox, which has its own entry point (@x/outbox/inbox)", () => {
-  const graph = coreImportGraph("mod.ts");
+  const graph = localImportGraph("mod.ts");
   assert.ok(graph.has("src/outbox.ts") && graph.has("src/relay.ts"), "the walk follows mod.ts's imports");
   assert.ok(!graph.has("src/inbox.ts"), "mod.ts reaches src/inbox.ts");
-  assert.ok(coreImportGraph("inbox/mod.ts").has("src/inbox.ts"));
+  assert.ok(localImportGraph("inbox/mod.ts").has("src/inbox.ts"));
   const exported = code("mod.ts");
   for (const name of ["createInbox", "INBOX_MAX_ID_LENGTH", "InboxStorage"]) {
     assert.doesNotMatch(exported, new RegExp(`\\b${name}\\b`), `mod.ts exports ${name}`);
