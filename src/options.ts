@@ -1,11 +1,11 @@
 /**
- * `createOutbox` options: their types, defaults and validation (hand-written checks:
- * valibot's schema builders would be most of the core bundle's size; valibot still
- * validates the users' message schemas, in message.ts).
+ * `createOutbox` options: their types, defaults and validation (with the rules of
+ * rules.ts; valibot validates the users' message schemas, in message.ts).
  */
 
 import type * as v from "valibot";
 import { OutboxConfigError } from "./errors.ts";
+import { checkEntries, duration, fail, fn, group, int, isObject, MAX_TIMER_MS, oneOf, type Rule } from "./rules.ts";
 import type { OutboxRecord, OutboxStorage, PublishFunction, Publisher } from "./types.ts";
 
 /** Valibot schemas per topic: `{ "orders.created": v.object({ id: v.string() }) }`. */
@@ -116,88 +116,7 @@ export interface ResolvedOptions {
 
 const DAY = 86_400_000;
 
-/** Checks one option's value (never `undefined`); throws OutboxConfigError naming `path`. */
-type Rule = (value: unknown, path: string) => void;
-
-function fail(message: string, path: string): never {
-  throw new OutboxConfigError(message, path);
-}
-
 const isNumber = (x: unknown): x is number => typeof x === "number" && x === x;
-
-function int(min: number, max: number): Rule {
-  return (x, path) => {
-    if (!Number.isInteger(x) || (x as number) < min || (x as number) > max) fail(`${path} must be an integer between ${min} and ${max}, got ${String(x)}`, path);
-  };
-}
-
-/**
- * Longest delay `setTimeout` honours (a signed 32-bit int, about 24.8 days): Node, Bun
- * and Deno fire a timer with a longer delay at once.
- */
-const MAX_TIMER_MS = 2_147_483_647;
-
-/**
- * Longest finite delay or retention period: added to or taken from an epoch-ms time, it
- * keeps the result within a Date's range and a 64-bit column (Postgres bigint).
- */
-const MAX_SPAN_MS = 1e14;
-
-/** A duration in ms, from `min` to `max` (a timer delay: MAX_TIMER_MS), or Infinity where allowed. */
-
-function duration(min: number, allowInfinity = false, max: number = MAX_SPAN_MS): Rule {
-  return (x, path) => {
-    const got = typeof x === "number" ? String(x) : typeof x === "string" ? JSON.stringify(x) : typeof x;
-    if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && (x as number) >= min))) {
-      fail(`${path} must be a number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`, path);
-    }
-    if (x !== Infinity && (x as number) > max) {
-      // Timers fire at once past MAX_TIMER_MS; times past MAX_SPAN_MS are not storable.
-      fail(`${path} must be at most ${max} ms (${max === MAX_TIMER_MS ? "a timer's limit" : "storable times"}), got ${got}`, path);
-    }
-  };
-}
-
-const fn: Rule = (x, path) => {
-  if (typeof x !== "function") fail(`${path} must be a function`, path);
-};
-
-function oneOf(...values: string[]): Rule {
-  return (x, path) => {
-    if (!values.includes(x as string)) fail(`${path} must be one of ${values.join(", ")}, got ${JSON.stringify(x)}`, path);
-  };
-}
-
-const isObject = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null;
-
-/**
- * Checks the options an object holds, in the order of `rules` (so the first invalid one
- * is reported), then rejects keys `rules` does not know. An option may be left out or
- * `undefined` unless it is `required`.
- */
-function checkEntries(
-  input: Record<string, unknown>,
-  rules: Record<string, Rule>,
-  prefix: string,
-  unknown: (key: string) => string,
-  required: readonly string[] = [],
-) {
-  for (const key in rules) {
-    const value = input[key];
-    const path = prefix + key;
-    if (value !== undefined) rules[key]!(value, path);
-    else if (required.includes(key)) fail(`${path} is required`, path);
-  }
-  for (const key in input) if (!Object.hasOwn(rules, key)) fail(unknown(JSON.stringify(key)), prefix + key);
-}
-
-/** A nested options object (`retry`, `retention`). */
-function group(rules: Record<string, Rule>): Rule {
-  return (x, path) => {
-    if (!isObject(x)) fail(`${path} must be an object`, path);
-    checkEntries(x, rules, `${path}.`, (key) => `${path} has an unknown option ${key}`);
-  };
-}
 
 const OPTION_RULES: Record<string, Rule> = {
   storage: (x, path) => {
