@@ -29,7 +29,7 @@
  * @module
  */
 
-export { createInbox, INBOX_MAX_ID_LENGTH } from "../src/inbox.ts";
+export { createInbox, INBOX_MAX_ID_LENGTH } from "./inbox.ts";
 export type {
   Inbox,
   InboxCleanupOptions,
@@ -39,4 +39,4 @@ export type {
   InboxRetentionOptions,
   InboxStorage,
   ReceiveOptions,
-} from "../src/inbox.ts";
+} from "./inbox.ts";

@@ -31,12 +31,20 @@ import {
   text,
 } from "drizzle-orm/pg-core";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
-import { checkIdentifier } from "../../src/identifier.ts";
 import type { OutboxStorage } from "../../src/types.ts";
-import { insertError, insertQueries, writeRows } from "../postgres/insert.ts";
-import { postgresStorage, type PostgresSql, type PostgresStorageOptions } from "../postgres/mod.ts";
-import { objectName, postgresNames } from "../postgres/sql.ts";
-import { unlessGone } from "../postgres/transaction.ts";
+import {
+  insertError,
+  insertQueries,
+  objectName,
+  postgresErrors,
+  postgresNames,
+  postgresStorage,
+  type PostgresSql,
+  type PostgresStorageOptions,
+  unlessGone,
+  writeRows,
+} from "../postgres/internal_mod.ts";
+import { checkIdentifier } from "../shared/identifier.ts";
 
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
 
@@ -161,13 +169,6 @@ export interface DrizzlePgTransaction {
   execute(query: SQL): PromiseLike<unknown>;
 }
 
-function storageError(table: string, error: unknown): OutboxStorageError {
-  const message = error instanceof Error ? error.message : String(error);
-  const cause = (error as { cause?: unknown })?.cause;
-  const detail = cause instanceof Error ? `: ${cause.message}` : "";
-  return new OutboxStorageError(`Could not enqueue into outbox table "${table}": ${message}${detail}`, { cause: error });
-}
-
 /** Turns `$n` placeholders into drizzle params, so the statement runs through drizzle. */
 export function drizzleSql(text: string, params: readonly unknown[]): SQL {
   const chunks: SQLChunk[] = [];
@@ -206,7 +207,9 @@ export function drizzlePgStorage(db: DrizzlePgDatabase, options: PostgresStorage
     throw new OutboxConfigError("drizzlePgStorage needs a drizzle database on the postgres-js driver: drizzle(postgres(url))", "db");
   }
   const base = postgresStorage(client as unknown as PostgresSql, options);
-  const q = insertQueries(postgresNames(base.schema, base.table));
+  const n = postgresNames(base.schema, base.table);
+  const q = insertQueries(n);
+  const wrap = postgresErrors(n, "outbox.setup()");
   const notify = options.notify ?? true;
   const execute = (tx: DrizzlePgTransaction) => async (text: string, params: unknown[]) =>
     (await tx.execute(drizzleSql(text, params))) as Record<string, unknown>[];
@@ -225,7 +228,7 @@ export function drizzlePgStorage(db: DrizzlePgDatabase, options: PostgresStorage
           await writeRows(q, rows, notify, execute(tx));
         }
       } catch (error) {
-        throw insertError(error, (e) => storageError(base.table, e));
+        throw insertError(error, (e) => wrap("enqueue", e));
       }
     },
   };

@@ -27,11 +27,17 @@ import {
   uniqueIndex,
 } from "drizzle-orm/sqlite-core";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
-import { checkIdentifier } from "../../src/identifier.ts";
 import type { OutboxStorage } from "../../src/types.ts";
-import { insertError, insertStatements, runInsertStatements } from "../libsql/insert.ts";
-import { libsqlStorage, type LibsqlStorageOptions } from "../libsql/mod.ts";
-import { libsqlNames } from "../libsql/sql.ts";
+import {
+  insertError,
+  insertStatements,
+  libsqlErrors,
+  libsqlNames,
+  libsqlStorage,
+  type LibsqlStorageOptions,
+  runInsertStatements,
+} from "../libsql/internal_mod.ts";
+import { checkIdentifier } from "../shared/identifier.ts";
 
 type SqliteText<N extends string> = SQLiteTextBuilderInitial<N, [string, ...string[]], number | undefined>;
 type SqliteInteger<N extends string> = SQLiteIntegerBuilderInitial<N>;
@@ -162,6 +168,7 @@ export function drizzleSqliteStorage(db: DrizzleSqliteDatabase, options: LibsqlS
   }
   const base = libsqlStorage(client, options);
   const n = libsqlNames(base.table);
+  const wrap = libsqlErrors(n.table, "outbox.setup()");
   return {
     ...base,
     name: "drizzle-sqlite",
@@ -178,8 +185,7 @@ export function drizzleSqliteStorage(db: DrizzleSqliteDatabase, options: LibsqlS
           await runInsertStatements((s) => Promise.resolve(tx.run(drizzleSql(s))), statements);
         }
       } catch (error) {
-        throw insertError(error, rows, (e) =>
-          new OutboxStorageError(`Could not enqueue into outbox table "${base.table}": ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+        throw insertError(error, rows, (e) => wrap("enqueue", e));
       }
     },
   };

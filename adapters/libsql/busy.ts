@@ -4,19 +4,11 @@
  */
 
 import type { Client } from "@libsql/client";
+import { duration, type Rule } from "../../src/rules.ts";
+import { errorCode, errorText } from "../shared/errors.ts";
 
-/** The driver's error code (`SQLITE_BUSY`, `TRANSACTION_CLOSED`, …), from the error or its cause. */
-export function errorCode(error: unknown): string {
-  const e = error as { code?: unknown; cause?: { code?: unknown } };
-  return typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
-}
-
-/** The error's message, with its cause's appended (drizzle wraps driver errors). */
-export function errorText(error: unknown): string {
-  const own = error instanceof Error ? error.message : String(error);
-  const cause = (error as { cause?: unknown })?.cause;
-  return cause instanceof Error ? `${own} ${cause.message}` : own;
-}
+// Kept here for insert.ts, which reads them from this module.
+export { errorCode, errorText };
 
 /** Whether the statement ran on a transaction that was already committed or rolled back. */
 export function isClosedTransaction(error: unknown): boolean {
@@ -31,6 +23,9 @@ export function isBusy(error: unknown): boolean {
   const message = error instanceof Error ? error.message : "";
   return /database is locked|SQLITE_BUSY/i.test(message);
 }
+
+/** The `busyTimeoutMs` option: any number of ms ≥ 0; Infinity waits for the lock for ever. */
+export const busyTimeout: Rule = duration(0, true, Infinity);
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

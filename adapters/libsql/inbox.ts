@@ -8,10 +8,13 @@
  */
 
 import type { Client, InStatement, Transaction } from "@libsql/client";
-import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
-import { checkIdentifier } from "../../src/identifier.ts";
-import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../src/inbox.ts";
-import { busyRetry, errorText, isClosedTransaction } from "./busy.ts";
+import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../inbox/mod.ts";
+import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
+import { checkOptions } from "../../src/rules.ts";
+import { errorText } from "../shared/errors.ts";
+import { checkIdentifier, identifier } from "../shared/identifier.ts";
+import { busyRetry, busyTimeout, isClosedTransaction } from "./busy.ts";
+import { libsqlErrors } from "./errors.ts";
 import {
   inboxCleanupSql,
   inboxCreateStatements,
@@ -95,40 +98,19 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
   if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
     throw new OutboxConfigError("libsqlInbox needs a @libsql/client Client (createClient({ url }))", "client");
   }
-  if (typeof options !== "object" || options === null) {
-    throw new OutboxConfigError("libsqlInbox options must be an object", "options");
-  }
-  for (const key of Object.keys(options)) {
-    if (key !== "table" && key !== "busyTimeoutMs") {
-      throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to libsqlInbox`, key);
-    }
-  }
-  const table = checkIdentifier(options.table ?? "outbox_inbox", "table");
+  checkOptions("libsqlInbox", options, { table: identifier, busyTimeoutMs: busyTimeout });
+  const table = options.table ?? "outbox_inbox";
   const busyTimeoutMs = options.busyTimeoutMs ?? 5_000;
-  if (typeof busyTimeoutMs !== "number" || !(busyTimeoutMs >= 0)) {
-    throw new OutboxConfigError(`busyTimeoutMs must be a number ≥ 0, got ${String(busyTimeoutMs)}`, "busyTimeoutMs");
-  }
   const n: LibsqlInboxNames = libsqlInboxNames(table);
   const schemaSql = inboxCreateStatements(n);
   const sql = { receive: inboxReceiveSql(n), guard: inboxGuardSql(n), cleanup: inboxCleanupSql(n) };
   // SQLite reports a primary-key violation as "UNIQUE constraint failed: <table>.<column>, …".
   const duplicateMessage = `UNIQUE constraint failed: ${n.bare}.consumer, ${n.bare}.id`.toLowerCase();
 
-  function wrap(what: string, error: unknown): Error {
-    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
-    const message = errorText(error);
-    if (/no such table/i.test(message)) {
-      return new OutboxStorageError(`Could not ${what}: table ${n.table} does not exist; run inbox.setup() first`, { cause: error });
-    }
-    if (isClosedTransaction(error)) {
-      return new OutboxStorageError(`Could not ${what}: the transaction is already closed (committed or rolled back)`, { cause: error });
-    }
-    return new OutboxStorageError(`Could not ${what} in libSQL table ${n.table}: ${message}`, { cause: error });
-  }
-
+  const wrap = libsqlErrors(n.table, "inbox.setup()", (error) =>
+    isClosedTransaction(error) ? "the transaction is already closed (committed or rolled back)" : undefined);
   /** Runs one of the inbox's own statements, retrying while another writer holds the lock. */
-  const withBusyRetry = busyRetry(client, busyTimeoutMs, (what, error) => wrap(what, error));
-
+  const withBusyRetry = busyRetry(client, busyTimeoutMs, wrap);
 
   return {
     name: "libsql",

@@ -36,9 +36,11 @@
  */
 
 import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/client";
-import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
-import { checkIdentifier } from "../../src/identifier.ts";
-import { num, numOrNull, outboxRow, str } from "../../src/row.ts";
+import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
+import { checkOptions } from "../../src/rules.ts";
+import { checkIdentifier, identifier } from "../shared/identifier.ts";
+import { num, numOrNull, outboxRow, str } from "../shared/row.ts";
+import { cleanupSettled, groupSettlements } from "../shared/settle.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
@@ -50,7 +52,8 @@ import type {
   SettleRequest,
   StorageStats,
 } from "../../src/types.ts";
-import { busyRetry } from "./busy.ts";
+import { busyRetry, busyTimeout } from "./busy.ts";
+import { libsqlErrors } from "./errors.ts";
 import { insertError, insertStatements, runInsertStatements } from "./insert.ts";
 import {
   claimedSql,
@@ -130,19 +133,9 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
   if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
     throw new OutboxConfigError("libsqlStorage needs a @libsql/client Client (createClient({ url }))", "client");
   }
-  if (typeof options !== "object" || options === null) {
-    throw new OutboxConfigError("libsqlStorage options must be an object", "options");
-  }
-  for (const key of Object.keys(options)) {
-    if (key !== "table" && key !== "busyTimeoutMs") {
-      throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to libsqlStorage`, key);
-    }
-  }
-  const table = checkIdentifier(options.table ?? "outbox", "table");
+  checkOptions("libsqlStorage", options, { table: identifier, busyTimeoutMs: busyTimeout });
+  const table = options.table ?? "outbox";
   const busyTimeoutMs = options.busyTimeoutMs ?? 5_000;
-  if (typeof busyTimeoutMs !== "number" || !(busyTimeoutMs >= 0)) {
-    throw new OutboxConfigError(`busyTimeoutMs must be a number ≥ 0, got ${String(busyTimeoutMs)}`, "busyTimeoutMs");
-  }
   const n = libsqlNames(table);
   const schemaSql = createStatements(n);
   const sql = {
@@ -159,17 +152,9 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     release: settleSql.release(n),
   };
 
+  const wrap = libsqlErrors(n.table, "outbox.setup()");
   /** Runs a relay statement, retrying while another writer holds the lock. */
-  const withBusyRetry = busyRetry(client, busyTimeoutMs, (what, error) => wrap(what, error));
-
-  function wrap(what: string, error: unknown): Error {
-    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
-    const message = error instanceof Error ? error.message : String(error);
-    if (/no such table/i.test(message)) {
-      return new OutboxStorageError(`Could not ${what}: table ${n.table} does not exist; run outbox.setup() first`, { cause: error });
-    }
-    return new OutboxStorageError(`Could not ${what} in libSQL table ${n.table}: ${message}`, { cause: error });
-  }
+  const withBusyRetry = busyRetry(client, busyTimeoutMs, wrap);
 
   return {
     name: "libsql",
@@ -223,26 +208,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async settle(request: SettleRequest): Promise<number> {
-      const published: number[] = [];
-      const release: number[] = [];
-      const retry: [number, number, string][] = [];
-      const dead: [number, string][] = [];
-      for (const s of request.settlements) {
-        switch (s.outcome) {
-          case "published":
-            published.push(s.seq);
-            break;
-          case "release":
-            release.push(s.seq);
-            break;
-          case "retry":
-            retry.push([s.seq, Math.max(0, s.availableAt - request.now), s.error]);
-            break;
-          case "dead":
-            dead.push([s.seq, s.error]);
-            break;
-        }
-      }
+      const { published, retry, dead, release } = groupSettlements(request);
       const statements: InStatement[] = [];
       const t = request.token;
       const now = relayNow(request);
@@ -262,18 +228,10 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async cleanup(request: CleanupRequest): Promise<number> {
-      let deleted = 0;
-      const steps: [string, number][] = [];
-      if (request.publishedBefore !== null) steps.push(["published", request.publishedBefore]);
-      if (request.deadBefore !== null) steps.push(["dead", request.deadBefore]);
-      for (const [status, before] of steps) {
-        const remaining = request.limit - deleted;
-        if (remaining <= 0) break;
-        const rs = await withBusyRetry("clean up settled messages", () =>
-          client.execute({ sql: sql.cleanup, args: [status, before, remaining] }));
-        deleted += rs.rowsAffected;
-      }
-      return deleted;
+      return await cleanupSettled(request, async (status, before, limit) => {
+        const rs = await withBusyRetry("clean up settled messages", () => client.execute({ sql: sql.cleanup, args: [status, before, limit] }));
+        return rs.rowsAffected;
+      });
     },
 
     async stats(now: number): Promise<StorageStats> {

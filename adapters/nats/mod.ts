@@ -40,6 +40,7 @@
 import type { JetStreamClient, JetStreamManager, JetStreamPublishOptions, PubAck, StreamConfig, StreamInfo } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
+import { checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule, unchecked } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, PublishOutcome, Publisher } from "../../src/types.ts";
 
 /** Options of {@link jetstreamPublisher}. */
@@ -167,6 +168,20 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
   return new PublishError(`JetStream publish to "${subject}" failed: ${text} (transient)`, { cause: error });
 }
 
+const OPTION_RULES: Record<string, Rule> = {
+  subject: (x, path) => {
+    if (typeof x !== "function") fail("subject must be a function (message) => string; use subjectPrefix for a prefix", path);
+  },
+  subjectPrefix: (x, path) => {
+    if (typeof x !== "string" || /\s/.test(x)) fail("subjectPrefix must be a string without whitespace", path);
+  },
+  // nats.js waits with setTimeout, whose delays above 2^31−1 ms fire at once.
+  timeoutMs: duration(1, false, MAX_TIMER_MS),
+  maxInFlight: int(1, Number.MAX_SAFE_INTEGER),
+  encode: unchecked,
+  manager: unchecked,
+};
+
 function isJetStreamClient(value: unknown): value is JetStreamClient {
   return typeof value === "object" && value !== null && typeof (value as JetStreamClient).publish === "function";
 }
@@ -190,23 +205,9 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
   if (!isJetStreamClient(js)) {
     throw new OutboxConfigError("jetstreamPublisher needs a JetStream client: jetstream(nc) from @nats-io/jetstream", "js");
   }
-  const known = new Set(["subject", "subjectPrefix", "timeoutMs", "maxInFlight", "encode", "manager"]);
-  for (const key of Object.keys(options)) {
-    if (!known.has(key)) throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to jetstreamPublisher`, key);
-  }
-  if (options.subject !== undefined && typeof options.subject !== "function") {
-    throw new OutboxConfigError("subject must be a function (message) => string; use subjectPrefix for a prefix", "subject");
-  }
-  if (options.subjectPrefix !== undefined && (typeof options.subjectPrefix !== "string" || /\s/.test(options.subjectPrefix))) {
-    throw new OutboxConfigError("subjectPrefix must be a string without whitespace", "subjectPrefix");
-  }
+  checkOptions("jetstreamPublisher", options, OPTION_RULES);
   const timeoutMs = options.timeoutMs ?? 5_000;
-  // nats.js waits with setTimeout, whose delays above 2^31−1 ms fire at once.
-  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647)) {
-    throw new OutboxConfigError(`timeoutMs must be a number of milliseconds between 1 and 2147483647, got ${String(timeoutMs)}`, "timeoutMs");
-  }
   const maxInFlight = options.maxInFlight ?? 256;
-  if (!(Number.isInteger(maxInFlight) && maxInFlight >= 1)) throw new OutboxConfigError("maxInFlight must be an integer ≥ 1", "maxInFlight");
   const prefix = options.subjectPrefix ?? "";
   const subjectOf = options.subject ?? ((m: OutboxRecord) => prefix + m.topic);
   const encode = options.encode ?? ((m: OutboxRecord) => m.body);

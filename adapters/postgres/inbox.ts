@@ -4,9 +4,12 @@
  * transaction (`sql.begin(async (tx) => …)`).
  */
 
-import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
-import { checkIdentifier } from "../../src/identifier.ts";
-import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../src/inbox.ts";
+import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../inbox/mod.ts";
+import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
+import { checkOptions } from "../../src/rules.ts";
+import { errorCode } from "../shared/errors.ts";
+import { checkIdentifier, identifier } from "../shared/identifier.ts";
+import { postgresErrors } from "./errors.ts";
 import { inboxCleanupSql, inboxCreateStatements, inboxReceiveSql } from "./inbox_sql.ts";
 import { postgresNames, setupLockSql } from "./sql.ts";
 import { transaction } from "./transaction.ts";
@@ -104,35 +107,18 @@ export function postgresInbox(sql: PostgresInboxSql, options: PostgresInboxOptio
   if (!isPostgresSql(sql)) {
     throw new OutboxConfigError("postgresInbox needs a postgres.js sql instance: postgres(url)", "sql");
   }
-  if (typeof options !== "object" || options === null) {
-    throw new OutboxConfigError("postgresInbox options must be an object", "options");
-  }
-  for (const key of Object.keys(options)) {
-    if (key !== "schema" && key !== "table") {
-      throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to postgresInbox`, key);
-    }
-  }
-  const schema = checkIdentifier(options.schema ?? "public", "schema");
-  const table = checkIdentifier(options.table ?? "outbox_inbox", "table");
+  checkOptions("postgresInbox", options, { schema: identifier, table: identifier });
+  const schema = options.schema ?? "public";
+  const table = options.table ?? "outbox_inbox";
   const n = postgresNames(schema, table);
   const schemaSql = inboxCreateStatements(n);
   const q = { receive: inboxReceiveSql(n), cleanup: inboxCleanupSql(n), setupLock: setupLockSql(n) };
 
-  function wrap(what: string, error: unknown): Error {
-    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
-    const code = (error as { code?: unknown })?.code;
-    const message = error instanceof Error ? error.message : String(error);
-    if (code === "42P01" || /relation .* does not exist/i.test(message)) {
-      return new OutboxStorageError(`Could not ${what}: table ${n.qualified} does not exist; run inbox.setup() first`, { cause: error });
-    }
-    if (code === "25P02") {
-      return new OutboxStorageError(
-        `Could not ${what}: the transaction was already aborted by an earlier error; roll it back and retry the message`,
-        { cause: error },
-      );
-    }
-    return new OutboxStorageError(`Could not ${what} in Postgres table ${n.qualified}: ${message}`, { cause: error });
-  }
+  const wrap = postgresErrors(n, "inbox.setup()", (error) =>
+    // 25P02 in_failed_sql_transaction: the caller's transaction is already lost.
+    errorCode(error) === "25P02"
+      ? "the transaction was already aborted by an earlier error; roll it back and retry the message"
+      : undefined);
 
   return {
     name: "postgres",

@@ -31,9 +31,12 @@
  * @module
  */
 
-import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../../src/errors.ts";
-import { checkIdentifier } from "../../src/identifier.ts";
-import { num, numOrNull, outboxRow, str } from "../../src/row.ts";
+import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
+import { bool, checkOptions } from "../../src/rules.ts";
+import { errorCode } from "../shared/errors.ts";
+import { checkIdentifier, identifier } from "../shared/identifier.ts";
+import { num, numOrNull, outboxRow, str } from "../shared/row.ts";
+import { cleanupSettled, groupSettlements } from "../shared/settle.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
@@ -45,6 +48,7 @@ import type {
   StorageStats,
 } from "../../src/types.ts";
 import { pgArray } from "./array.ts";
+import { postgresErrors } from "./errors.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
 import { transaction } from "./transaction.ts";
 import {
@@ -120,7 +124,7 @@ export interface PostgresStorage extends OutboxStorage<PostgresTx, never> {
   readonly schemaSql: readonly string[];
 }
 
-const OPTION_KEYS = new Set(["schema", "table", "notify"]);
+const OPTION_RULES = { schema: identifier, table: identifier, notify: bool };
 
 /**
  * Returns the DDL (schema, table and indexes), for teams that write their own migrations.
@@ -140,7 +144,7 @@ export function postgresSchema(options: { schema?: string; table?: string } = {}
  * then reports that.
  */
 function missingFunction(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
+  const code = errorCode(error);
   return code === "42883" || code === "3F000";
 }
 
@@ -171,17 +175,9 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   if (!isPostgresSql(sql)) {
     throw new OutboxConfigError("postgresStorage needs a postgres.js sql instance: postgres(url)", "sql");
   }
-  if (typeof options !== "object" || options === null) {
-    throw new OutboxConfigError("postgresStorage options must be an object", "options");
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.has(key)) throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to postgresStorage`, key);
-  }
-  const schema = checkIdentifier(options.schema ?? "public", "schema");
-  const table = checkIdentifier(options.table ?? "outbox", "table");
-  if (options.notify !== undefined && typeof options.notify !== "boolean") {
-    throw new OutboxConfigError(`notify must be a boolean, got ${JSON.stringify(options.notify)}`, "notify");
-  }
+  checkOptions("postgresStorage", options, OPTION_RULES);
+  const schema = options.schema ?? "public";
+  const table = options.table ?? "outbox";
   const notify = options.notify ?? true;
   const n = postgresNames(schema, table);
   const schemaSql = createStatements(n);
@@ -198,15 +194,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     setupLock: setupLockSql(n),
   };
 
-  function wrap(what: string, error: unknown): Error {
-    if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
-    const code = (error as { code?: unknown })?.code;
-    const message = error instanceof Error ? error.message : String(error);
-    if (code === "42P01" || /relation .* does not exist/i.test(message)) {
-      return new OutboxStorageError(`Could not ${what}: table ${n.qualified} does not exist; run outbox.setup() first`, { cause: error });
-    }
-    return new OutboxStorageError(`Could not ${what} in Postgres table ${n.qualified}: ${message}`, { cause: error });
-  }
+  const wrap = postgresErrors(n, "outbox.setup()");
 
   // Claims go through the claim function until a call finds it missing; setup() creates
   // it and turns this back on.
@@ -272,7 +260,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
         try {
           rows = await sql.unsafe(q.claimCall, params, PREPARE);
         } catch (error) {
-          if ((error as { code?: unknown })?.code === NOT_READ_COMMITTED) isolate = true;
+          if (errorCode(error) === NOT_READ_COMMITTED) isolate = true;
           else if (missingFunction(error)) claimByFunction = false;
           else throw wrap("claim messages", error);
         }
@@ -309,43 +297,18 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async settle(request: SettleRequest): Promise<number> {
       if (request.settlements.length === 0) return 0;
-      const published: number[] = [];
-      const retrySeqs: number[] = [];
-      const retryAt: number[] = [];
-      const retryErrors: string[] = [];
-      const deadSeqs: number[] = [];
-      const deadErrors: string[] = [];
-      const released: number[] = [];
-      for (const s of request.settlements) {
-        switch (s.outcome) {
-          case "published":
-            published.push(s.seq);
-            break;
-          case "retry":
-            retrySeqs.push(s.seq);
-            retryAt.push(s.availableAt);
-            retryErrors.push(s.error);
-            break;
-          case "dead":
-            deadSeqs.push(s.seq);
-            deadErrors.push(s.error);
-            break;
-          case "release":
-            released.push(s.seq);
-            break;
-        }
-      }
+      const { published, retry, dead, release } = groupSettlements(request);
       const params = [
         request.token,
         request.now,
         request.deletePublished,
         pgArray(published),
-        pgArray(retrySeqs),
-        pgArray(retryAt.map((at) => Math.max(0, at - request.now))),
-        pgArray(retryErrors),
-        pgArray(deadSeqs),
-        pgArray(deadErrors),
-        pgArray(released),
+        pgArray(retry.map(([seq]) => seq)),
+        pgArray(retry.map(([, delayMs]) => delayMs)),
+        pgArray(retry.map(([, , error]) => error)),
+        pgArray(dead.map(([seq]) => seq)),
+        pgArray(dead.map(([, error]) => error)),
+        pgArray(release),
         request.clock !== "relay",
         request.onDead === "block",
       ];
@@ -360,17 +323,10 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async cleanup(request: CleanupRequest): Promise<number> {
-      let deleted = 0;
-      const steps: [string, number][] = [];
-      if (request.publishedBefore !== null) steps.push(["published", request.publishedBefore]);
-      if (request.deadBefore !== null) steps.push(["dead", request.deadBefore]);
-      for (const [status, before] of steps) {
-        const remaining = request.limit - deleted;
-        if (remaining <= 0) break;
-        const result = await run("clean up settled messages", q.cleanup, [status, before, remaining]);
-        deleted += (result as unknown as { count?: number }).count ?? 0;
-      }
-      return deleted;
+      return await cleanupSettled(request, async (status, before, limit) => {
+        const result = await run("clean up settled messages", q.cleanup, [status, before, limit]);
+        return (result as unknown as { count?: number }).count ?? 0;
+      });
     },
 
     async stats(now: number): Promise<StorageStats> {

@@ -10,15 +10,14 @@
  * this file, so the core bundle does not carry it.
  */
 
-import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
+import { OutboxConfigError, OutboxMessageError } from "../src/errors.ts";
+import { checkOptions, duration, fail, fn, group, int, isObject, type Rule, unchecked } from "../src/rules.ts";
 
 /** Longest message id and consumer name, in UTF-16 code units (the outbox's id limit). */
 export const INBOX_MAX_ID_LENGTH = 255;
 
 const DAY = 86_400_000;
 const DEFAULT_CONSUMER = "default";
-const OPTION_KEYS = new Set(["storage", "consumer", "retention", "now"]);
-const RETENTION_KEYS = new Set(["keepMs", "batchSize"]);
 
 // ---------------------------------------------------------------------------
 // Storage contract
@@ -220,27 +219,35 @@ function checkName(value: unknown, what: string): string | null {
   return null;
 }
 
-function checkDuration(value: unknown, path: string, allowInfinity: boolean): number {
-  if (typeof value !== "number" || !((Number.isFinite(value) && value >= 0) || (allowInfinity && value === Infinity))) {
-    throw new OutboxConfigError(
-      `${path} must be a number of milliseconds ≥ 0${allowInfinity ? " (or Infinity)" : ""}, got ${describe(value)}`,
-      path,
-    );
-  }
-  return value;
-}
-
-function checkLimit(value: unknown, path: string): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 100_000) {
-    throw new OutboxConfigError(`${path} must be an integer between 1 and 100000, got ${describe(value)}`, path);
-  }
-  return value;
-}
-
 function isStorage(value: unknown): value is InboxStorage<unknown, unknown> {
-  return typeof value === "object" && value !== null &&
-    ["setup", "record", "cleanup"].every((m) => typeof (value as Record<string, unknown>)[m] === "function");
+  return isObject(value) && ["setup", "record", "cleanup"].every((m) => typeof value[m] === "function");
 }
+
+const STORAGE_MESSAGE = "storage must be an InboxStorage, e.g. libsqlInbox(client) or postgresInbox(sql)";
+
+/** Ids deleted by one cleanup() call: `retention.batchSize` and `cleanup({ limit })`. */
+const cleanupLimit = int(1, 100_000);
+
+const OPTION_RULES: Record<string, Rule> = {
+  storage: (x, path) => {
+    if (!isStorage(x)) fail(STORAGE_MESSAGE, path);
+  },
+  consumer: (x, path) => {
+    const problem = checkName(x, path);
+    if (problem) fail(problem, path);
+  },
+  // Infinity keeps ids for ever; finite periods have no cap (createInbox never had one).
+  retention: group({ keepMs: duration(0, true, Infinity), batchSize: cleanupLimit }),
+  now: fn,
+};
+
+/** Options of one receive() or statements() call: its errors are message errors, like a bad id's. */
+const RECEIVE_RULES: Record<string, Rule> = {
+  consumer: (x) => {
+    const problem = checkName(x, "Consumer name");
+    if (problem) throw new OutboxMessageError(problem, "consumer");
+  },
+};
 
 /**
  * Creates an inbox: the consumer-side record of handled message ids that turns
@@ -270,54 +277,22 @@ function isStorage(value: unknown): value is InboxStorage<unknown, unknown> {
  * ```
  */
 export function createInbox<Tx, Stmt = never>(options: InboxOptions<Tx, Stmt>): Inbox<Tx, Stmt> {
-  if (typeof options !== "object" || options === null) {
-    throw new OutboxConfigError("createInbox needs an options object: createInbox({ storage })", "");
-  }
-  for (const key of Object.keys(options)) {
-    if (!OPTION_KEYS.has(key)) throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to createInbox`, key);
-  }
-  if (!isStorage(options.storage)) {
-    throw new OutboxConfigError("storage must be an InboxStorage, e.g. libsqlInbox(client) or postgresInbox(sql)", "storage");
-  }
+  if (!isObject(options)) throw new OutboxConfigError("createInbox needs an options object: createInbox({ storage })", "");
+  checkOptions("createInbox", options, OPTION_RULES);
+  // The rules skip an absent option, and storage has no default.
+  if (options.storage === undefined) fail(STORAGE_MESSAGE, "storage");
   const storage = options.storage;
-  const consumerProblem = options.consumer === undefined ? null : checkName(options.consumer, "consumer");
-  if (consumerProblem) throw new OutboxConfigError(consumerProblem, "consumer");
   const consumer = options.consumer ?? DEFAULT_CONSUMER;
-  const retention = options.retention ?? {};
-  if (typeof retention !== "object" || retention === null) {
-    throw new OutboxConfigError("retention must be an object: { keepMs, batchSize }", "retention");
-  }
-  for (const key of Object.keys(retention)) {
-    if (!RETENTION_KEYS.has(key)) {
-      throw new OutboxConfigError(`retention has an unknown option ${JSON.stringify(key)}`, `retention.${key}`);
-    }
-  }
-  const keepMs = checkDuration(retention.keepMs ?? 7 * DAY, "retention.keepMs", true);
-  const batchSize = checkLimit(retention.batchSize ?? 1_000, "retention.batchSize");
-  if (options.now !== undefined && typeof options.now !== "function") {
-    throw new OutboxConfigError("now must be a function returning epoch milliseconds", "now");
-  }
+  const keepMs = options.retention?.keepMs ?? 7 * DAY;
+  const batchSize = options.retention?.batchSize ?? 1_000;
   const now = options.now ?? Date.now;
 
   /** Validates a call's id and options into the entry to record. */
   function entry(messageId: unknown, receiveOptions: ReceiveOptions | undefined): InboxEntry {
     const idProblem = checkName(messageId, "Message id");
     if (idProblem) throw new OutboxMessageError(idProblem, "messageId");
-    let name = consumer;
-    if (receiveOptions !== undefined) {
-      if (typeof receiveOptions !== "object" || receiveOptions === null) {
-        throw new OutboxMessageError(`receive options must be an object, got ${describe(receiveOptions)}`, "options");
-      }
-      for (const key of Object.keys(receiveOptions)) {
-        if (key !== "consumer") throw new OutboxMessageError(`Unknown option ${JSON.stringify(key)} passed to receive`, key);
-      }
-      if (receiveOptions.consumer !== undefined) {
-        const problem = checkName(receiveOptions.consumer, "Consumer name");
-        if (problem) throw new OutboxMessageError(problem, "consumer");
-        name = receiveOptions.consumer;
-      }
-    }
-    return { consumer: name, id: messageId as string, receivedAt: now() };
+    if (receiveOptions !== undefined) checkOptions("receive", receiveOptions, RECEIVE_RULES, OutboxMessageError);
+    return { consumer: receiveOptions?.consumer ?? consumer, id: messageId as string, receivedAt: now() };
   }
 
   return {
@@ -340,19 +315,14 @@ export function createInbox<Tx, Stmt = never>(options: InboxOptions<Tx, Stmt>): 
       return storage.isDuplicate ? storage.isDuplicate(error) : false;
     },
     async cleanup(cleanupOptions = {}) {
-      if (typeof cleanupOptions !== "object" || cleanupOptions === null) {
-        throw new OutboxConfigError(`cleanup options must be an object, got ${describe(cleanupOptions)}`, "options");
-      }
-      for (const key of Object.keys(cleanupOptions)) {
-        if (key !== "now" && key !== "limit") throw new OutboxConfigError(`Unknown option ${JSON.stringify(key)} passed to cleanup`, key);
-      }
-      const limit = cleanupOptions.limit === undefined ? batchSize : checkLimit(cleanupOptions.limit, "limit");
+      // now (a Date or epoch ms) is checked below, with what the inbox's own clock says.
+      checkOptions("cleanup", cleanupOptions, { now: unchecked, limit: cleanupLimit });
       const at = cleanupOptions.now === undefined ? now() : cleanupOptions.now instanceof Date ? cleanupOptions.now.getTime() : cleanupOptions.now;
       if (typeof at !== "number" || !Number.isFinite(at)) {
         throw new OutboxConfigError(`now must be a valid Date or epoch milliseconds, got ${describe(cleanupOptions.now)}`, "now");
       }
       if (keepMs === Infinity) return 0;
-      return await storage.cleanup({ before: at - keepMs, limit });
+      return await storage.cleanup({ before: at - keepMs, limit: cleanupOptions.limit ?? batchSize });
     },
   };
 }

@@ -4,7 +4,8 @@
  * values are always bound.
  */
 
-import { OutboxConfigError } from "./errors.ts";
+import { OutboxConfigError } from "../../src/errors.ts";
+import type { Rule } from "../../src/rules.ts";
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
@@ -26,3 +27,6 @@ export function checkIdentifier(value: unknown, path: string): string {
   }
   return value;
 }
+
+/** {@link checkIdentifier} as an option rule, for `checkOptions`. */
+export const identifier: Rule = (value, path) => void checkIdentifier(value, path);

@@ -3,7 +3,7 @@
  * return integers as numbers, bigints or strings (postgres.js int8) and NULL as null.
  */
 
-import type { OutboxRow, OutboxStatus } from "./types.ts";
+import type { OutboxRow, OutboxStatus } from "../../src/types.ts";
 
 /** A column as a number (number, bigint or numeric string). */
 export function num(value: unknown): number {
