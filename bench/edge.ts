@@ -21,9 +21,9 @@ import type { Client } from "@libsql/client";
 import type postgres from "postgres";
 import { createOutbox } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
-import { claimSql as liteClaimSql, libsqlNames } from "../adapters/libsql/sql.ts";
+import { libsqlNames, relayQueries as liteQueries } from "../adapters/libsql/sql.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { claimSql, postgresNames, settleSql } from "../adapters/postgres/sql.ts";
+import { postgresNames, relayQueries } from "../adapters/postgres/sql.ts";
 import { libsql, payload, pg } from "./lib.ts";
 
 export interface EdgeCase {
@@ -106,7 +106,8 @@ export async function edgePostgres(): Promise<EdgeCase[]> {
     // Rows read by an idle claim, replayed.
     const idleRows = await sql.begin(async (tx) => {
       const now = Date.now();
-      const r = await explainRows(tx, claimSql(n), [now, 100, "edge:idle", 30_000]);
+      const claim = relayQueries(n).claim({ now, limit: 100, token: "edge:idle", lockedUntil: now + 30_000 });
+      const r = await explainRows(tx, claim.text, claim.values);
       await tx.unsafe("ROLLBACK AND CHAIN");
       return r;
     }).catch(() => null);
@@ -115,9 +116,12 @@ export async function edgePostgres(): Promise<EdgeCase[]> {
     await sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { topic: "orders.created", key: "o-1", payload: payload(1) }));
     const oneRows = await sql.begin(async (tx) => {
       const now = Date.now();
-      const c = await explainRows(tx, claimSql(n), [now, 100, "edge:one", 30_000]);
+      const q = relayQueries(n);
+      const claim = q.claim({ now, limit: 100, token: "edge:one", lockedUntil: now + 30_000 });
+      const c = await explainRows(tx, claim.text, claim.values);
       const [row] = await tx.unsafe(`SELECT seq FROM ${n.qualified} WHERE locked_by = 'edge:one'`);
-      const s = await explainRows(tx, settleSql(n), ["edge:one", now, true, `{${row!.seq}}`, "{}", "{}", "{}", "{}", "{}", "{}", true, false]);
+      const settle = q.settle({ token: "edge:one", now, deletePublished: true, settlements: [{ seq: Number(row!.seq), outcome: "published" }] });
+      const s = await explainRows(tx, settle.text, settle.values);
       await tx.unsafe("ROLLBACK AND CHAIN");
       return c + s;
     }).catch(() => null);
@@ -179,7 +183,8 @@ export async function edgeLibsql(): Promise<{ cases: EdgeCase[]; claimPlan: stri
     // One row: the claim visits it in claim_idx (+1 key_idx probe), updates it, reads it
     // back by token (locked_idx), and the settle deletes it by token + seq.
     await record("publish1", () => outbox.tick(), 4);
-    const plan = await db.client.execute({ sql: `EXPLAIN QUERY PLAN ${liteClaimSql(libsqlNames("outbox"))}`, args: ["t", 1, Date.now(), 100] });
+    const [claim] = liteQueries(libsqlNames("outbox")).claim({ now: Date.now(), limit: 100, token: "t", lockedUntil: Date.now() + 1 });
+    const plan = await db.client.execute({ sql: `EXPLAIN QUERY PLAN ${claim.sql}`, args: claim.args });
     return { cases: out, claimPlan: plan.rows.map((r) => String(r.detail)) };
   } finally {
     db.close();

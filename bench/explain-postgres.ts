@@ -13,7 +13,7 @@
 import { writeFileSync } from "node:fs";
 import postgres from "postgres";
 import { postgresStorage, type PostgresSql } from "../adapters/postgres/mod.ts";
-import { claimLockSql, claimSql, cleanupSql, postgresNames, settleSql, statsSql } from "../adapters/postgres/sql.ts";
+import { postgresNames, relayQueries, type SqlQuery } from "../adapters/postgres/sql.ts";
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;
@@ -43,7 +43,11 @@ try {
   await sql.unsafe(`VACUUM ANALYZE ${n.qualified}`);
   const loadMs = performance.now() - started;
 
-  const explain = async (label: string, text: string, params: unknown[], lock?: string) => {
+  // The table's times are on a made-up clock: the requests say the relay's clock decides.
+  const q = relayQueries(n);
+  const claimAt = (limit: number, token: string) => ({ now, limit, token, lockedUntil: now + 30_000, clock: "relay" as const });
+  const explain = async (label: string, query: SqlQuery, lock?: string) => {
+    const { text, values: params } = query;
     // ANALYZE executes: run inside a transaction that is rolled back, so every query
     // sees the same table.
     let plan = "";
@@ -64,13 +68,16 @@ try {
   const seq = Number(claimedRow!.seq);
   await sql.unsafe(`UPDATE ${n.qualified} SET locked_by = 'bench:1' WHERE seq = $1`, [seq]);
   const results = [
-    await explain("claim (100 rows)", claimSql(n), [now, 100, "bench:2", 30_000], claimLockSql(n)),
-    await explain("claim (1,000 rows)", claimSql(n), [now, 1_000, "bench:3", 30_000], claimLockSql(n)),
-    await explain("settle (published, delete)", settleSql(n), ["bench:1", now, true, "{" + seq + "}", "{}", "{}", "{}", "{}", "{}", "{}", true, false]),
-    await explain("settle (retry)", settleSql(n), ["bench:1", now, false, "{}", "{" + seq + "}", "{1000}", "{boom}", "{}", "{}", "{}", true, false]),
-    await explain("cleanup (published, 1,000 rows)", cleanupSql(n), ["published", now, 1_000]),
-    await explain("cleanup (dead, 1,000 rows)", cleanupSql(n), ["dead", now, 1_000]),
-    await explain("stats", statsSql(n), [now]),
+    await explain("claim (100 rows)", q.claim(claimAt(100, "bench:2")), q.claimLock().text),
+    await explain("claim (1,000 rows)", q.claim(claimAt(1_000, "bench:3")), q.claimLock().text),
+    await explain("settle (published, delete)", q.settle({ token: "bench:1", now, deletePublished: true, settlements: [{ seq, outcome: "published" }], clock: "relay" })),
+    await explain(
+      "settle (retry)",
+      q.settle({ token: "bench:1", now, deletePublished: false, settlements: [{ seq, outcome: "retry", availableAt: now + 1_000, error: "boom" }], clock: "relay" }),
+    ),
+    await explain("cleanup (published, 1,000 rows)", q.cleanup("published", now, 1_000)),
+    await explain("cleanup (dead, 1,000 rows)", q.cleanup("dead", now, 1_000)),
+    await explain("stats", q.stats(now)),
   ];
 
   const [{ size }] = await sql.unsafe(`SELECT pg_size_pretty(pg_total_relation_size('${n.qualified}')) AS size`) as unknown as [{ size: string }];

@@ -6,10 +6,10 @@ storageConformance("libsql", () => libsqlHarness());
 // ------------------------------------------------------------- libSQL-specific
 
 import assert from "node:assert/strict";
-import type { Client, InStatement, InValue } from "@libsql/client";
+import type { Client } from "@libsql/client";
 import { createOutbox, memoryPublisher, OutboxConfigError, OutboxStorageError } from "../mod.ts";
 import { libsqlSchema, libsqlStorage } from "../adapters/libsql/mod.ts";
-import { claimedSql, claimSql, cleanupSql, libsqlNames, settleSql, statsSql } from "../adapters/libsql/sql.ts";
+import { type LibsqlQuery, libsqlNames, relayQueries } from "../adapters/libsql/sql.ts";
 import { test } from "./harness.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
 import { rmSync } from "node:fs";
@@ -142,23 +142,31 @@ test("libsql: the claim, read-back, settle and cleanup queries use the outbox in
     const storage = libsqlStorage(client);
     await storage.setup();
     const n = libsqlNames("outbox");
-    const plan = async (sql: string, args: InValue[]) => {
-      const rs = await client.execute({ sql: `EXPLAIN QUERY PLAN ${sql}`, args } as InStatement);
+    const plan = async ({ sql, args }: LibsqlQuery) => {
+      const rs = await client.execute({ sql: `EXPLAIN QUERY PLAN ${sql}`, args });
       return rs.rows.map((r) => String(r.detail)).join("\n");
     };
-    const claim = await plan(claimSql(n), ["t", 1, 1, 10]);
+    const q = relayQueries(n);
+    const [claimStatement, readBack] = q.claim({ now: 1, limit: 10, token: "t", lockedUntil: 2, clock: "relay" });
+    const claim = await plan(claimStatement);
     assert.match(claim, /SCAN c USING (COVERING )?INDEX outbox_claim_idx/);
     assert.match(claim, /SEARCH b USING (COVERING )?INDEX outbox_key_idx \(key=\? AND available_at>\?\)/);
-    assert.match(await plan(claimedSql(n), ["t"]), /USING INDEX outbox_locked_idx \(locked_by=\?\)/);
-    for (const settle of [settleSql.retry(n), settleSql.dead(n), settleSql.release(n), settleSql.deletePublished(n)]) {
-      assert.match(await plan(settle, ["t", "[]", 1]), /outbox_locked_idx \(locked_by=\?( AND rowid=\?)?\)/);
-    }
-    assert.match(await plan(cleanupSql(n), ["published", 1, 10]), /USING (COVERING )?INDEX outbox_settled_idx \(status=\? AND settled_at<\?\)/);
+    assert.match(await plan(readBack), /USING INDEX outbox_locked_idx \(locked_by=\?\)/);
+    const settlements = [
+      { seq: 1, outcome: "published" as const },
+      { seq: 2, outcome: "retry" as const, availableAt: 2, error: "e" },
+      { seq: 3, outcome: "dead" as const, error: "e" },
+      { seq: 4, outcome: "release" as const },
+    ];
+    const settles = q.settle({ token: "t", now: 1, deletePublished: true, settlements, clock: "relay" });
+    assert.equal(settles.length, 4);
+    for (const settle of settles) assert.match(await plan(settle), /outbox_locked_idx \(locked_by=\?( AND rowid=\?)?\)/);
+    assert.match(await plan(q.cleanup("published", 1, 10)), /USING (COVERING )?INDEX outbox_settled_idx \(status=\? AND settled_at<\?\)/);
     assert.match(claim, /SCAN c USING COVERING INDEX outbox_claim_idx/, "the claim scan reads no table rows");
-    const oldest = await plan(statsSql(n)[1]!, [1]);
+    const oldest = await plan(q.stats(1)[1]!);
     assert.match(oldest, /USING (COVERING )?INDEX outbox_claim_idx/);
     assert.match(oldest, /USING (COVERING )?INDEX outbox_scheduled_idx \(deliver_at/);
-    assert.doesNotMatch(claim + (await plan(cleanupSql(n), ["dead", 1, 10])), /SCAN outbox(?! USING)|SCAN c$/m);
+    assert.doesNotMatch(claim + (await plan(q.cleanup("dead", 1, 10))), /SCAN outbox(?! USING)|SCAN c$/m);
   }));
 
 test("libsql: an idle tick sends one statement batch to the database", () =>

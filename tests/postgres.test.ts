@@ -8,8 +8,7 @@ storageConformance("postgres", () => postgresHarness());
 import assert from "node:assert/strict";
 import { createOutbox, memoryPublisher, OutboxConfigError, type OutboxStorage } from "../mod.ts";
 import { postgresSchema, postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { claimSql, cleanupSql, postgresNames, settleSql } from "../adapters/postgres/sql.ts";
-import { pgArray } from "../adapters/postgres/array.ts";
+import { postgresNames, relayQueries, type SqlQuery } from "../adapters/postgres/sql.ts";
 import { test } from "./harness.ts";
 import postgres from "postgres";
 import { openSql, PG_URL, uniqueSchema } from "./postgres_helpers.ts";
@@ -198,18 +197,29 @@ test("postgres: claim, settle and cleanup queries use index scans", () =>
         CASE WHEN g % 10 = 0 THEN g END, g, CASE WHEN g % 10 = 0 THEN NULL ELSE g END
       FROM generate_series(1, 50000) AS g`);
     await sql.unsafe(`ANALYZE ${n.qualified}`);
-    const plan = async (text: string, params: unknown[]) => {
+    const plan = async (query: SqlQuery) => {
       // Plain EXPLAIN plans without executing.
-      const rows = await sql.unsafe(`EXPLAIN ${text}`, params as never[]);
+      const rows = await sql.unsafe(`EXPLAIN ${query.text}`, query.values as never[]);
       return rows.map((r) => String(r["QUERY PLAN"])).join("\n");
     };
-    const claim = await plan(claimSql(n), [1_000_000, 100, "t", 30_000]);
+    const q = relayQueries(n);
+    const claim = await plan(q.claim({ now: 1_000_000, limit: 100, token: "t", lockedUntil: 1_030_000, clock: "relay" }));
     assert.match(claim, /Index (Only )?Scan using outbox_claim_idx/);
     assert.match(claim, /Index (Only )?Scan using outbox_key_idx/);
     // A full batch of 500: the plan must stay on the primary key (no nested loop over the batch twice).
     const seqs = Array.from({ length: 500 }, (_, i) => (i + 1) * 10);
-    const a = pgArray;
-    const settle = await plan(settleSql(n), ["t", 1, true, a(seqs), a(seqs), a(seqs), a(seqs.map(() => "e")), a(seqs), a(seqs.map(() => "e")), a(seqs), true, true]);
+    const settle = await plan(q.settle({
+      token: "t",
+      now: 1,
+      deletePublished: true,
+      onDead: "block",
+      settlements: seqs.flatMap((seq) => [
+        { seq, outcome: "published" as const },
+        { seq, outcome: "retry" as const, availableAt: 2, error: "e" },
+        { seq, outcome: "dead" as const, error: "e" },
+        { seq, outcome: "release" as const },
+      ]),
+    }));
     assert.doesNotMatch(settle, /Seq Scan on outbox/);
     assert.match(settle, /Index Scan using outbox_pkey/);
     assert.doesNotMatch(settle, /outbox_locked_idx/);
@@ -217,7 +227,7 @@ test("postgres: claim, settle and cleanup queries use index scans", () =>
     // (The part for kept published rows is planned away: deletePublished is true.)
     assert.equal(settle.match(/One-Time Filter: \(\$\d+ IS NOT NULL\)/g)?.length, 4, settle);
     assert.equal(settle.match(/One-Time Filter: false/g)?.length, 1, settle);
-    const cleanup = await plan(cleanupSql(n), ["published", 10_000, 1_000]);
+    const cleanup = await plan(q.cleanup("published", 10_000, 1_000));
     assert.match(cleanup, /Index (Only )?Scan using outbox_settled_idx/);
     assert.doesNotMatch(claim + cleanup, /Seq Scan on outbox/);
   }));

@@ -40,12 +40,11 @@ import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkOptions } from "../../src/rules.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
 import { num, numOrNull, outboxRow, str } from "../shared/row.ts";
-import { cleanupSettled, groupSettlements } from "../shared/settle.ts";
+import { cleanupSettled } from "../shared/settle.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
-  ClockSource,
   OutboxRow,
   OutboxStorage,
   RequeueRequest,
@@ -55,17 +54,7 @@ import type {
 import { busyRetry, busyTimeout } from "./busy.ts";
 import { libsqlErrors } from "./errors.ts";
 import { insertError, insertStatements, runInsertStatements } from "./insert.ts";
-import {
-  claimedSql,
-  claimSql,
-  cleanupSql,
-  createStatements,
-  inspectSql,
-  libsqlNames,
-  requeueSql,
-  settleSql,
-  statsSql,
-} from "./sql.ts";
+import { createStatements, libsqlNames, relayQueries } from "./sql.ts";
 
 /** What `enqueue` accepts with libSQL: an interactive transaction, or a client (the insert is then its own transaction). */
 export type LibsqlTx = Transaction | Client;
@@ -103,11 +92,6 @@ export function libsqlSchema(options: { table?: string } = {}): string[] {
   return createStatements(libsqlNames(checkIdentifier(options.table ?? "outbox", "table")));
 }
 
-/** The relay's "now" when its clock decides, else NULL: the database's clock (see sql.ts). */
-function relayNow(request: { now: number; clock?: ClockSource }): number | null {
-  return request.clock === "relay" ? request.now : null;
-}
-
 function isClient(value: unknown): value is Client {
   return typeof (value as Client).transaction === "function" && typeof (value as Client).batch === "function";
 }
@@ -138,19 +122,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
   const busyTimeoutMs = options.busyTimeoutMs ?? 5_000;
   const n = libsqlNames(table);
   const schemaSql = createStatements(n);
-  const sql = {
-    claim: claimSql(n),
-    claimed: claimedSql(n),
-    cleanup: cleanupSql(n),
-    stats: statsSql(n),
-    requeue: requeueSql(n),
-    inspect: inspectSql(n),
-    deletePublished: settleSql.deletePublished(n),
-    keepPublished: settleSql.keepPublished(n),
-    retry: settleSql.retry(n),
-    dead: settleSql.dead(n),
-    release: settleSql.release(n),
-  };
+  const q = relayQueries(n);
 
   const wrap = libsqlErrors(n.table, "outbox.setup()");
   /** Runs a relay statement, retrying while another writer holds the lock. */
@@ -189,11 +161,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
 
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
       // A write batch is BEGIN IMMEDIATE … COMMIT locally and one request over HTTP.
-      const [updated, rs] = await withBusyRetry("claim messages", () =>
-        client.batch([
-          { sql: sql.claim, args: [request.token, request.lockedUntil - request.now, relayNow(request), request.limit] },
-          { sql: sql.claimed, args: [request.token] },
-        ], "write"));
+      const [updated, rs] = await withBusyRetry("claim messages", () => client.batch(q.claim(request), "write"));
       if (updated!.rowsAffected === 0) return [];
       return rs!.rows.map((row: Row) => ({
         seq: num(row.seq),
@@ -208,20 +176,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async settle(request: SettleRequest): Promise<number> {
-      const { published, retry, dead, release } = groupSettlements(request);
-      const statements: InStatement[] = [];
-      const t = request.token;
-      const now = relayNow(request);
-      if (published.length) {
-        statements.push(
-          request.deletePublished
-            ? { sql: sql.deletePublished, args: [t, JSON.stringify(published)] }
-            : { sql: sql.keepPublished, args: [t, JSON.stringify(published), now] },
-        );
-      }
-      if (retry.length) statements.push({ sql: sql.retry, args: [t, JSON.stringify(retry), now] });
-      if (dead.length) statements.push({ sql: sql.dead, args: [t, JSON.stringify(dead), now, request.onDead === "block" ? 1 : 0] });
-      if (release.length) statements.push({ sql: sql.release, args: [t, JSON.stringify(release), now] });
+      const statements = q.settle(request);
       if (statements.length === 0) return 0;
       const results = await withBusyRetry("settle messages", () => client.batch(statements, "write"));
       return results.reduce((sum: number, rs: ResultSet) => sum + rs.rowsAffected, 0);
@@ -229,14 +184,13 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
 
     async cleanup(request: CleanupRequest): Promise<number> {
       return await cleanupSettled(request, async (status, before, limit) => {
-        const rs = await withBusyRetry("clean up settled messages", () => client.execute({ sql: sql.cleanup, args: [status, before, limit] }));
+        const rs = await withBusyRetry("clean up settled messages", () => client.execute(q.cleanup(status, before, limit)));
         return rs.rowsAffected;
       });
     },
 
     async stats(now: number): Promise<StorageStats> {
-      const [counts, oldest, blocked] = await withBusyRetry("read outbox stats", () =>
-        client.batch([{ sql: sql.stats[0]!, args: [] }, { sql: sql.stats[1]!, args: [now] }, { sql: sql.stats[2]!, args: [] }], "read"));
+      const [counts, oldest, blocked] = await withBusyRetry("read outbox stats", () => client.batch(q.stats(now), "read"));
       const by: Record<string, number> = { pending: 0, processing: 0, published: 0, dead: 0 };
       for (const row of counts!.rows) by[String(row.status)] = (by[String(row.status)] ?? 0) + num(row.n);
       const first = oldest!.rows[0];
@@ -251,17 +205,13 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async requeue(request: RequeueRequest): Promise<number> {
-      const rs = await withBusyRetry("requeue messages", () =>
-        client.execute({
-          sql: sql.requeue,
-          args: [relayNow(request), request.status, request.topic ?? null, request.ids ? JSON.stringify(request.ids) : null],
-        }));
+      const rs = await withBusyRetry("requeue messages", () => client.execute(q.requeue(request)));
       return rs.rowsAffected;
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
       const limit = inspectOptions.limit ?? 1_000_000;
-      const rs = await withBusyRetry("list messages", () => client.execute({ sql: sql.inspect, args: [limit] }));
+      const rs = await withBusyRetry("list messages", () => client.execute(q.inspect(limit)));
       return rs.rows.map((row: Row) => outboxRow(row));
     },
   };

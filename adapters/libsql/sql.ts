@@ -11,6 +11,10 @@
  * claim's per-key barrier holds its key back.
  */
 
+import type { InValue } from "@libsql/client";
+import type { ClaimRequest, ClockSource, RequeueRequest, SettleRequest } from "../../src/types.ts";
+import { groupSettlements } from "../shared/settle.ts";
+
 /** The database's clock in epoch ms; SQLite fixes 'now' for the whole statement. */
 export const DB_NOW = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
@@ -99,29 +103,30 @@ export function insertSql(n: LibsqlNames, count: number): string {
  * lease) and not behind an earlier unsettled row of the same key that is not itself
  * claimable. Taking them in seq order means a batch holds a prefix of each key's run.
  * Uses claimIndex for the scan and keyIndex for the barrier.
- * Params: ?1 token, ?2 lease in ms, ?3 now (NULL: the database's clock), ?4 limit.
+ * Params, in the Postgres claim's order: ?1 now (NULL: the database's clock), ?2 limit,
+ * ?3 token, ?4 lease in ms.
  *
  * No RETURNING: the embedded driver leaves a RETURNING statement open inside a batch
  * ("cannot commit transaction - SQL statements in progress"), so the claimed rows are
  * read back by token (claimedSql) in the same write batch, which is just as atomic.
  */
-export function claimSql(n: LibsqlNames): string {
+function claimSql(n: LibsqlNames): string {
   return `UPDATE ${n.table}
-SET status = 'processing', locked_by = ?1, available_at = COALESCE(?3, ${DB_NOW}) + ?2, attempts = attempts + 1
+SET status = 'processing', locked_by = ?3, available_at = COALESCE(?1, ${DB_NOW}) + ?4, attempts = attempts + 1
 WHERE seq IN (
   SELECT c.seq FROM ${n.table} AS c
-  WHERE c.available_at <= COALESCE(?3, ${DB_NOW})
+  WHERE c.available_at <= COALESCE(?1, ${DB_NOW})
     AND (c.key IS NULL OR NOT EXISTS (
       SELECT 1 FROM ${n.table} AS b
-      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > COALESCE(?3, ${DB_NOW})
+      WHERE b.key = c.key AND b.seq < c.seq AND b.available_at > COALESCE(?1, ${DB_NOW})
     ))
   ORDER BY c.seq
-  LIMIT ?4
+  LIMIT ?2
 )`;
 }
 
 /** Reads back the rows leased to one claim token (lockedIndex). Param: ?1 token. */
-export function claimedSql(n: LibsqlNames): string {
+function claimedSql(n: LibsqlNames): string {
   return `SELECT seq, id, topic, key, payload, headers, attempts, created_at FROM ${n.table} WHERE locked_by = ?1 ORDER BY seq`;
 }
 
@@ -130,7 +135,7 @@ export function claimedSql(n: LibsqlNames): string {
  * ?2 the list, ?3 now (NULL: the database's clock); a retry's list holds delays in ms
  * from now; ?4 in `dead`: keyed dead messages block their key.
  */
-export const settleSql = {
+const settleSql = {
   deletePublished: (n: LibsqlNames) =>
     `DELETE FROM ${n.table} WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
   keepPublished: (n: LibsqlNames) =>
@@ -151,7 +156,7 @@ WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
 };
 
 /** Deletes up to ?3 settled rows of status ?1 settled before ?2 (settledIndex). */
-export function cleanupSql(n: LibsqlNames): string {
+function cleanupSql(n: LibsqlNames): string {
   return `DELETE FROM ${n.table} WHERE seq IN (
   SELECT seq FROM ${n.table} WHERE available_at IS NULL AND status = ?1 AND settled_at < ?2 LIMIT ?3
 )`;
@@ -161,7 +166,7 @@ export function cleanupSql(n: LibsqlNames): string {
  * Counts per status, each half answered from a partial index (a blocking dead row is
  * in the unsettled half); the longest-waiting due row; the keys dead rows block.
  */
-export function statsSql(n: LibsqlNames): string[] {
+function statsSql(n: LibsqlNames): string[] {
   return [
     `SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NOT NULL GROUP BY status
 UNION ALL
@@ -182,7 +187,7 @@ SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NULL GROUP BY
  * Moves settled rows (and dead rows that block their key) back to pending. ?1 now
  * (NULL: the database's clock), ?2 status, ?3 topic or NULL, ?4 JSON id list or NULL.
  */
-export function requeueSql(n: LibsqlNames): string {
+function requeueSql(n: LibsqlNames): string {
   return `UPDATE ${n.table} SET status = 'pending', available_at = COALESCE(?1, ${DB_NOW}), attempts = 0, locked_by = NULL, settled_at = NULL
 WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = ?2
   AND (?3 IS NULL OR topic = ?3)
@@ -190,7 +195,84 @@ WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = ?2
 }
 
 /** All rows in seq order. */
-export function inspectSql(n: LibsqlNames): string {
+function inspectSql(n: LibsqlNames): string {
   return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at
 FROM ${n.table} ORDER BY seq LIMIT ?1`;
+}
+
+/** The relay's "now" when its clock decides, else NULL: the database's clock. */
+function relayNow(request: { now: number; clock?: ClockSource }): number | null {
+  return request.clock === "relay" ? request.now : null;
+}
+
+/** A statement with its arguments, built together (a libSQL `InStatement`). */
+export interface LibsqlQuery {
+  readonly sql: string;
+  readonly args: InValue[];
+}
+
+/** The relay's statements on one table: each builder returns its text with its arguments. */
+export interface RelayQueries {
+  /** The claim, then the read-back of the claimed rows: one write batch. */
+  claim(request: ClaimRequest): [LibsqlQuery, LibsqlQuery];
+  /** One statement per outcome present in the batch (none for an empty one): one write batch. */
+  settle(request: SettleRequest): LibsqlQuery[];
+  /** Deletes up to `limit` rows of `status` settled before `before`. */
+  cleanup(status: "published" | "dead", before: number, limit: number): LibsqlQuery;
+  /** Counts per status, the oldest due row, the blocked keys: one read batch. */
+  stats(now: number): LibsqlQuery[];
+  /** Moves matching settled rows back to pending. */
+  requeue(request: RequeueRequest): LibsqlQuery;
+  /** All rows in seq order, at most `limit`. */
+  inspect(limit: number): LibsqlQuery;
+}
+
+/**
+ * Builds the relay's statements for a table. The texts are made once; each call pairs
+ * them with their arguments, in the order their placeholders number them.
+ */
+export function relayQueries(n: LibsqlNames): RelayQueries {
+  const text = {
+    claim: claimSql(n),
+    claimed: claimedSql(n),
+    cleanup: cleanupSql(n),
+    stats: statsSql(n),
+    requeue: requeueSql(n),
+    inspect: inspectSql(n),
+    deletePublished: settleSql.deletePublished(n),
+    keepPublished: settleSql.keepPublished(n),
+    retry: settleSql.retry(n),
+    dead: settleSql.dead(n),
+    release: settleSql.release(n),
+  };
+  return {
+    claim: (r) => [
+      { sql: text.claim, args: [relayNow(r), r.limit, r.token, r.lockedUntil - r.now] },
+      { sql: text.claimed, args: [r.token] },
+    ],
+    settle(r) {
+      const { published, retry, dead, release } = groupSettlements(r);
+      const t = r.token;
+      const now = relayNow(r);
+      const statements: LibsqlQuery[] = [];
+      if (published.length) {
+        statements.push(
+          r.deletePublished
+            ? { sql: text.deletePublished, args: [t, JSON.stringify(published)] }
+            : { sql: text.keepPublished, args: [t, JSON.stringify(published), now] },
+        );
+      }
+      if (retry.length) statements.push({ sql: text.retry, args: [t, JSON.stringify(retry), now] });
+      if (dead.length) statements.push({ sql: text.dead, args: [t, JSON.stringify(dead), now, r.onDead === "block" ? 1 : 0] });
+      if (release.length) statements.push({ sql: text.release, args: [t, JSON.stringify(release), now] });
+      return statements;
+    },
+    cleanup: (status, before, limit) => ({ sql: text.cleanup, args: [status, before, limit] }),
+    stats: (now) => [{ sql: text.stats[0]!, args: [] }, { sql: text.stats[1]!, args: [now] }, { sql: text.stats[2]!, args: [] }],
+    requeue: (r) => ({
+      sql: text.requeue,
+      args: [relayNow(r), r.status, r.topic ?? null, r.ids ? JSON.stringify(r.ids) : null],
+    }),
+    inspect: (limit) => ({ sql: text.inspect, args: [limit] }),
+  };
 }

@@ -36,7 +36,7 @@ import { bool, checkOptions } from "../../src/rules.ts";
 import { errorCode } from "../shared/errors.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
 import { num, numOrNull, outboxRow, str } from "../shared/row.ts";
-import { cleanupSettled, groupSettlements } from "../shared/settle.ts";
+import { cleanupSettled } from "../shared/settle.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
@@ -47,24 +47,10 @@ import type {
   SettleRequest,
   StorageStats,
 } from "../../src/types.ts";
-import { pgArray } from "./array.ts";
 import { postgresErrors } from "./errors.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
 import { transaction } from "./transaction.ts";
-import {
-  claimCallSql,
-  claimLockSql,
-  claimSql,
-  cleanupSql,
-  createStatements,
-  inspectSql,
-  NOT_READ_COMMITTED,
-  postgresNames,
-  requeueSql,
-  settleSql,
-  setupLockSql,
-  statsSql,
-} from "./sql.ts";
+import { createStatements, NOT_READ_COMMITTED, postgresNames, relayQueries, setupLockSql, type SqlQuery } from "./sql.ts";
 
 /** A row as postgres.js returns it. */
 type Row = Record<string, unknown>;
@@ -181,18 +167,9 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   const notify = options.notify ?? true;
   const n = postgresNames(schema, table);
   const schemaSql = createStatements(n);
-  const q = {
-    ...insertQueries(n),
-    claimLock: claimLockSql(n),
-    claim: claimSql(n),
-    claimCall: claimCallSql(n),
-    settle: settleSql(n),
-    cleanup: cleanupSql(n),
-    stats: statsSql(n),
-    requeue: requeueSql(n),
-    inspect: inspectSql(n),
-    setupLock: setupLockSql(n),
-  };
+  const inserts = insertQueries(n);
+  const setupLock = setupLockSql(n);
+  const q = relayQueries(n);
 
   const wrap = postgresErrors(n, "outbox.setup()");
 
@@ -206,9 +183,9 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   let isolate = false;
   const READ_COMMITTED = "isolation level read committed";
 
-  async function run(what: string, query: string, params: unknown[] = []): Promise<Row[]> {
+  async function run(what: string, query: SqlQuery): Promise<Row[]> {
     try {
-      return await sql.unsafe(query, params, PREPARE);
+      return await sql.unsafe(query.text, query.values, PREPARE);
     } catch (error) {
       throw wrap(what, error);
     }
@@ -224,7 +201,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     async setup() {
       try {
         await transaction(sql, async (tx: PostgresQueryable) => {
-          await tx.unsafe(q.setupLock);
+          await tx.unsafe(setupLock);
           for (const statement of schemaSql) await tx.unsafe(statement);
         });
       } catch (error) {
@@ -238,7 +215,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
       if (typeof tx !== "function" && (typeof tx !== "object" || tx === null) || typeof tx.unsafe !== "function") {
         throw new OutboxStorageError("enqueue needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument");
       }
-      const write = (target: PostgresQueryable) => writeRows(q, rows, notify, (text, params) => target.unsafe(text, params, PREPARE));
+      const write = (target: PostgresQueryable) => writeRows(inserts, rows, notify, (text, params) => target.unsafe(text, params, PREPARE));
       try {
         if (isPostgresSql(tx)) {
           // No caller transaction: make the insert (and a compensation) atomic on its own.
@@ -252,13 +229,11 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async claim(request: ClaimRequest): Promise<ClaimedRow[]> {
-      // NULL "now": the database's clock decides what is due and when the lease ends.
-      const now = request.clock === "relay" ? request.now : null;
-      const params = [now, request.limit, request.token, request.lockedUntil - request.now];
       let rows: Row[] | undefined;
       if (claimByFunction && !isolate) {
         try {
-          rows = await sql.unsafe(q.claimCall, params, PREPARE);
+          const call = q.claimCall(request);
+          rows = await sql.unsafe(call.text, call.values, PREPARE);
         } catch (error) {
           if (errorCode(error) === NOT_READ_COMMITTED) isolate = true;
           else if (missingFunction(error)) claimByFunction = false;
@@ -273,10 +248,11 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
           // left the claim waiting forever in postgres.js 3.4, so it stays on sql.begin.
           // READ COMMITTED whatever the session's default: the claim's snapshot must
           // follow the lock (see claimLockSql).
+          const [lock, claim] = [q.claimLock(), q.claim(request)];
           const results = await transaction(sql, (tx) =>
             Promise.all([
-              tx.unsafe(q.claimLock),
-              tx.unsafe(q.claim, params, PREPARE),
+              tx.unsafe(lock.text),
+              tx.unsafe(claim.text, claim.values, PREPARE),
             ]), READ_COMMITTED);
           rows = results[1]!;
         } catch (error) {
@@ -297,40 +273,28 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async settle(request: SettleRequest): Promise<number> {
       if (request.settlements.length === 0) return 0;
-      const { published, retry, dead, release } = groupSettlements(request);
-      const params = [
-        request.token,
-        request.now,
-        request.deletePublished,
-        pgArray(published),
-        pgArray(retry.map(([seq]) => seq)),
-        pgArray(retry.map(([, delayMs]) => delayMs)),
-        pgArray(retry.map(([, , error]) => error)),
-        pgArray(dead.map(([seq]) => seq)),
-        pgArray(dead.map(([, error]) => error)),
-        pgArray(release),
-        request.clock !== "relay",
-        request.onDead === "block",
-      ];
+      const settle = q.settle(request);
       // Under REPEATABLE READ a settle whose lease was taken meanwhile would fail on the
       // row (a serialization error) instead of leaving it to its new owner.
       const [row] = isolate
-        ? await transaction(sql, async (tx) => await tx.unsafe(q.settle, params, PREPARE), READ_COMMITTED).catch((error: unknown): never => {
-          throw wrap("settle messages", error);
-        })
-        : await run("settle messages", q.settle, params);
+        ? await transaction(sql, async (tx) => await tx.unsafe(settle.text, settle.values, PREPARE), READ_COMMITTED).catch(
+          (error: unknown): never => {
+            throw wrap("settle messages", error);
+          },
+        )
+        : await run("settle messages", settle);
       return num(row?.n ?? 0);
     },
 
     async cleanup(request: CleanupRequest): Promise<number> {
       return await cleanupSettled(request, async (status, before, limit) => {
-        const result = await run("clean up settled messages", q.cleanup, [status, before, limit]);
+        const result = await run("clean up settled messages", q.cleanup(status, before, limit));
         return (result as unknown as { count?: number }).count ?? 0;
       });
     },
 
     async stats(now: number): Promise<StorageStats> {
-      const [row] = await run("read outbox stats", q.stats, [now]);
+      const [row] = await run("read outbox stats", q.stats(now));
       const counts = (row?.counts ? JSON.parse(String(row.counts)) : {}) as Record<string, number>;
       const by = (status: string) => Number(counts[status] ?? 0);
       return {
@@ -344,18 +308,12 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async requeue(request: RequeueRequest): Promise<number> {
-      const result = await run("requeue messages", q.requeue, [
-        request.now,
-        request.status,
-        request.topic ?? null,
-        request.ids ? pgArray(request.ids) : null,
-        request.clock !== "relay",
-      ]);
+      const result = await run("requeue messages", q.requeue(request));
       return (result as unknown as { count?: number }).count ?? 0;
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
-      const rows = await run("list messages", q.inspect, [inspectOptions.limit ?? 1_000_000]);
+      const rows = await run("list messages", q.inspect(inspectOptions.limit ?? 1_000_000));
       return rows.map((row) => outboxRow(row));
     },
 

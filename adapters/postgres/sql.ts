@@ -11,6 +11,10 @@
  * holds the key's later messages back, with no index or query of its own.
  */
 
+import type { ClaimRequest, RequeueRequest, SettleRequest } from "../../src/types.ts";
+import { groupSettlements } from "../shared/settle.ts";
+import { pgArray } from "./array.ts";
+
 /** `available_at` of a dead message that blocks its key: later than any clock reading. */
 export const BLOCKED = 9_007_199_254_740_991; // Number.MAX_SAFE_INTEGER
 
@@ -195,7 +199,7 @@ export function uninsertSql(n: PostgresNames): string {
  * closes the READ COMMITTED race where a relay sees message n of a key as pending while
  * another relay's uncommitted claim holds it, and takes n+1.
  */
-export function claimLockSql(n: PostgresNames): string {
+function claimLockSql(n: PostgresNames): string {
   return `SELECT pg_advisory_xact_lock(${lockArgs(n, 0)})`;
 }
 
@@ -211,7 +215,7 @@ const CLAIM_NOW = `coalesce($1::bigint, ${dbNow()})`;
  * Params: $1 now (NULL: the database's clock), $2 limit, $3 token, $4 lease in ms; or,
  * inside the claim function, the expressions in `p` (now, limit, token, lease end).
  */
-export function claimSql(
+function claimSql(
   n: PostgresNames,
   p: readonly [string, string, string, string] = [CLAIM_NOW, "$2", "$3", `(${CLAIM_NOW} + $4::bigint)`],
 ): string {
@@ -282,7 +286,7 @@ export function dropOldClaimFunctionsSql(n: PostgresNames): string {
  * Calls the claim function. Params: $1 now (NULL: the database's clock), $2 limit,
  * $3 token, $4 lease in ms.
  */
-export function claimCallSql(n: PostgresNames): string {
+function claimCallSql(n: PostgresNames): string {
   return `SELECT * FROM ${n.claimFunction}($1, $2, $3, $4)`;
 }
 
@@ -304,7 +308,7 @@ export function claimCallSql(n: PostgresNames): string {
  * seqs, $6 retry delays (ms from now), $7 retry errors, $8 dead seqs, $9 dead errors,
  * $10 released seqs, $11 use the database's clock, $12 dead keyed messages block.
  */
-export function settleSql(n: PostgresNames): string {
+function settleSql(n: PostgresNames): string {
   return `WITH lock AS MATERIALIZED (
   SELECT CASE WHEN $11::boolean THEN ${dbNow()} ELSE $2::bigint END AS now
   FROM (SELECT pg_advisory_xact_lock_shared(${lockArgs(n, 0)})) AS l
@@ -342,7 +346,7 @@ SELECT ((SELECT count(*) FROM del) + (SELECT count(*) FROM pub) + (SELECT count(
  * `= ANY (ARRAY(…))` keeps the delete on the primary key: a join with the CTE lets the
  * planner hash-join against a sequential scan of the whole table.
  */
-export function cleanupSql(n: PostgresNames): string {
+function cleanupSql(n: PostgresNames): string {
   return `WITH lock AS (
   SELECT pg_try_advisory_xact_lock(${lockArgs(n, 2)}) AS ok
 ),
@@ -360,7 +364,7 @@ DELETE FROM ${n.qualified} WHERE seq = ANY (ARRAY(SELECT seq FROM doomed))`;
  * Counts per status (each half from a partial index; a blocking dead row is in the
  * unsettled half), the longest-waiting due row, and the keys a dead row blocks.
  */
-export function statsSql(n: PostgresNames): string {
+function statsSql(n: PostgresNames): string {
   return `SELECT
   (SELECT json_object_agg(status, c) FROM (
     SELECT status, sum(c) AS c FROM (
@@ -380,7 +384,7 @@ export function statsSql(n: PostgresNames): string {
  * Moves settled rows (and dead rows that block their key) back to pending.
  * $1 relay now, $2 status, $3 topic or NULL, $4 ids or NULL, $5 use the database's clock.
  */
-export function requeueSql(n: PostgresNames): string {
+function requeueSql(n: PostgresNames): string {
   return `UPDATE ${n.qualified}
 SET status = 'pending', available_at = CASE WHEN $5::boolean THEN ${dbNow()} ELSE $1::bigint END, attempts = 0, locked_by = NULL, settled_at = NULL
 WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = $2
@@ -389,7 +393,84 @@ WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = $2
 }
 
 /** All rows in seq order. */
-export function inspectSql(n: PostgresNames): string {
+function inspectSql(n: PostgresNames): string {
   return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at
 FROM ${n.qualified} ORDER BY seq LIMIT $1`;
+}
+
+/** A statement with its parameters, built together (pg-boss's `SqlQuery`). */
+export interface SqlQuery {
+  readonly text: string;
+  readonly values: unknown[];
+}
+
+/** The relay's statements on one table: each builder returns its text with its values. */
+export interface RelayQueries {
+  /** The claim lock, for the claim transaction (no values). */
+  claimLock(): SqlQuery;
+  /** The claim statement, for the claim transaction after {@link RelayQueries.claimLock}. */
+  claim(request: ClaimRequest): SqlQuery;
+  /** The claim function's call: lock and claim in one round trip. */
+  claimCall(request: ClaimRequest): SqlQuery;
+  /** Every settlement of a batch in one statement. */
+  settle(request: SettleRequest): SqlQuery;
+  /** Deletes up to `limit` rows of `status` settled before `before`. */
+  cleanup(status: "published" | "dead", before: number, limit: number): SqlQuery;
+  /** Counts per status, the oldest due row, the blocked keys. */
+  stats(now: number): SqlQuery;
+  /** Moves matching settled rows back to pending. */
+  requeue(request: RequeueRequest): SqlQuery;
+  /** All rows in seq order, at most `limit`. */
+  inspect(limit: number): SqlQuery;
+}
+
+/**
+ * Builds the relay's statements for a table. The texts are made once; each call pairs
+ * one with its values, in the order its placeholders number them.
+ */
+export function relayQueries(n: PostgresNames): RelayQueries {
+  const text = {
+    claimLock: claimLockSql(n),
+    claim: claimSql(n),
+    claimCall: claimCallSql(n),
+    settle: settleSql(n),
+    cleanup: cleanupSql(n),
+    stats: statsSql(n),
+    requeue: requeueSql(n),
+    inspect: inspectSql(n),
+  };
+  // $1 now (NULL: the database's clock), $2 limit, $3 token, $4 lease in ms.
+  const claimValues = (r: ClaimRequest) => [r.clock === "relay" ? r.now : null, r.limit, r.token, r.lockedUntil - r.now];
+  return {
+    claimLock: () => ({ text: text.claimLock, values: [] }),
+    claim: (r) => ({ text: text.claim, values: claimValues(r) }),
+    claimCall: (r) => ({ text: text.claimCall, values: claimValues(r) }),
+    settle(r) {
+      const { published, retry, dead, release } = groupSettlements(r);
+      return {
+        text: text.settle,
+        values: [
+          r.token,
+          r.now,
+          r.deletePublished,
+          pgArray(published),
+          pgArray(retry.map(([seq]) => seq)),
+          pgArray(retry.map(([, delayMs]) => delayMs)),
+          pgArray(retry.map(([, , error]) => error)),
+          pgArray(dead.map(([seq]) => seq)),
+          pgArray(dead.map(([, error]) => error)),
+          pgArray(release),
+          r.clock !== "relay",
+          r.onDead === "block",
+        ],
+      };
+    },
+    cleanup: (status, before, limit) => ({ text: text.cleanup, values: [status, before, limit] }),
+    stats: (now) => ({ text: text.stats, values: [now] }),
+    requeue: (r) => ({
+      text: text.requeue,
+      values: [r.now, r.status, r.topic ?? null, r.ids ? pgArray(r.ids) : null, r.clock !== "relay"],
+    }),
+    inspect: (limit) => ({ text: text.inspect, values: [limit] }),
+  };
 }

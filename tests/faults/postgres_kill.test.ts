@@ -18,7 +18,7 @@ import { createConnection, type Socket } from "node:net";
 import postgres from "postgres";
 import { createOutbox, OutboxStorageError, type OutboxErrorContext, type TickReport } from "../../mod.ts";
 import { postgresStorage, type PostgresSql, type PostgresTx } from "../../adapters/postgres/mod.ts";
-import { claimLockSql, postgresNames } from "../../adapters/postgres/sql.ts";
+import { relayQueries, postgresNames } from "../../adapters/postgres/sql.ts";
 import { jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import { test } from "../harness.ts";
 import { natsStream } from "../nats_helpers.ts";
@@ -278,7 +278,7 @@ for (const fault of ["reset", "terminate"] as const) for (const path of ["functi
       let locked!: () => void;
       const lockHeld = new Promise<void>((resolve) => (locked = resolve));
       const holder = admin.begin(async (tx) => {
-        await tx.unsafe(claimLockSql(postgresNames(schema, "outbox")));
+        await tx.unsafe(relayQueries(postgresNames(schema, "outbox")).claimLock().text);
         locked();
         await released;
       });
