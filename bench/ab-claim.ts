@@ -32,7 +32,9 @@ try {
   for (let r = 0; r < repeats; r++) {
     for (const keys of [0, 16]) {
       // Alternate which path goes first, so drift in the machine's load hits both.
-      const order = r % 2 === 0 ? [["function", fn], ["transaction", tx]] as const : [["transaction", tx], ["function", fn]] as const;
+      const order = r % 2 === 0
+        ? [["function", fn], ["transaction", tx]] as const
+        : [["transaction", tx], ["function", fn]] as const;
       for (const [name, t] of order) {
         const raw = await rawPublishRate(n.js, n.subject, messages, 256);
         const rate = await relayRate(t, n.js, n.jsm, n.stream, messages, keys, n.subject, 1_000);
@@ -42,7 +44,9 @@ try {
     }
   }
   for (const [k, v] of Object.entries(rows)) {
-    const fmt = k.endsWith("msg/s") ? (x: number) => Math.round(x).toLocaleString("en-US") : (x: number) => x.toFixed(2);
+    const fmt = k.endsWith("msg/s")
+      ? (x: number) => Math.round(x).toLocaleString("en-US")
+      : (x: number) => x.toFixed(2);
     console.log(`${k.padEnd(30)} median ${fmt(median(v))}  (${v.map(fmt).join(", ")})`);
   }
 } finally {

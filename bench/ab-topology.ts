@@ -47,5 +47,9 @@ for (let r = 0; r < Number(rounds); r++) {
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 for (const [name, runs] of Object.entries(results)) {
-  console.log(`${name.padEnd(5)} ${runs.map((r) => r.rate.toFixed(0)).join(", ")} msg/s (median ${median(runs.map((r) => r.rate)).toFixed(0)}); relay CPU ${runs.map((r) => r.cpuUs.toFixed(1)).join(", ")} µs/msg`);
+  console.log(
+    `${name.padEnd(5)} ${runs.map((r) => r.rate.toFixed(0)).join(", ")} msg/s (median ${
+      median(runs.map((r) => r.rate)).toFixed(0)
+    }); relay CPU ${runs.map((r) => r.cpuUs.toFixed(1)).join(", ")} µs/msg`,
+  );
 }

@@ -9,7 +9,7 @@
  */
 
 import postgres from "postgres";
-import { postgresStorage, type PostgresSql } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { postgresNames } from "../adapters/postgres/sql.ts";
 import { g, median, PG_URL } from "./lib.ts";
 
@@ -36,7 +36,9 @@ try {
     }
   }
   for (const [name, v] of Object.entries(samples)) {
-    console.log(`${name.padEnd(12)} median ${median(v).toFixed(0)} µs per idle claim (${v.map((x) => x.toFixed(0)).join(", ")})`);
+    console.log(
+      `${name.padEnd(12)} median ${median(v).toFixed(0)} µs per idle claim (${v.map((x) => x.toFixed(0)).join(", ")})`,
+    );
   }
 } finally {
   await sql.unsafe(`DROP SCHEMA IF EXISTS "${fn.schema}" CASCADE`);

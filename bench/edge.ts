@@ -48,7 +48,8 @@ function rowsRead(node: PlanNode): number {
   let n = 0;
   if (/Scan$/.test(node["Node Type"]) && !/CTE Scan|Function Scan|Subquery Scan|Result/.test(node["Node Type"])) {
     const loops = node["Actual Loops"] ?? 1;
-    n += ((node["Actual Rows"] ?? 0) + (node["Rows Removed by Filter"] ?? 0) + (node["Rows Removed by Index Recheck"] ?? 0)) * loops;
+    n += ((node["Actual Rows"] ?? 0) + (node["Rows Removed by Filter"] ?? 0) +
+      (node["Rows Removed by Index Recheck"] ?? 0)) * loops;
   }
   for (const p of node.Plans ?? []) n += rowsRead(p);
   return n;
@@ -113,14 +114,21 @@ export async function edgePostgres(): Promise<EdgeCase[]> {
     }).catch(() => null);
     await record("idle", () => outbox.tick(), idleRows);
     // One message.
-    await sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { topic: "orders.created", key: "o-1", payload: payload(1) }));
+    await sql.begin((tx) =>
+      outbox.enqueue(tx as unknown as PostgresTx, { topic: "orders.created", key: "o-1", payload: payload(1) })
+    );
     const oneRows = await sql.begin(async (tx) => {
       const now = Date.now();
       const q = relayQueries(n);
       const claim = q.claim({ now, limit: 100, token: "edge:one", lockedUntil: now + 30_000 });
       const c = await explainRows(tx, claim.text, claim.values);
       const [row] = await tx.unsafe(`SELECT seq FROM ${n.qualified} WHERE locked_by = 'edge:one'`);
-      const settle = q.settle({ token: "edge:one", now, deletePublished: true, settlements: [{ seq: Number(row!.seq), outcome: "published" }] });
+      const settle = q.settle({
+        token: "edge:one",
+        now,
+        deletePublished: true,
+        settlements: [{ seq: Number(row!.seq), outcome: "published" }],
+      });
       const s = await explainRows(tx, settle.text, settle.values);
       await tx.unsafe("ROLLBACK AND CHAIN");
       return c + s;
@@ -174,7 +182,14 @@ export async function edgeLibsql(): Promise<{ cases: EdgeCase[]; claimPlan: stri
     counts.statements = 0;
     counts.log = [];
     await run();
-    out.push({ db: "libsql", tick, statements: counts.statements, roundTrips: counts.requests, rowsRead: rows, detail: counts.log.join(" → ") });
+    out.push({
+      db: "libsql",
+      tick,
+      statements: counts.statements,
+      roundTrips: counts.requests,
+      rowsRead: rows,
+      detail: counts.log.join(" → "),
+    });
   };
   try {
     await record("first (with retention cleanup)", () => outbox.tick(), null);
@@ -183,7 +198,12 @@ export async function edgeLibsql(): Promise<{ cases: EdgeCase[]; claimPlan: stri
     // One row: the claim visits it in claim_idx (+1 key_idx probe), updates it, reads it
     // back by token (locked_idx), and the settle deletes it by token + seq.
     await record("publish1", () => outbox.tick(), 4);
-    const [claim] = liteQueries(libsqlNames("outbox")).claim({ now: Date.now(), limit: 100, token: "t", lockedUntil: Date.now() + 1 });
+    const [claim] = liteQueries(libsqlNames("outbox")).claim({
+      now: Date.now(),
+      limit: 100,
+      token: "t",
+      lockedUntil: Date.now() + 1,
+    });
     const plan = await db.client.execute({ sql: `EXPLAIN QUERY PLAN ${claim.sql}`, args: claim.args });
     return { cases: out, claimPlan: plan.rows.map((r) => String(r.detail)) };
   } finally {

@@ -38,13 +38,13 @@ let i = 0;
 async function interleave(variants: Variant[], blocks: number, perBlock: number) {
   const us: Record<string, number[]> = {};
   const ratios: Record<string, number[]> = {};
-  for (const v of variants) await timeBlock(v, (i += perBlock), Math.min(50, perBlock)); // warm-up
+  for (const v of variants) await timeBlock(v, i += perBlock, Math.min(50, perBlock)); // warm-up
   for (let b = 0; b < blocks; b++) {
     // Rotate the order so no variant always runs first.
     const order = variants.map((_, j) => variants[(j + b) % variants.length]!);
     const t: Record<string, number> = {};
     for (const v of order) {
-      t[v.name] = await timeBlock(v, (i += perBlock), perBlock);
+      t[v.name] = await timeBlock(v, i += perBlock, perBlock);
       (us[v.name] ??= []).push(t[v.name]!);
     }
     for (const v of variants.slice(1)) (ratios[v.name] ??= []).push(t[v.name]! / t[variants[0]!.name]!);
@@ -60,25 +60,67 @@ export async function runEnqueue(options: { blocks: number; perBlock: number }) 
   // Postgres
   const sql = pg({ max: 1 });
   const schema = `benchenq_${tag}`;
-  const notifying = createOutbox({ storage: postgresStorage(sql as unknown as PostgresSql, { schema }), publisher: () => {} });
-  const quiet = createOutbox({ storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }), publisher: () => {} });
+  const notifying = createOutbox({
+    storage: postgresStorage(sql as unknown as PostgresSql, { schema }),
+    publisher: () => {},
+  });
+  const quiet = createOutbox({
+    storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }),
+    publisher: () => {},
+  });
   await notifying.setup();
-  await sql.unsafe(`CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL, total integer NOT NULL, created_at bigint NOT NULL)`);
-  const order = (i: number) => ({ id: `o-${tag}-${i}`, customer: "customer-4711", total: 12_345, created_at: Date.now() });
+  await sql.unsafe(
+    `CREATE TABLE "${schema}".orders (id text PRIMARY KEY, customer text NOT NULL, total integer NOT NULL, created_at bigint NOT NULL)`,
+  );
+  const order = (i: number) => ({
+    id: `o-${tag}-${i}`,
+    customer: "customer-4711",
+    total: 12_345,
+    created_at: Date.now(),
+  });
   const m = (i: number) => ({ topic: "orders.created", key: `o-${tag}-${i}`, payload: payload(i) });
   const ins = (tx: PostgresTx, i: number) => {
     const o = order(i);
-    return tx.unsafe(`INSERT INTO "${schema}".orders (id, customer, total, created_at) VALUES ($1, $2, $3, $4)`, [o.id, o.customer, o.total, o.created_at], { prepare: true });
+    return tx.unsafe(`INSERT INTO "${schema}".orders (id, customer, total, created_at) VALUES ($1, $2, $3, $4)`, [
+      o.id,
+      o.customer,
+      o.total,
+      o.created_at,
+    ], { prepare: true });
   };
   const begin = (f: (tx: PostgresTx) => unknown) => sql.begin(f as never);
   let pgRes;
   try {
-    pgRes = await interleave([
-      { name: "pg_baseline", run: (i) => begin(async (tx) => { await ins(tx, i); }) },
-      { name: "pg_sequential", run: (i) => begin(async (tx) => { await ins(tx, i); await notifying.enqueue(tx, m(i)); }) },
-      { name: "pg_pipelined", run: (i) => begin((tx) => Promise.all([ins(tx, i), notifying.enqueue(tx, m(i))])) },
-      { name: "pg_sequential_nonotify", run: (i) => begin(async (tx) => { await ins(tx, i); await quiet.enqueue(tx, m(i)); }) },
-    ], options.blocks, options.perBlock);
+    pgRes = await interleave(
+      [
+        {
+          name: "pg_baseline",
+          run: (i) =>
+            begin(async (tx) => {
+              await ins(tx, i);
+            }),
+        },
+        {
+          name: "pg_sequential",
+          run: (i) =>
+            begin(async (tx) => {
+              await ins(tx, i);
+              await notifying.enqueue(tx, m(i));
+            }),
+        },
+        { name: "pg_pipelined", run: (i) => begin((tx) => Promise.all([ins(tx, i), notifying.enqueue(tx, m(i))])) },
+        {
+          name: "pg_sequential_nonotify",
+          run: (i) =>
+            begin(async (tx) => {
+              await ins(tx, i);
+              await quiet.enqueue(tx, m(i));
+            }),
+        },
+      ],
+      options.blocks,
+      options.perBlock,
+    );
   } finally {
     await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
     await sql.end({ timeout: 1 });
@@ -88,10 +130,15 @@ export async function runEnqueue(options: { blocks: number; perBlock: number }) 
   const client = db.client;
   const outbox = createOutbox({ storage: libsqlStorage(client), publisher: () => {} });
   await outbox.setup();
-  await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, total INTEGER NOT NULL, created_at INTEGER NOT NULL)");
+  await client.execute(
+    "CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, total INTEGER NOT NULL, created_at INTEGER NOT NULL)",
+  );
   const lins = (i: number) => {
     const o = order(i);
-    return { sql: "INSERT INTO orders (id, customer, total, created_at) VALUES (?, ?, ?, ?)", args: [o.id, o.customer, o.total, o.created_at] };
+    return {
+      sql: "INSERT INTO orders (id, customer, total, created_at) VALUES (?, ?, ?, ?)",
+      args: [o.id, o.customer, o.total, o.created_at],
+    };
   };
   const inTx = async (f: (tx: Transaction) => Promise<unknown>) => {
     const tx = await client.transaction("write");
@@ -104,17 +151,37 @@ export async function runEnqueue(options: { blocks: number; perBlock: number }) 
   };
   let liteRes;
   try {
-    liteRes = await interleave([
-      { name: "libsql_baseline", run: (i) => inTx((tx) => tx.execute(lins(i))) },
-      { name: "libsql_sequential", run: (i) => inTx(async (tx) => { await tx.execute(lins(i)); await outbox.enqueue(tx, m(i)); }) },
-    ], options.blocks, options.perBlock);
-    const batch = await interleave([
-      { name: "libsql_batch_baseline", run: (i) => client.batch([lins(i)], "write") },
-      { name: "libsql_batch", run: (i) => client.batch([lins(i), ...outbox.statements(m(i))], "write") },
-    ], options.blocks, options.perBlock);
+    liteRes = await interleave(
+      [
+        { name: "libsql_baseline", run: (i) => inTx((tx) => tx.execute(lins(i))) },
+        {
+          name: "libsql_sequential",
+          run: (i) =>
+            inTx(async (tx) => {
+              await tx.execute(lins(i));
+              await outbox.enqueue(tx, m(i));
+            }),
+        },
+      ],
+      options.blocks,
+      options.perBlock,
+    );
+    const batch = await interleave(
+      [
+        { name: "libsql_batch_baseline", run: (i) => client.batch([lins(i)], "write") },
+        { name: "libsql_batch", run: (i) => client.batch([lins(i), ...outbox.statements(m(i))], "write") },
+      ],
+      options.blocks,
+      options.perBlock,
+    );
     liteRes = { usPerTx: { ...liteRes.usPerTx, ...batch.usPerTx }, ratio: { ...liteRes.ratio, ...batch.ratio } };
   } finally {
     db.close();
   }
-  return { blocks: options.blocks, perBlock: options.perBlock, usPerTx: { ...pgRes.usPerTx, ...liteRes.usPerTx }, ratio: { ...pgRes.ratio, ...liteRes.ratio } };
+  return {
+    blocks: options.blocks,
+    perBlock: options.perBlock,
+    usPerTx: { ...pgRes.usPerTx, ...liteRes.usPerTx },
+    ratio: { ...pgRes.ratio, ...liteRes.ratio },
+  };
 }

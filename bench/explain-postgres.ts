@@ -12,7 +12,7 @@
 
 import { writeFileSync } from "node:fs";
 import postgres from "postgres";
-import { postgresStorage, type PostgresSql } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { postgresNames, relayQueries, type SqlQuery } from "../adapters/postgres/sql.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -31,7 +31,8 @@ try {
   const started = performance.now();
   // Every 10th row unsettled (pending, due), every 50th of those scheduled for later;
   // the rest published (80%) or dead; 10,000 keys, every 7th row unkeyed.
-  await sql.unsafe(`INSERT INTO ${n.qualified} (id, topic, key, payload, status, attempts, available_at, deliver_at, created_at, settled_at)
+  await sql.unsafe(
+    `INSERT INTO ${n.qualified} (id, topic, key, payload, status, attempts, available_at, deliver_at, created_at, settled_at)
     SELECT 'm' || g, 'orders.created', CASE WHEN g % 7 = 0 THEN NULL ELSE 'k' || (g % 10000) END, '{"id":1}',
       CASE WHEN g % 10 = 0 THEN 'pending' WHEN g % 10 = 1 THEN 'dead' ELSE 'published' END,
       1,
@@ -39,13 +40,20 @@ try {
       CASE WHEN g % 500 = 0 THEN ${now} + 3600000 END,
       g,
       CASE WHEN g % 10 = 0 THEN NULL ELSE g END
-    FROM generate_series(1, ${rows}) AS g`);
+    FROM generate_series(1, ${rows}) AS g`,
+  );
   await sql.unsafe(`VACUUM ANALYZE ${n.qualified}`);
   const loadMs = performance.now() - started;
 
   // The table's times are on a made-up clock: the requests say the relay's clock decides.
   const q = relayQueries(n);
-  const claimAt = (limit: number, token: string) => ({ now, limit, token, lockedUntil: now + 30_000, clock: "relay" as const });
+  const claimAt = (limit: number, token: string) => ({
+    now,
+    limit,
+    token,
+    lockedUntil: now + 30_000,
+    clock: "relay" as const,
+  });
   const explain = async (label: string, query: SqlQuery, lock?: string) => {
     const { text, values: params } = query;
     // ANALYZE executes: run inside a transaction that is rolled back, so every query
@@ -64,29 +72,54 @@ try {
     return { label, plan, seqScan, time };
   };
 
-  const [claimedRow] = await sql.unsafe(`SELECT seq FROM ${n.qualified} WHERE available_at IS NOT NULL ORDER BY seq LIMIT 1`);
+  const [claimedRow] = await sql.unsafe(
+    `SELECT seq FROM ${n.qualified} WHERE available_at IS NOT NULL ORDER BY seq LIMIT 1`,
+  );
   const seq = Number(claimedRow!.seq);
   await sql.unsafe(`UPDATE ${n.qualified} SET locked_by = 'bench:1' WHERE seq = $1`, [seq]);
   const results = [
     await explain("claim (100 rows)", q.claim(claimAt(100, "bench:2")), q.claimLock().text),
     await explain("claim (1,000 rows)", q.claim(claimAt(1_000, "bench:3")), q.claimLock().text),
-    await explain("settle (published, delete)", q.settle({ token: "bench:1", now, deletePublished: true, settlements: [{ seq, outcome: "published" }], clock: "relay" })),
+    await explain(
+      "settle (published, delete)",
+      q.settle({
+        token: "bench:1",
+        now,
+        deletePublished: true,
+        settlements: [{ seq, outcome: "published" }],
+        clock: "relay",
+      }),
+    ),
     await explain(
       "settle (retry)",
-      q.settle({ token: "bench:1", now, deletePublished: false, settlements: [{ seq, outcome: "retry", availableAt: now + 1_000, error: "boom" }], clock: "relay" }),
+      q.settle({
+        token: "bench:1",
+        now,
+        deletePublished: false,
+        settlements: [{ seq, outcome: "retry", availableAt: now + 1_000, error: "boom" }],
+        clock: "relay",
+      }),
     ),
     await explain("cleanup (published, 1,000 rows)", q.cleanup("published", now, 1_000)),
     await explain("cleanup (dead, 1,000 rows)", q.cleanup("dead", now, 1_000)),
     await explain("stats", q.stats(now)),
   ];
 
-  const [{ size }] = await sql.unsafe(`SELECT pg_size_pretty(pg_total_relation_size('${n.qualified}')) AS size`) as unknown as [{ size: string }];
+  const [{ size }] = await sql.unsafe(
+    `SELECT pg_size_pretty(pg_total_relation_size('${n.qualified}')) AS size`,
+  ) as unknown as [{ size: string }];
   const lines = [
     "# EXPLAIN of the Postgres adapter's queries on a 1M-row table",
     "",
     `Command: \`bun bench/explain-postgres.ts --rows=${rows}\` (written by the script).`,
-    `Table: ${rows.toLocaleString("en")} rows (${size} with indexes), 10% unsettled over 10,000 keys, the rest published or dead; loaded in ${(loadMs / 1000).toFixed(1)} s, then VACUUM ANALYZE.`,
-    `Server: ${String((await sql.unsafe("SHOW server_version"))[0]!.server_version)}. Each query runs under EXPLAIN (ANALYZE, BUFFERS) in a transaction that is rolled back.`,
+    `Table: ${
+      rows.toLocaleString("en")
+    } rows (${size} with indexes), 10% unsettled over 10,000 keys, the rest published or dead; loaded in ${
+      (loadMs / 1000).toFixed(1)
+    } s, then VACUUM ANALYZE.`,
+    `Server: ${
+      String((await sql.unsafe("SHOW server_version"))[0]!.server_version)
+    }. Each query runs under EXPLAIN (ANALYZE, BUFFERS) in a transaction that is rolled back.`,
     "",
     "| query | sequential scan of the outbox? | execution time |",
     "|---|---|---|",

@@ -77,7 +77,14 @@ async function produce(
   return { sent, achievedRate: sent / ((performance.now() - t0) / 1000) };
 }
 
-function summarize(mode: string, offered: number, sent: number, achievedRate: number, commitAt: Map<string, number>, ackAt: Map<string, number>): LatencyResult {
+function summarize(
+  mode: string,
+  offered: number,
+  sent: number,
+  achievedRate: number,
+  commitAt: Map<string, number>,
+  ackAt: Map<string, number>,
+): LatencyResult {
   const lat: number[] = [];
   for (const [id, c] of commitAt) {
     const a = ackAt.get(id);
@@ -108,7 +115,10 @@ async function waitAll(commitAt: Map<string, number>, ackAt: Map<string, number>
 
 type Relay = "start" | "tick1s";
 
-async function driveRelay(outbox: { start(o?: object): { stop(): Promise<void> }; tick(): Promise<unknown> }, relay: Relay): Promise<() => Promise<void>> {
+async function driveRelay(
+  outbox: { start(o?: object): { stop(): Promise<void> }; tick(): Promise<unknown> },
+  relay: Relay,
+): Promise<() => Promise<void>> {
   if (relay === "start") {
     const handle = outbox.start({});
     return () => handle.stop();
@@ -127,21 +137,41 @@ async function driveRelay(outbox: { start(o?: object): { stop(): Promise<void> }
   };
 }
 
-export async function latencyPostgres(js: JetStreamClient, subject: string, relay: Relay, seconds: number, rate: number): Promise<LatencyResult> {
+export async function latencyPostgres(
+  js: JetStreamClient,
+  subject: string,
+  relay: Relay,
+  seconds: number,
+  rate: number,
+): Promise<LatencyResult> {
   const schema = `benchlat_${Date.now().toString(36)}`;
   const producerSql = pg({ max: 8 });
   const relaySql = pg({ max: 4 });
   const commitAt = new Map<string, number>();
   const ackAt = new Map<string, number>();
-  const writer = createOutbox({ storage: postgresStorage(producerSql as unknown as PostgresSql, { schema }), publisher: () => {} });
+  const writer = createOutbox({
+    storage: postgresStorage(producerSql as unknown as PostgresSql, { schema }),
+    publisher: () => {},
+  });
   await writer.setup();
-  const outbox = createOutbox({ storage: postgresStorage(relaySql as unknown as PostgresSql, { schema }), publisher: jetstreamPublisher(ackingJs(js, ackAt)) });
+  const outbox = createOutbox({
+    storage: postgresStorage(relaySql as unknown as PostgresSql, { schema }),
+    publisher: jetstreamPublisher(ackingJs(js, ackAt)),
+  });
   const stop = await driveRelay(outbox, relay);
   await sleep(200); // LISTEN is up
   try {
     const tag = `pglat-${relay}-${Date.now().toString(36)}`;
-    const { sent, achievedRate } = await produce(seconds, rate, (id, i) =>
-      producerSql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, { id, topic: subject, key: null, payload: payload(i) })), commitAt, tag);
+    const { sent, achievedRate } = await produce(
+      seconds,
+      rate,
+      (id, i) =>
+        producerSql.begin((tx) =>
+          writer.enqueue(tx as unknown as PostgresTx, { id, topic: subject, key: null, payload: payload(i) })
+        ),
+      commitAt,
+      tag,
+    );
     await waitAll(commitAt, ackAt, 3_000);
     return summarize(`pg_${relay}`, rate, sent, achievedRate, commitAt, ackAt);
   } finally {
@@ -152,19 +182,34 @@ export async function latencyPostgres(js: JetStreamClient, subject: string, rela
   }
 }
 
-export async function latencyLibsql(js: JetStreamClient, subject: string, relay: Relay, seconds: number, rate: number): Promise<LatencyResult> {
+export async function latencyLibsql(
+  js: JetStreamClient,
+  subject: string,
+  relay: Relay,
+  seconds: number,
+  rate: number,
+): Promise<LatencyResult> {
   const db = await libsql();
   const producer = createClient({ url: db.url });
   const commitAt = new Map<string, number>();
   const ackAt = new Map<string, number>();
   const writer = createOutbox({ storage: libsqlStorage(producer), publisher: () => {} });
   await writer.setup();
-  const outbox = createOutbox({ storage: libsqlStorage(db.client), publisher: jetstreamPublisher(ackingJs(js, ackAt)) });
+  const outbox = createOutbox({
+    storage: libsqlStorage(db.client),
+    publisher: jetstreamPublisher(ackingJs(js, ackAt)),
+  });
   const stop = await driveRelay(outbox, relay);
   try {
     const tag = `litelat-${relay}-${Date.now().toString(36)}`;
-    const { sent, achievedRate } = await produce(seconds, rate, (id, i) =>
-      producer.batch(writer.statements({ id, topic: subject, key: null, payload: payload(i) }) as never, "write"), commitAt, tag);
+    const { sent, achievedRate } = await produce(
+      seconds,
+      rate,
+      (id, i) =>
+        producer.batch(writer.statements({ id, topic: subject, key: null, payload: payload(i) }) as never, "write"),
+      commitAt,
+      tag,
+    );
     await waitAll(commitAt, ackAt, 3_000);
     return summarize(`libsql_${relay}`, rate, sent, achievedRate, commitAt, ackAt);
   } finally {
@@ -174,7 +219,12 @@ export async function latencyLibsql(js: JetStreamClient, subject: string, relay:
   }
 }
 
-export async function runLatency(js: JetStreamClient, subject: string, seconds: number, rate = 1_000): Promise<LatencyResult[]> {
+export async function runLatency(
+  js: JetStreamClient,
+  subject: string,
+  seconds: number,
+  rate = 1_000,
+): Promise<LatencyResult[]> {
   const out: LatencyResult[] = [];
   for (const relay of ["start", "tick1s"] as const) {
     out.push(await latencyPostgres(js, subject, relay, seconds, rate));

@@ -9,13 +9,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@libsql/client";
-import { jetstream, type JetStreamClient, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import postgres from "postgres";
 
 // deno-lint-ignore no-explicit-any
 export const g = globalThis as any;
-export const env = (name: string): string | undefined => g.process?.env?.[name] ?? (g.Deno ? g.Deno.env.get(name) : undefined);
+export const env = (name: string): string | undefined =>
+  g.process?.env?.[name] ?? (g.Deno ? g.Deno.env.get(name) : undefined);
 export const PG_URL = env("OUTBOX_BENCH_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/test";
 export const NATS_URL = env("OUTBOX_BENCH_NATS_URL") ?? "127.0.0.1:4222";
 
@@ -28,7 +29,8 @@ export const payload = (i: number) => ({
   items: [{ sku: "sku-1", qty: 2 }, { sku: "sku-2", qty: 1 }],
 });
 
-export const median = (xs: readonly number[]) => xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+export const median = (xs: readonly number[]) =>
+  xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const quantile = (xs: readonly number[], q: number) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -64,13 +66,27 @@ export async function libsql(): Promise<{ client: Client; url: string; close(): 
 }
 
 /** A connection, JetStream client and a fresh file-backed stream for this run. */
-export async function nats(): Promise<{ nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager; stream: string; subject: string; close(): Promise<void> }> {
+export async function nats(): Promise<
+  {
+    nc: NatsConnection;
+    js: JetStreamClient;
+    jsm: JetStreamManager;
+    stream: string;
+    subject: string;
+    close(): Promise<void>;
+  }
+> {
   const nc = await connect({ servers: NATS_URL });
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
   const stream = `BENCH${Date.now().toString(36).toUpperCase()}`;
   const subject = `${stream.toLowerCase()}.orders`;
-  await jsm.streams.add({ name: stream, subjects: [`${stream.toLowerCase()}.>`], duplicate_window: 120_000_000_000, storage: "file" as never });
+  await jsm.streams.add({
+    name: stream,
+    subjects: [`${stream.toLowerCase()}.>`],
+    duplicate_window: 120_000_000_000,
+    storage: "file" as never,
+  });
   return {
     nc,
     js,
@@ -85,7 +101,12 @@ export async function nats(): Promise<{ nc: NatsConnection; js: JetStreamClient;
 }
 
 /** Publishes `messages` payloads straight to JetStream with `inFlight` outstanding; msg/s. */
-export async function rawPublishRate(js: JetStreamClient, subject: string, messages: number, inFlight: number): Promise<number> {
+export async function rawPublishRate(
+  js: JetStreamClient,
+  subject: string,
+  messages: number,
+  inFlight: number,
+): Promise<number> {
   const tag = `raw-${inFlight}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   const started = performance.now();
   const pending: Promise<unknown>[] = [];

@@ -87,7 +87,8 @@ const spread = (rates: readonly number[]) =>
 
 /** The headline figures: default batch size (100), `tick()` drains. */
 export function headline(result: RelayBenchResult, rt: { name: string }): Record<string, unknown> {
-  const drain = (keys: number, mode: "tick" | "start" | "raw", batch = 100) => findCase(result, keys, batch, mode)?.drain;
+  const drain = (keys: number, mode: "tick" | "start" | "raw", batch = 100) =>
+    findCase(result, keys, batch, mode)?.drain;
   const pair = (keys: number) => ratio(findCase(result, keys, 100, "tick"), findCase(result, keys, 100, "raw"));
   const enqueue = (keys: number) => median(result.cases.filter((c) => c.keys === keys).flatMap((c) => c.enqueueRates));
   const round = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? null : Math.round(n));
@@ -123,7 +124,7 @@ function rows(result: RelayBenchResult): Row[] {
   const out: Row[] = [];
   for (const c of result.cases) {
     let row = out.find((r) => r.keys === c.keys && r.batch === c.batchSize);
-    if (!row) out.push((row = { keys: c.keys, batch: c.batchSize }));
+    if (!row) out.push(row = { keys: c.keys, batch: c.batchSize });
     row[c.mode] = c;
   }
   return out;
@@ -148,7 +149,17 @@ export function drainTable(result: RelayBenchResult): string {
     r.raw ? spread(r.raw.drainRates) : "",
   ]);
   return markdownTable(
-    ["keys", "batchSize", "tick() msg/s", "start() msg/s", "raw claim+settle msg/s", "tick/raw", "start/raw", "tick range", "raw range"],
+    [
+      "keys",
+      "batchSize",
+      "tick() msg/s",
+      "start() msg/s",
+      "raw claim+settle msg/s",
+      "tick/raw",
+      "start/raw",
+      "tick range",
+      "raw range",
+    ],
     body,
     ["---", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:"],
   );
@@ -189,9 +200,9 @@ export function breakdownTable(result: RelayBenchResult): string {
 
 function plainTable(result: RelayBenchResult): string {
   const lines = [
-    `${"keys".padEnd(12)}${"batch".padStart(6)}${"tick/s".padStart(10)}${"start/s".padStart(10)}${"raw/s".padStart(10)}${"tick/raw".padStart(10)}${
-      "start/raw".padStart(10)
-    }${"enqueue/s".padStart(11)}`,
+    `${"keys".padEnd(12)}${"batch".padStart(6)}${"tick/s".padStart(10)}${"start/s".padStart(10)}${
+      "raw/s".padStart(10)
+    }${"tick/raw".padStart(10)}${"start/raw".padStart(10)}${"enqueue/s".padStart(11)}`,
   ];
   for (const r of rows(result)) {
     const enq = median([r.tick, r.start, r.raw].flatMap((c) => c?.enqueueRates ?? []));
@@ -224,7 +235,12 @@ function wrap(name: string, body: string): string {
   return `<!-- section:${name} -->\n${body.trim()}\n<!-- /section:${name} -->`;
 }
 
-function runtimeSection(result: RelayBenchResult, head: Record<string, unknown>, env: Record<string, string>, command: string): string {
+function runtimeSection(
+  result: RelayBenchResult,
+  head: Record<string, unknown>,
+  env: Record<string, string>,
+  command: string,
+): string {
   const rt = String(head.runtime);
   return [
     `<!-- headline ${JSON.stringify({ ...head, date: env.date })} -->`,
@@ -236,7 +252,9 @@ function runtimeSection(result: RelayBenchResult, head: Record<string, unknown>,
     "(a shared machine: other work inflates the ranges)",
     `- Runtime: ${rt}; @libsql/client ${env.client} (embedded, \`file:\` in the system temp folder); SQLite ${result.sqliteVersion}`,
     `- Database: journal_mode=${result.journalMode.toUpperCase()}, other PRAGMAs at their defaults (synchronous=FULL); a fresh file per run`,
-    `- Workload: ${fmt(result.messages)} messages per run, ~${result.payloadBytes}-byte JSON payloads, enqueued in write transactions of ${result.txSize}; ` +
+    `- Workload: ${
+      fmt(result.messages)
+    } messages per run, ~${result.payloadBytes}-byte JSON payloads, enqueued in write transactions of ${result.txSize}; ` +
     `each figure is the median of ${result.repeats} interleaved runs; wall time ${(result.wallMs / 1000).toFixed(0)} s`,
     "",
     "### Drain (messages/s into `memoryPublisher()`)",
@@ -269,7 +287,18 @@ function headlineTable(sections: string[]): string {
   const n = (v: unknown) => (typeof v === "number" ? fmt(v) : "–");
   const r = (v: unknown) => (typeof v === "number" ? v.toFixed(2) : "–");
   return markdownTable(
-    ["runtime", "date", "unkeyed", "16 keys", "10,000 keys", "tick/raw unkeyed", "tick/raw 16 keys", "start() unkeyed", "start() 16 keys", "enqueue unkeyed"],
+    [
+      "runtime",
+      "date",
+      "unkeyed",
+      "16 keys",
+      "10,000 keys",
+      "tick/raw unkeyed",
+      "tick/raw 16 keys",
+      "start() unkeyed",
+      "start() 16 keys",
+      "enqueue unkeyed",
+    ],
     heads.map((h) => [
       String(h.runtime),
       String(h.date ?? "").slice(0, 10),
@@ -352,12 +381,16 @@ if ((import.meta as { main?: boolean }).main) {
   const head = headline(result, rt);
   env.loadAfter = loadavg()[0]!.toFixed(2);
   console.log("");
-  console.log(`SQLite ${result.sqliteVersion}, journal_mode=${result.journalMode}, ~${result.payloadBytes}-byte payloads; medians, messages/s`);
+  console.log(
+    `SQLite ${result.sqliteVersion}, journal_mode=${result.journalMode}, ~${result.payloadBytes}-byte payloads; medians, messages/s`,
+  );
   console.log(plainTable(result));
   console.log("");
   console.log(breakdownTable(result));
   if (write) {
-    const command = g.Deno ? `npx deno run -A bench/run.ts ${args.join(" ")}`.trim() : `npx bun bench/run.ts ${args.join(" ")}`.trim();
+    const command = g.Deno
+      ? `npx deno run -A bench/run.ts ${args.join(" ")}`.trim()
+      : `npx bun bench/run.ts ${args.join(" ")}`.trim();
     writeBenchmarks(`${root}BENCHMARKS.md`, rt.id, runtimeSection(result, head, env, command));
     console.log(`\nWrote BENCHMARKS.md (${rt.id} section), wall time ${(result.wallMs / 1000).toFixed(0)} s`);
   }

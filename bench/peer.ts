@@ -19,14 +19,26 @@ import { log, payload, PG_URL, sleep } from "./lib.ts";
 import type postgres from "postgres";
 
 // deno-lint-ignore no-explicit-any
-const silent: any = new Proxy({}, { get: (_t, p) => (p === "child" ? () => silent : p === "level" ? "silent" : () => {}) });
+const silent: any = new Proxy({}, {
+  get: (_t, p) => (p === "child" ? () => silent : p === "level" ? "silent" : () => {}),
+});
 
 export async function peerSetup(sql: postgres.Sql, schema: string) {
-  const c = { outboxOrInbox: "outbox" as const, database: "test", schema, table: "outbox", listenerRole: "postgres", nextMessagesSchema: schema, nextMessagesName: "next_outbox_messages" };
+  const c = {
+    outboxOrInbox: "outbox" as const,
+    database: "test",
+    schema,
+    table: "outbox",
+    listenerRole: "postgres",
+    nextMessagesSchema: schema,
+    nextMessagesName: "next_outbox_messages",
+  };
   await sql.unsafe(DatabaseSetup.dropAndCreateTable(c));
   await sql.unsafe(DatabaseSetup.createPollingFunction(c));
   // Its index script drops unqualified names first (in the search path): skip those lines.
-  const indexes = DatabaseSetup.setupPollingIndexes(c).split("\n").filter((l) => !l.startsWith("DROP INDEX")).join("\n");
+  const indexes = DatabaseSetup.setupPollingIndexes(c).split("\n").filter((l) => !l.startsWith("DROP INDEX")).join(
+    "\n",
+  );
   await sql.unsafe(indexes);
 }
 
@@ -47,9 +59,24 @@ export async function peerFill(sql: postgres.Sql, schema: string, messages: numb
 }
 
 /** Drains the peer's backlog into JetStream; msg/s. */
-export async function peerRate(sql: postgres.Sql, schema: string, js: JetStreamClient, subject: string, messages: number, batchSize: number, timeoutMs = 120_000): Promise<number> {
+export async function peerRate(
+  sql: postgres.Sql,
+  schema: string,
+  js: JetStreamClient,
+  subject: string,
+  messages: number,
+  batchSize: number,
+  timeoutMs = 120_000,
+): Promise<number> {
   const url = new URL(PG_URL);
-  const db = { host: url.hostname, port: Number(url.port || 5432), user: decodeURIComponent(url.username || "postgres"), password: decodeURIComponent(url.password), database: url.pathname.slice(1), max: 20 };
+  const db = {
+    host: url.hostname,
+    port: Number(url.port || 5432),
+    user: decodeURIComponent(url.username || "postgres"),
+    password: decodeURIComponent(url.password),
+    database: url.pathname.slice(1),
+    max: 20,
+  };
   let handled = 0;
   const started = performance.now();
   const [shutdown] = initializePollingMessageListener(
@@ -82,7 +109,9 @@ export async function peerRate(sql: postgres.Sql, schema: string, js: JetStreamC
     for (;;) {
       await sleep(handled < messages ? 20 : 5);
       if (handled >= messages) {
-        const [{ n }] = await sql.unsafe(`SELECT count(*)::int AS n FROM "${schema}".outbox WHERE processed_at IS NULL`) as [{ n: number }];
+        const [{ n }] = await sql.unsafe(
+          `SELECT count(*)::int AS n FROM "${schema}".outbox WHERE processed_at IS NULL`,
+        ) as [{ n: number }];
         if (n === 0) break;
       }
       if (performance.now() - started > timeoutMs) {

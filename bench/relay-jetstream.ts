@@ -16,18 +16,19 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@libsql/client";
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { createOutbox, type OutboxStorage } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;
 const args: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
-const opt = (name: string, fallback: number) => Number(args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback);
+const opt = (name: string, fallback: number) =>
+  Number(args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback);
 
 const payload = (i: number) => ({
   orderId: `order-${i.toString().padStart(8, "0")}`,
@@ -58,7 +59,10 @@ interface Target {
 }
 
 async function postgresTarget(): Promise<Target> {
-  const sql = postgres(g.process?.env?.OUTBOX_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test", { max: 4, onnotice: () => {} });
+  const sql = postgres(g.process?.env?.OUTBOX_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test", {
+    max: 4,
+    onnotice: () => {},
+  });
   const schema = `benchjs_${Date.now().toString(36)}`;
   const storage = postgresStorage(sql as unknown as PostgresSql, { schema, notify: false });
   await storage.setup();
@@ -113,10 +117,23 @@ async function libsqlTarget(): Promise<Target> {
   };
 }
 
-async function relayRate(target: Target, js: JetStreamClient, jsm: JetStreamManager, stream: string, messages: number, keys: number, subject: string) {
+async function relayRate(
+  target: Target,
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  stream: string,
+  messages: number,
+  keys: number,
+  subject: string,
+) {
   await target.fill(messages, keys, subject);
   const before = (await jsm.streams.info(stream)).state.messages;
-  const outbox = createOutbox({ storage: target.storage, publisher: jetstreamPublisher(js), batchSize: 1_000, concurrency: 64 });
+  const outbox = createOutbox({
+    storage: target.storage,
+    publisher: jetstreamPublisher(js),
+    batchSize: 1_000,
+    concurrency: 64,
+  });
   const started = performance.now();
   let published = 0;
   while (published < messages) {
@@ -164,13 +181,22 @@ if (import.meta.main ?? (g.process?.argv?.[1] && import.meta.url.endsWith(g.proc
   const { messages, repeats, medians } = await runJetStreamBench();
   const raw = medians.raw_256!;
   console.log(`Relay → JetStream (file storage), ${messages} messages, median of ${repeats}, interleaved`);
-  console.log(`raw js.publish, 256 in flight: ${Math.round(raw)} msg/s; 1 in flight: ${Math.round(medians.raw_1!)} msg/s`);
+  console.log(
+    `raw js.publish, 256 in flight: ${Math.round(raw)} msg/s; 1 in flight: ${Math.round(medians.raw_1!)} msg/s`,
+  );
   console.log("storage   keys     relay msg/s   relay / raw(256)");
-  const json: Record<string, number> = { jetstream_raw_256_msgs_per_s: Math.round(raw), jetstream_raw_1_msgs_per_s: Math.round(medians.raw_1!) };
+  const json: Record<string, number> = {
+    jetstream_raw_256_msgs_per_s: Math.round(raw),
+    jetstream_raw_1_msgs_per_s: Math.round(medians.raw_1!),
+  };
   for (const t of ["postgres", "libsql"]) {
     for (const keys of [0, 16, 10_000]) {
       const v = medians[`${t}_${keys}`]!;
-      console.log(`${t.padEnd(9)} ${String(keys === 0 ? "none" : keys).padEnd(8)} ${Math.round(v).toString().padStart(11)}   ${(v / raw).toFixed(2)}`);
+      console.log(
+        `${t.padEnd(9)} ${String(keys === 0 ? "none" : keys).padEnd(8)} ${Math.round(v).toString().padStart(11)}   ${
+          (v / raw).toFixed(2)
+        }`,
+      );
       const k = keys === 0 ? "unkeyed" : `${keys}keys`;
       json[`${t === "postgres" ? "pg" : "libsql"}_js_${k}_msgs_per_s`] = Math.round(v);
       json[`${t === "postgres" ? "pg" : "libsql"}_js_${k}_vs_raw`] = Number((v / raw).toFixed(2));

@@ -21,12 +21,12 @@
  * @module
  */
 
-import { createClient, type Client } from "@libsql/client";
+import { type Client, createClient } from "@libsql/client";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createOutbox, memoryPublisher, type OutboxStorage, type TickReport } from "../mod.ts";
-import { libsqlStorage, type LibsqlStorage } from "../adapters/libsql/mod.ts";
+import { type LibsqlStorage, libsqlStorage } from "../adapters/libsql/mod.ts";
 
 /** How a backlog is drained. */
 export type DrainMode = "tick" | "start" | "raw";
@@ -317,7 +317,9 @@ export async function runRelayBench(options: RelayBenchOptions = {}): Promise<Re
 
   const drains = cases.map(() => [] as number[]);
   const enqueues = cases.map(() => [] as number[]);
-  const breakdowns = cases.map((c) => (c.mode === "tick" ? { drainMs: 0, claimMs: 0, settleMs: 0, claims: 0 } : undefined));
+  const breakdowns = cases.map((
+    c,
+  ) => (c.mode === "tick" ? { drainMs: 0, claimMs: 0, settleMs: 0, claims: 0 } : undefined));
 
   // One warm-up run (JIT, file system), not recorded.
   await runOnce({ keys: 16, batchSize: 100, mode: "tick" }, Math.min(n, 2_000), txSize, journalMode, undefined);
@@ -329,7 +331,9 @@ export async function runRelayBench(options: RelayBenchOptions = {}): Promise<Re
       drains[i]!.push((n / drainMs) * 1000);
       enqueues[i]!.push((n / enqueueMs) * 1000);
       log(
-        `  [${r + 1}/${repeats}] ${keysLabel(c.keys).padEnd(11)} batch ${String(c.batchSize).padStart(4)} ${c.mode.padEnd(5)} ` +
+        `  [${r + 1}/${repeats}] ${keysLabel(c.keys).padEnd(11)} batch ${String(c.batchSize).padStart(4)} ${
+          c.mode.padEnd(5)
+        } ` +
           `enqueue ${Math.round((n / enqueueMs) * 1000).toLocaleString("en-US").padStart(7)}/s  ` +
           `drain ${Math.round((n / drainMs) * 1000).toLocaleString("en-US").padStart(7)}/s`,
       );
@@ -358,7 +362,12 @@ export async function runRelayBench(options: RelayBenchOptions = {}): Promise<Re
 }
 
 /** Finds the result of one case. */
-export function findCase(result: RelayBenchResult, keys: number, batchSize: number, mode: DrainMode): RelayCaseResult | undefined {
+export function findCase(
+  result: RelayBenchResult,
+  keys: number,
+  batchSize: number,
+  mode: DrainMode,
+): RelayCaseResult | undefined {
   return result.cases.find((c) => c.keys === keys && c.batchSize === batchSize && c.mode === mode);
 }
 
@@ -367,9 +376,9 @@ if ((import.meta as { main?: boolean }).main) {
   const result = await runRelayBench({ messages: quick ? 5_000 : 20_000, repeats: quick ? 1 : 3, log: console.log });
   for (const c of result.cases) {
     console.log(
-      `${keysLabel(c.keys).padEnd(11)} batch ${String(c.batchSize).padStart(4)} ${c.mode.padEnd(5)} drain ${Math.round(c.drain)}/s enqueue ${
-        Math.round(c.enqueue)
-      }/s`,
+      `${keysLabel(c.keys).padEnd(11)} batch ${String(c.batchSize).padStart(4)} ${c.mode.padEnd(5)} drain ${
+        Math.round(c.drain)
+      }/s enqueue ${Math.round(c.enqueue)}/s`,
     );
   }
 }

@@ -11,12 +11,13 @@
 
 import postgres from "postgres";
 import { createOutbox, memoryPublisher } from "../mod.ts";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 
 // deno-lint-ignore no-explicit-any
 const g = globalThis as any;
 const args: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
-const opt = (name: string, fallback: number) => Number(args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback);
+const opt = (name: string, fallback: number) =>
+  Number(args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback);
 
 /** One measured drain. */
 export interface PgCase {
@@ -34,7 +35,10 @@ const payload = (i: number) => ({
 });
 
 async function fill(sql: postgres.Sql, schema: string, messages: number, keys: number) {
-  const outbox = createOutbox({ storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }), publisher: () => {} });
+  const outbox = createOutbox({
+    storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }),
+    publisher: () => {},
+  });
   await sql.unsafe(`TRUNCATE "${schema}".outbox`);
   for (let start = 0; start < messages; start += 1_000) {
     const batch = Array.from({ length: Math.min(1_000, messages - start) }, (_, j) => {
@@ -48,7 +52,12 @@ async function fill(sql: postgres.Sql, schema: string, messages: number, keys: n
 
 async function drainRelay(sql: postgres.Sql, schema: string, messages: number, batchSize: number): Promise<number> {
   const publisher = memoryPublisher();
-  const outbox = createOutbox({ storage: postgresStorage(sql as unknown as PostgresSql, { schema }), publisher, batchSize, concurrency: 64 });
+  const outbox = createOutbox({
+    storage: postgresStorage(sql as unknown as PostgresSql, { schema }),
+    publisher,
+    batchSize,
+    concurrency: 64,
+  });
   const started = performance.now();
   while (publisher.messages.length < messages) {
     await outbox.tick({ budgetMs: 60_000 });
@@ -66,14 +75,21 @@ async function drainRaw(sql: postgres.Sql, schema: string, messages: number, bat
     const now = Date.now();
     const token = `raw:${claims++}`;
     const rows = await storage.claim({ token, now, lockedUntil: now + 30_000, limit: batchSize });
-    await storage.settle({ token, now, deletePublished: true, settlements: rows.map((r) => ({ seq: r.seq, outcome: "published" as const })) });
+    await storage.settle({
+      token,
+      now,
+      deletePublished: true,
+      settlements: rows.map((r) => ({ seq: r.seq, outcome: "published" as const })),
+    });
     done += rows.length;
   }
   return messages / ((performance.now() - started) / 1000);
 }
 
 /** Runs the Postgres relay benchmark; returns every measured case. */
-export async function runPostgresBench(options: { messages?: number; repeats?: number; batchSize?: number; url?: string } = {}) {
+export async function runPostgresBench(
+  options: { messages?: number; repeats?: number; batchSize?: number; url?: string } = {},
+) {
   const messages = options.messages ?? opt("messages", 20_000);
   const repeats = options.repeats ?? opt("repeats", 3);
   const batchSize = options.batchSize ?? opt("batch", 500);
@@ -107,10 +123,16 @@ export async function runPostgresBench(options: { messages?: number; repeats?: n
 
 if (import.meta.main ?? (g.process?.argv?.[1] && import.meta.url.endsWith(g.process.argv[1]))) {
   const result = await runPostgresBench();
-  console.log(`Postgres → memory publisher, ${result.messages} messages, batchSize ${result.batchSize}, median of ${result.repeats}`);
+  console.log(
+    `Postgres → memory publisher, ${result.messages} messages, batchSize ${result.batchSize}, median of ${result.repeats}`,
+  );
   console.log("keys      relay msg/s   raw claim+delete msg/s   relay/raw");
   for (const s of result.summary) {
-    console.log(`${String(s.keys === 0 ? "none" : s.keys).padEnd(9)} ${Math.round(s.relay).toString().padStart(11)}   ${Math.round(s.raw).toString().padStart(22)}   ${s.ratio.toFixed(2)}`);
+    console.log(
+      `${String(s.keys === 0 ? "none" : s.keys).padEnd(9)} ${Math.round(s.relay).toString().padStart(11)}   ${
+        Math.round(s.raw).toString().padStart(22)
+      }   ${s.ratio.toFixed(2)}`,
+    );
   }
   console.log(JSON.stringify(Object.fromEntries(result.summary.flatMap((s) => {
     const k = s.keys === 0 ? "unkeyed" : `${s.keys}keys`;

@@ -31,8 +31,28 @@ const write = args.includes("--write") || (!quick && !args.includes("--no-write"
 const root = fileURLToPath(new URL("..", import.meta.url));
 
 const cfg = quick
-  ? { messages: 5_000, repeats: 1, keys: [0, 16, 10_000], peerMessages: 2_000, peerRepeats: 1, enqBlocks: 3, enqPerBlock: 100, latencySeconds: 2, scale: { small: 10_000, large: 100_000, ticks: 10, probe: 10_000 } }
-  : { messages: 20_000, repeats: 3, keys: [0, 16, 10_000], peerMessages: 20_000, peerRepeats: 3, enqBlocks: 7, enqPerBlock: 300, latencySeconds: 10, scale: { small: 10_000, large: 1_000_000, ticks: 30, probe: 50_000 } };
+  ? {
+    messages: 5_000,
+    repeats: 1,
+    keys: [0, 16, 10_000],
+    peerMessages: 2_000,
+    peerRepeats: 1,
+    enqBlocks: 3,
+    enqPerBlock: 100,
+    latencySeconds: 2,
+    scale: { small: 10_000, large: 100_000, ticks: 10, probe: 10_000 },
+  }
+  : {
+    messages: 20_000,
+    repeats: 3,
+    keys: [0, 16, 10_000],
+    peerMessages: 20_000,
+    peerRepeats: 3,
+    enqBlocks: 7,
+    enqPerBlock: 300,
+    latencySeconds: 10,
+    scale: { small: 10_000, large: 1_000_000, ticks: 30, probe: 50_000 },
+  };
 
 function sh(cmd: string, a: string[]): string {
   try {
@@ -50,12 +70,14 @@ const pkgVersion = (name: string) => {
 };
 const cpuModel = () => {
   try {
-    return readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => l.startsWith("model name"))?.split(":")[1]?.trim() ?? cpus()[0]?.model ?? "?";
+    return readFileSync("/proc/cpuinfo", "utf8").split("\n").find((l) => l.startsWith("model name"))?.split(":")[1]
+      ?.trim() ?? cpus()[0]?.model ?? "?";
   } catch {
     return cpus()[0]?.model ?? "?";
   }
 };
-const runtimeName = () => g.Bun ? `Bun ${g.Bun.version}` : g.Deno ? `Deno ${g.Deno.version.deno}` : `Node ${g.process?.version}`;
+const runtimeName = () =>
+  g.Bun ? `Bun ${g.Bun.version}` : g.Deno ? `Deno ${g.Deno.version.deno}` : `Node ${g.process?.version}`;
 
 const started = performance.now();
 const loadBefore = await loadavg();
@@ -70,7 +92,12 @@ const natsVersion = (n.nc as unknown as { info?: { version?: string } }).info?.v
 
 // 1 + 2: ceilings and relay throughput.
 log("1/2 ceilings and relay throughput …");
-const tp = await runThroughput(n, { messages: cfg.messages, repeats: cfg.repeats, batchSize: 1_000, keysList: cfg.keys });
+const tp = await runThroughput(n, {
+  messages: cfg.messages,
+  repeats: cfg.repeats,
+  batchSize: 1_000,
+  keysList: cfg.keys,
+});
 
 // 6: the peer, interleaved with our Postgres relay and raw JetStream.
 log("6 peer: pg-transactional-outbox …");
@@ -92,7 +119,11 @@ const rawForPeer: number[] = [];
       oursForPeer.push(ours);
       peerSamples.push(theirs);
       peerRatios.push(ours / theirs);
-      log(`  peer r${r}: ours ${Math.round(ours)} msg/s, pg-transactional-outbox ${Math.round(theirs)} msg/s, ratio ${(ours / theirs).toFixed(1)}`);
+      log(
+        `  peer r${r}: ours ${Math.round(ours)} msg/s, pg-transactional-outbox ${Math.round(theirs)} msg/s, ratio ${
+          (ours / theirs).toFixed(1)
+        }`,
+      );
     }
   } finally {
     await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
@@ -176,7 +207,11 @@ Object.assign(head, {
   scale_table_mb_after_drain: round(scale.full.sizeAfter / 2 ** 20, 1),
   scale_table_mb_after_vacuum: round(scale.full.sizeVacuumed / 2 ** 20, 1),
   scale_table_mb_after_reuse: round(scale.full.sizeReused / 2 ** 20, 1),
-  cpu_us_per_msg: Object.fromEntries(Object.entries(tp.cpu).map(([k, c]) => [k, { relay: round(median(c.self), 1), pg: round(median(c.pg), 1), nats: round(median(c.nats), 1) }])),
+  cpu_us_per_msg: Object.fromEntries(
+    Object.entries(tp.cpu).map((
+      [k, c],
+    ) => [k, { relay: round(median(c.self), 1), pg: round(median(c.pg), 1), nats: round(median(c.nats), 1) }]),
+  ),
   edge_pg_idle_statements: edgeOf("pg", "idle")?.statements,
   edge_pg_idle_round_trips: edgeOf("pg", "idle")?.roundTrips,
   edge_pg_idle_rows_read: edgeOf("pg", "idle")?.rowsRead,
@@ -188,9 +223,12 @@ Object.assign(head, {
 const pgStartP99 = latOf("pg_start")?.p99 ?? NaN;
 const targets = {
   relay_unkeyed_ge_0_8: ["pg", "libsql"].every((db) => ratio(`${db}_js_unkeyed`) >= 0.8),
-  relay_keyed_ge_0_5: ["pg", "libsql"].every((db) => cfg.keys.filter((k) => k > 0).every((k) => ratio(`${db}_js_${k}keys`) >= 0.5)),
+  relay_keyed_ge_0_5: ["pg", "libsql"].every((db) =>
+    cfg.keys.filter((k) => k > 0).every((k) => ratio(`${db}_js_${k}keys`) >= 0.5)
+  ),
   enqueue_overhead_le_10pct_sequential: [enq.ratio.pg_sequential!, enq.ratio.libsql_sequential!].every((r) => r <= 1.1),
-  enqueue_overhead_le_10pct_best_form: Math.min(enq.ratio.pg_sequential!, enq.ratio.pg_pipelined!) <= 1.1 && Math.min(enq.ratio.libsql_sequential!, enq.ratio.libsql_batch!) <= 1.1,
+  enqueue_overhead_le_10pct_best_form: Math.min(enq.ratio.pg_sequential!, enq.ratio.pg_pipelined!) <= 1.1 &&
+    Math.min(enq.ratio.libsql_sequential!, enq.ratio.libsql_batch!) <= 1.1,
   latency_pg_start_p99_le_10ms: pgStartP99 <= 10,
   scale_flat_within_20pct: scale.large.drainRate / scale.small.drainRate >= 0.8,
   // Bounded: nothing left behind, and after the drain, a VACUUM and more traffic the relation is smaller than
@@ -206,7 +244,11 @@ const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "–");
 const yes = (b: boolean) => (b ? "**met**" : "**not met**");
 const kl = (k: number) => (k === 0 ? "unkeyed" : `${k.toLocaleString("en-US")} keys`);
 const table = (header: string[], rows: (string | number)[][], align?: string[]) =>
-  [`| ${header.join(" | ")} |`, `| ${header.map((_, i) => (align?.[i] ?? (i === 0 ? "---" : "--:"))).join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+  [
+    `| ${header.join(" | ")} |`,
+    `| ${header.map((_, i) => (align?.[i] ?? (i === 0 ? "---" : "--:"))).join(" | ")} |`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
 
 const throughputSvg = barChart({
   title: `Relay → JetStream, ${cfg.messages.toLocaleString("en-US")}-message backlog (median msg/s)`,
@@ -225,7 +267,12 @@ const throughputSvg = barChart({
       label: db === "pg" ? "@x/outbox, Postgres → JetStream" : "@x/outbox, libSQL → JetStream",
       bars: cfg.keys.map((k) => {
         const key = `${db}_js_${k === 0 ? "unkeyed" : `${k}keys`}`;
-        return { label: kl(k), value: med(tp.samples, key), note: `(${ratio(key).toFixed(2)}× raw)`, color: db === "pg" ? "#336699" : "#3a8a5a" };
+        return {
+          label: kl(k),
+          value: med(tp.samples, key),
+          note: `(${ratio(key).toFixed(2)}× raw)`,
+          color: db === "pg" ? "#336699" : "#3a8a5a",
+        };
       }),
     })),
     {
@@ -236,14 +283,20 @@ const throughputSvg = barChart({
       ],
     },
   ],
-  refs: [{ value: 0.8 * raw256, label: "0.8× raw (unkeyed target)" }, { value: 0.5 * raw256, label: "0.5× raw (keyed target)", color: "#e08000" }],
+  refs: [{ value: 0.8 * raw256, label: "0.8× raw (unkeyed target)" }, {
+    value: 0.5 * raw256,
+    label: "0.5× raw (keyed target)",
+    color: "#e08000",
+  }],
 });
 const latencySvg = barChart({
   title: "Latency commit → JetStream ack at 1,000 msg/s offered (ms)",
   unit: "milliseconds",
   log: true,
   groups: lat.map((l) => ({
-    label: `${l.mode.startsWith("pg") ? "Postgres" : "libSQL"}, ${l.mode.endsWith("start") ? "start()" : "tick() once per second"}`,
+    label: `${l.mode.startsWith("pg") ? "Postgres" : "libSQL"}, ${
+      l.mode.endsWith("start") ? "start()" : "tick() once per second"
+    }`,
     bars: [
       { label: "p50", value: l.p50, color: "#6a9fd4" },
       { label: "p99", value: l.p99, color: "#336699" },
@@ -265,7 +318,9 @@ its load; a ratio of two runs made back to back drifts much less.
 ## How to run
 
 \`\`\`sh
-npm run bench                 # = bun bench/run.ts: full suite, ~${Math.max(1, Math.round(wallS / 60))} min; rewrites this file, bench/*.svg, bench/results.json
+npm run bench                 # = bun bench/run.ts: full suite, ~${
+  Math.max(1, Math.round(wallS / 60))
+} min; rewrites this file, bench/*.svg, bench/results.json
 npm run bench -- --quick      # smoke run, < 60 s, prints only (--write to write the files)
 npx bun bench/libsql-memory.ts   # libSQL → memoryPublisher micro-benchmark (relay core vs storage, time split)
 npx bun bench/explain-postgres.ts # EXPLAIN ANALYZE of every hot query on 1M rows → bench/explain-postgres.md
@@ -277,22 +332,60 @@ line of stdout is one JSON object with the headline figures and \`targets_met\`.
 
 ## This run
 
-- Command: \`npx bun bench/run.ts${args.length ? ` ${args.join(" ")}` : ""}\`; date ${new Date().toISOString().replace(/\.\d+Z$/, "Z")}; code ${sh("git", ["rev-parse", "--short", "HEAD"])}${sh("git", ["status", "--porcelain", "--", "mod.ts", "src", "adapters"]) ? " + uncommitted changes in src/adapters" : ""}; wall time ${Math.round(wallS)} s
-- Machine: ${cpus().length} CPUs, ${cpuModel()}, Linux ${release()}; load average (1 min) ${loadBefore[0]} before, ${loadAfter[0]} after (shared machine)
-- Runtime: ${runtimeName()}; postgres.js ${pkgVersion("postgres")}, @libsql/client ${pkgVersion("@libsql/client")} (embedded \`file:\`, WAL), @nats-io/jetstream ${pkgVersion("@nats-io/jetstream")}, pg ${pkgVersion("pg")}, pg-transactional-outbox ${pkgVersion("pg-transactional-outbox")}
+- Command: \`npx bun bench/run.ts${args.length ? ` ${args.join(" ")}` : ""}\`; date ${
+  new Date().toISOString().replace(/\.\d+Z$/, "Z")
+}; code ${sh("git", ["rev-parse", "--short", "HEAD"])}${
+  sh("git", ["status", "--porcelain", "--", "mod.ts", "src", "adapters"])
+    ? " + uncommitted changes in src/adapters"
+    : ""
+}; wall time ${Math.round(wallS)} s
+- Machine: ${cpus().length} CPUs, ${cpuModel()}, Linux ${release()}; load average (1 min) ${loadBefore[0]} before, ${
+  loadAfter[0]
+} after (shared machine)
+- Runtime: ${runtimeName()}; postgres.js ${pkgVersion("postgres")}, @libsql/client ${
+  pkgVersion("@libsql/client")
+} (embedded \`file:\`, WAL), @nats-io/jetstream ${pkgVersion("@nats-io/jetstream")}, pg ${
+  pkgVersion("pg")
+}, pg-transactional-outbox ${pkgVersion("pg-transactional-outbox")}
 - Servers: PostgreSQL ${pgVersion} (synchronous_commit=${pgSync}) and nats-server ${natsVersion} on localhost; streams with file storage
-- Workload: ~150-byte JSON order payloads; relay throughput ${cfg.messages.toLocaleString("en-US")}-message backlogs, median of ${cfg.repeats} interleaved repeats; relays at batchSize 1,000, concurrency 64
+- Workload: ~150-byte JSON order payloads; relay throughput ${
+  cfg.messages.toLocaleString("en-US")
+}-message backlogs, median of ${cfg.repeats} interleaved repeats; relays at batchSize 1,000, concurrency 64
 
 ## Targets
 
 | # | target | measured | |
 | --- | --- | --- | --- |
-| 2 | relay unkeyed ≥ 0.8 × raw pipelined JetStream (same run) | Postgres ${ratio("pg_js_unkeyed").toFixed(3)}×, libSQL ${ratio("libsql_js_unkeyed").toFixed(3)}× | ${yes(targets.relay_unkeyed_ge_0_8)} |
-| 2 | relay keyed ≥ 0.5 × raw | Postgres ${cfg.keys.filter((k) => k).map((k) => `${ratio(`pg_js_${k}keys`).toFixed(2)}× (${kl(k)})`).join(", ")}; libSQL ${cfg.keys.filter((k) => k).map((k) => `${ratio(`libsql_js_${k}keys`).toFixed(2)}× (${kl(k)})`).join(", ")} | ${yes(targets.relay_keyed_ge_0_5)} |
-| 3 | enqueue adds ≤ 10 % to a one-row business transaction | Postgres sequential +${Math.round((enq.ratio.pg_sequential! - 1) * 100)} %, pipelined +${Math.round((enq.ratio.pg_pipelined! - 1) * 100)} %; libSQL transaction +${Math.round((enq.ratio.libsql_sequential! - 1) * 100)} %, batch +${Math.round((enq.ratio.libsql_batch! - 1) * 100)} % | sequential ${yes(targets.enqueue_overhead_le_10pct_sequential)}; best form ${yes(targets.enqueue_overhead_le_10pct_best_form)} |
-| 4 | start() on Postgres: p99 commit → ack ≤ 10 ms at 1,000 msg/s | p99 ${ms(pgStartP99)} ms (p50 ${ms(latOf("pg_start")?.p50 ?? NaN)} ms) | ${yes(targets.latency_pg_start_p99_le_10ms)} |
-| 5 | flat with backlog size: drain rate at ${cfg.scale.large.toLocaleString("en-US")} rows vs ${cfg.scale.small.toLocaleString("en-US")} | ${(scale.large.drainRate / scale.small.drainRate).toFixed(2)}×; tick of 100: ${ms(scale.small.tickMsMedian)} vs ${ms(scale.large.tickMsMedian)} ms | ${yes(targets.scale_flat_within_20pct)} |
-| 5 | table bounded after ${cfg.scale.large.toLocaleString("en-US")} messages, default retention | ${scale.full.rowsLeft} rows left; ${(scale.full.sizeVacuumed / 2 ** 20).toFixed(1)} MB after VACUUM, ${(scale.full.sizeReused / 2 ** 20).toFixed(1)} MB after another ${cfg.scale.small.toLocaleString("en-US")} | ${yes(targets.table_bounded)} |
+| 2 | relay unkeyed ≥ 0.8 × raw pipelined JetStream (same run) | Postgres ${
+  ratio("pg_js_unkeyed").toFixed(3)
+}×, libSQL ${ratio("libsql_js_unkeyed").toFixed(3)}× | ${yes(targets.relay_unkeyed_ge_0_8)} |
+| 2 | relay keyed ≥ 0.5 × raw | Postgres ${
+  cfg.keys.filter((k) => k).map((k) => `${ratio(`pg_js_${k}keys`).toFixed(2)}× (${kl(k)})`).join(", ")
+}; libSQL ${
+  cfg.keys.filter((k) => k).map((k) => `${ratio(`libsql_js_${k}keys`).toFixed(2)}× (${kl(k)})`).join(", ")
+} | ${yes(targets.relay_keyed_ge_0_5)} |
+| 3 | enqueue adds ≤ 10 % to a one-row business transaction | Postgres sequential +${
+  Math.round((enq.ratio.pg_sequential! - 1) * 100)
+} %, pipelined +${Math.round((enq.ratio.pg_pipelined! - 1) * 100)} %; libSQL transaction +${
+  Math.round((enq.ratio.libsql_sequential! - 1) * 100)
+} %, batch +${Math.round((enq.ratio.libsql_batch! - 1) * 100)} % | sequential ${
+  yes(targets.enqueue_overhead_le_10pct_sequential)
+}; best form ${yes(targets.enqueue_overhead_le_10pct_best_form)} |
+| 4 | start() on Postgres: p99 commit → ack ≤ 10 ms at 1,000 msg/s | p99 ${ms(pgStartP99)} ms (p50 ${
+  ms(latOf("pg_start")?.p50 ?? NaN)
+} ms) | ${yes(targets.latency_pg_start_p99_le_10ms)} |
+| 5 | flat with backlog size: drain rate at ${cfg.scale.large.toLocaleString("en-US")} rows vs ${
+  cfg.scale.small.toLocaleString("en-US")
+} | ${(scale.large.drainRate / scale.small.drainRate).toFixed(2)}×; tick of 100: ${ms(scale.small.tickMsMedian)} vs ${
+  ms(scale.large.tickMsMedian)
+} ms | ${yes(targets.scale_flat_within_20pct)} |
+| 5 | table bounded after ${
+  cfg.scale.large.toLocaleString("en-US")
+} messages, default retention | ${scale.full.rowsLeft} rows left; ${
+  (scale.full.sizeVacuumed / 2 ** 20).toFixed(1)
+} MB after VACUUM, ${(scale.full.sizeReused / 2 ** 20).toFixed(1)} MB after another ${
+  cfg.scale.small.toLocaleString("en-US")
+} | ${yes(targets.table_bounded)} |
 | 6 | peer, same backlog, same run | ${median(peerRatios).toFixed(1)}× pg-transactional-outbox | |
 
 ## 1. Ceilings
@@ -300,11 +393,21 @@ line of stdout is one JSON object with the headline figures and \`targets_met\`.
 | ceiling | msg/s (median) | samples |
 | --- | --: | --: |
 | JetStream \`js.publish\`, 256 in flight | ${fmt(raw256)} | ${(tp.samples.raw_256 ?? []).map(fmt).join(", ")} |
-| JetStream \`js.publish\`, 1 in flight | ${fmt(med(tp.samples, "raw_1"))} | ${(tp.samples.raw_1 ?? []).map(fmt).join(", ")} |
-| Postgres: adapter claim + settle(delete), batch 1,000, nothing published | ${fmt(med(tp.samples, "pg_claim_delete"))} | ${(tp.samples.pg_claim_delete ?? []).map(fmt).join(", ")} |
-| Postgres: one \`DELETE … RETURNING\` (SKIP LOCKED) per 1,000 | ${fmt(med(tp.samples, "pg_delete_returning"))} | ${(tp.samples.pg_delete_returning ?? []).map(fmt).join(", ")} |
-| libSQL: adapter claim + settle(delete), batch 1,000 | ${fmt(med(tp.samples, "libsql_claim_delete"))} | ${(tp.samples.libsql_claim_delete ?? []).map(fmt).join(", ")} |
-| libSQL: one \`DELETE … RETURNING\` per 1,000 | ${fmt(med(tp.samples, "libsql_delete_returning"))} | ${(tp.samples.libsql_delete_returning ?? []).map(fmt).join(", ")} |
+| JetStream \`js.publish\`, 1 in flight | ${fmt(med(tp.samples, "raw_1"))} | ${
+  (tp.samples.raw_1 ?? []).map(fmt).join(", ")
+} |
+| Postgres: adapter claim + settle(delete), batch 1,000, nothing published | ${
+  fmt(med(tp.samples, "pg_claim_delete"))
+} | ${(tp.samples.pg_claim_delete ?? []).map(fmt).join(", ")} |
+| Postgres: one \`DELETE … RETURNING\` (SKIP LOCKED) per 1,000 | ${fmt(med(tp.samples, "pg_delete_returning"))} | ${
+  (tp.samples.pg_delete_returning ?? []).map(fmt).join(", ")
+} |
+| libSQL: adapter claim + settle(delete), batch 1,000 | ${fmt(med(tp.samples, "libsql_claim_delete"))} | ${
+  (tp.samples.libsql_claim_delete ?? []).map(fmt).join(", ")
+} |
+| libSQL: one \`DELETE … RETURNING\` per 1,000 | ${fmt(med(tp.samples, "libsql_delete_returning"))} | ${
+  (tp.samples.libsql_delete_returning ?? []).map(fmt).join(", ")
+} |
 
 The relay's end-to-end ceiling is the slower of the broker and the database: here the broker
 (raw pipelined JetStream) in every case.
@@ -317,24 +420,51 @@ The relay's end-to-end ceiling is the slower of the broker and the database: her
 checked after each run). Each relay run is paired with a raw 256-in-flight run made just before
 it; the ratio is the median of the pairs' ratios.
 
-${table(["storage", "keys", "relay msg/s (median)", "relay / raw 256", "pair ratios"], (["pg", "libsql"] as const).flatMap((db) => cfg.keys.map((k) => {
-  const key = `${db}_js_${k === 0 ? "unkeyed" : `${k}keys`}`;
-  return [db === "pg" ? "Postgres" : "libSQL", kl(k), fmt(med(tp.samples, key)), `**${ratio(key).toFixed(2)}**`, (tp.ratios[key] ?? []).map((x) => x.toFixed(2)).join(", ")];
-})), ["---", "---", "--:", "--:", "--:"])}
+${
+  table(
+    ["storage", "keys", "relay msg/s (median)", "relay / raw 256", "pair ratios"],
+    (["pg", "libsql"] as const).flatMap((db) =>
+      cfg.keys.map((k) => {
+        const key = `${db}_js_${k === 0 ? "unkeyed" : `${k}keys`}`;
+        return [
+          db === "pg" ? "Postgres" : "libSQL",
+          kl(k),
+          fmt(med(tp.samples, key)),
+          `**${ratio(key).toFixed(2)}**`,
+          (tp.ratios[key] ?? []).map((x) => x.toFixed(2)).join(", "),
+        ];
+      })
+    ),
+    ["---", "---", "--:", "--:", "--:"],
+  )
+}
 
 ### CPU per message
 
 This machine has ${cpus().length} cores, shared by the relay (this process), postgres and nats-server.
 CPU time per message (median over the runs; from \`process.cpuUsage()\` and /proc for the servers):
 
-${table(["case", "relay process µs", "postgres µs", "nats-server µs", "total µs", "floor on 2 cores: msg/s"], Object.keys(tp.cpu).map((k) => {
-  const c = tp.cpu[k]!;
-  const self = median(c.self), pgc = median(c.pg), nt = median(c.nats);
-  const total = self + pgc + nt;
-  // Wall time per message can be no less than the busiest single thread (this process) or total / cores.
-  const floor = 1e6 / Math.max(self, total / cpus().length);
-  return [k === "raw_256" ? "raw js.publish, 256 in flight" : k, self.toFixed(1), pgc.toFixed(1), nt.toFixed(1), total.toFixed(1), fmt(floor)];
-}), ["---", "--:", "--:", "--:", "--:", "--:"])}
+${
+  table(
+    ["case", "relay process µs", "postgres µs", "nats-server µs", "total µs", "floor on 2 cores: msg/s"],
+    Object.keys(tp.cpu).map((k) => {
+      const c = tp.cpu[k]!;
+      const self = median(c.self), pgc = median(c.pg), nt = median(c.nats);
+      const total = self + pgc + nt;
+      // Wall time per message can be no less than the busiest single thread (this process) or total / cores.
+      const floor = 1e6 / Math.max(self, total / cpus().length);
+      return [
+        k === "raw_256" ? "raw js.publish, 256 in flight" : k,
+        self.toFixed(1),
+        pgc.toFixed(1),
+        nt.toFixed(1),
+        total.toFixed(1),
+        fmt(floor),
+      ];
+    }),
+    ["---", "--:", "--:", "--:", "--:", "--:"],
+  )
+}
 
 ## 3. Enqueue overhead
 
@@ -342,16 +472,53 @@ A business transaction inserting one order row (prepared statement), without and
 message; one transaction at a time, ${cfg.enqBlocks} alternating blocks of ${cfg.enqPerBlock}; µs per transaction (median of blocks)
 and the median of each block's ratio to the baseline block next to it.
 
-${table(["database", "form", "µs / transaction", "vs baseline"], [
-  ["Postgres", "baseline: \`sql.begin(async (tx) => { await tx\\\`insert order\\\` })\`", ms(enq.usPerTx.pg_baseline!), "1.00"],
-  ["Postgres", "sequential: \`await tx\\\`insert order\\\`; await outbox.enqueue(tx, m)\`", ms(enq.usPerTx.pg_sequential!), `**${enq.ratio.pg_sequential!.toFixed(2)}**`],
-  ["Postgres", "pipelined: \`sql.begin((tx) => Promise.all([tx\\\`insert order\\\`, outbox.enqueue(tx, m)]))\`", ms(enq.usPerTx.pg_pipelined!), `**${enq.ratio.pg_pipelined!.toFixed(2)}**`],
-  ["Postgres", "sequential, storage \`notify: false\`", ms(enq.usPerTx.pg_sequential_nonotify!), enq.ratio.pg_sequential_nonotify!.toFixed(2)],
-  ["libSQL", "baseline: \`client.transaction(\"write\")\`, insert order, commit", ms(enq.usPerTx.libsql_baseline!), "1.00"],
-  ["libSQL", "+ \`await outbox.enqueue(tx, m)\`", ms(enq.usPerTx.libsql_sequential!), `**${enq.ratio.libsql_sequential!.toFixed(2)}**`],
-  ["libSQL", "baseline: \`client.batch([insert order], \"write\")\`", ms(enq.usPerTx.libsql_batch_baseline!), "1.00"],
-  ["libSQL", "\`client.batch([insert order, ...outbox.statements(m)], \"write\")\`", ms(enq.usPerTx.libsql_batch!), `**${enq.ratio.libsql_batch!.toFixed(2)}**`],
-], ["---", "---", "--:", "--:"])}
+${
+  table(["database", "form", "µs / transaction", "vs baseline"], [
+    [
+      "Postgres",
+      "baseline: \`sql.begin(async (tx) => { await tx\\\`insert order\\\` })\`",
+      ms(enq.usPerTx.pg_baseline!),
+      "1.00",
+    ],
+    [
+      "Postgres",
+      "sequential: \`await tx\\\`insert order\\\`; await outbox.enqueue(tx, m)\`",
+      ms(enq.usPerTx.pg_sequential!),
+      `**${enq.ratio.pg_sequential!.toFixed(2)}**`,
+    ],
+    [
+      "Postgres",
+      "pipelined: \`sql.begin((tx) => Promise.all([tx\\\`insert order\\\`, outbox.enqueue(tx, m)]))\`",
+      ms(enq.usPerTx.pg_pipelined!),
+      `**${enq.ratio.pg_pipelined!.toFixed(2)}**`,
+    ],
+    [
+      "Postgres",
+      "sequential, storage \`notify: false\`",
+      ms(enq.usPerTx.pg_sequential_nonotify!),
+      enq.ratio.pg_sequential_nonotify!.toFixed(2),
+    ],
+    [
+      "libSQL",
+      'baseline: \`client.transaction("write")\`, insert order, commit',
+      ms(enq.usPerTx.libsql_baseline!),
+      "1.00",
+    ],
+    [
+      "libSQL",
+      "+ \`await outbox.enqueue(tx, m)\`",
+      ms(enq.usPerTx.libsql_sequential!),
+      `**${enq.ratio.libsql_sequential!.toFixed(2)}**`,
+    ],
+    ["libSQL", 'baseline: \`client.batch([insert order], "write")\`', ms(enq.usPerTx.libsql_batch_baseline!), "1.00"],
+    [
+      "libSQL",
+      '\`client.batch([insert order, ...outbox.statements(m)], "write")\`',
+      ms(enq.usPerTx.libsql_batch!),
+      `**${enq.ratio.libsql_batch!.toFixed(2)}**`,
+    ],
+  ], ["---", "---", "--:", "--:"])
+}
 
 ## 4. Latency commit → JetStream ack
 
@@ -361,40 +528,88 @@ A producer (its own outbox instance and client, as another process would be) com
 per transaction at 1,000 msg/s offered for ${cfg.latencySeconds} s; the relay runs \`start()\` (Postgres: LISTEN/NOTIFY;
 libSQL: polling with back-off) or a cron-style \`tick()\` once per second. Latency = ack received − commit returned.
 
-${table(["storage", "relay", "offered / achieved msg/s", "acked", "p50 ms", "p90 ms", "p99 ms", "max ms"], lat.map((l: LatencyResult) => [
-  l.mode.startsWith("pg") ? "Postgres" : "libSQL", l.mode.endsWith("start") ? "start()" : "tick() every 1 s", `${fmt(l.offered)} / ${fmt(l.achievedRate)}`, `${l.acked} / ${l.sent}`, ms(l.p50), ms(l.p90), `**${ms(l.p99)}**`, ms(l.max),
-]), ["---", "---", "--:", "--:", "--:", "--:", "--:", "--:"])}
+${
+  table(
+    ["storage", "relay", "offered / achieved msg/s", "acked", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+    lat.map((l: LatencyResult) => [
+      l.mode.startsWith("pg") ? "Postgres" : "libSQL",
+      l.mode.endsWith("start") ? "start()" : "tick() every 1 s",
+      `${fmt(l.offered)} / ${fmt(l.achievedRate)}`,
+      `${l.acked} / ${l.sent}`,
+      ms(l.p50),
+      ms(l.p90),
+      `**${ms(l.p99)}**`,
+      ms(l.max),
+    ]),
+    ["---", "---", "--:", "--:", "--:", "--:", "--:", "--:"],
+  )
+}
 
 ## 5. Scale (Postgres)
 
 Backlogs written with one \`INSERT … SELECT generate_series\`, drained by \`tick()\` into a no-op publisher (only the storage shows).
 
-${table(["backlog rows", "tick of 100 (median of " + cfg.scale.ticks + "), ms", `drain rate, first ${cfg.scale.probe.toLocaleString("en-US")} at batch 1,000, msg/s`], [
-  [fmt(scale.small.backlog), ms(scale.small.tickMsMedian), fmt(scale.small.drainRate)],
-  [fmt(scale.large.backlog), ms(scale.large.tickMsMedian), fmt(scale.large.drainRate)],
-])}
+${
+  table([
+    "backlog rows",
+    "tick of 100 (median of " + cfg.scale.ticks + "), ms",
+    `drain rate, first ${cfg.scale.probe.toLocaleString("en-US")} at batch 1,000, msg/s`,
+  ], [
+    [fmt(scale.small.backlog), ms(scale.small.tickMsMedian), fmt(scale.small.drainRate)],
+    [fmt(scale.large.backlog), ms(scale.large.tickMsMedian), fmt(scale.large.drainRate)],
+  ])
+}
 
-Whole ${cfg.scale.large.toLocaleString("en-US")}-message backlog drained with default retention (\`publishedMs: 0\`: a row is deleted when published):
-${fmt(scale.full.drainRate)} msg/s; rows left ${scale.full.rowsLeft}; table + indexes ${(scale.full.sizeFull / 2 ** 20).toFixed(1)} MB full,
-${(scale.full.sizeAfter / 2 ** 20).toFixed(1)} MB right after the drain (dead tuples), ${(scale.full.sizeVacuumed / 2 ** 20).toFixed(1)} MB after a plain VACUUM
-(what autovacuum does; the file keeps its size, the space is free for reuse), ${(scale.full.sizeReused / 2 ** 20).toFixed(1)} MB after another
+Whole ${
+  cfg.scale.large.toLocaleString("en-US")
+}-message backlog drained with default retention (\`publishedMs: 0\`: a row is deleted when published):
+${fmt(scale.full.drainRate)} msg/s; rows left ${scale.full.rowsLeft}; table + indexes ${
+  (scale.full.sizeFull / 2 ** 20).toFixed(1)
+} MB full,
+${(scale.full.sizeAfter / 2 ** 20).toFixed(1)} MB right after the drain (dead tuples), ${
+  (scale.full.sizeVacuumed / 2 ** 20).toFixed(1)
+} MB after a plain VACUUM
+(what autovacuum does; the file keeps its size, the space is free for reuse), ${
+  (scale.full.sizeReused / 2 ** 20).toFixed(1)
+} MB after another
 ${cfg.scale.small.toLocaleString("en-US")} messages went through (reused, not grown).
 
 ## 6. Peer: pg-transactional-outbox
 
 Same ~150-byte payloads, same stream, Postgres → JetStream, unkeyed (\`concurrency: 'parallel'\`),
-${cfg.peerMessages.toLocaleString("en-US")}-message backlog, interleaved with our relay on the same backlog size. Its polling listener with
+${
+  cfg.peerMessages.toLocaleString("en-US")
+}-message backlog, interleaved with our relay on the same backlog size. Its polling listener with
 \`nextMessagesBatchSize: 500\` (tried 100 and 500: 500 is faster), polling interval 1 ms, 20-connection pools,
 poisonous-message and max-attempts protection off; its handler awaits \`js.publish\` with the message id as \`Nats-Msg-Id\`.
 It marks each message processed in its own transaction, and its \`next_outbox_messages\` function scans every unprocessed row per poll.
 
-${table(["repeat", "raw 256 msg/s", "@x/outbox msg/s", "pg-transactional-outbox msg/s", "ours / theirs"], peerSamples.map((p, i) => [i + 1, fmt(rawForPeer[i]!), fmt(oursForPeer[i]!), fmt(p), `**${peerRatios[i]!.toFixed(1)}**`]))}
+${
+  table(
+    ["repeat", "raw 256 msg/s", "@x/outbox msg/s", "pg-transactional-outbox msg/s", "ours / theirs"],
+    peerSamples.map((
+      p,
+      i,
+    ) => [i + 1, fmt(rawForPeer[i]!), fmt(oursForPeer[i]!), fmt(p), `**${peerRatios[i]!.toFixed(1)}**`]),
+  )
+}
 
 ## 7. Edge cost (one tick)
 
-${table(["database", "tick", "statements", "round trips", "rows read", "what runs"], edge.map((e) => [
-  e.db === "pg" ? "Postgres" : "libSQL", e.tick, e.statements, e.roundTrips, e.rowsRead === null ? "–" : e.rowsRead, e.detail,
-]), ["---", "---", "--:", "--:", "--:", "---"])}
+${
+  table(
+    ["database", "tick", "statements", "round trips", "rows read", "what runs"],
+    edge.map((e) => [
+      e.db === "pg" ? "Postgres" : "libSQL",
+      e.tick,
+      e.statements,
+      e.roundTrips,
+      e.rowsRead === null ? "–" : e.rowsRead,
+      e.detail,
+    ]),
+    ["---", "---", "--:", "--:", "--:", "---"],
+  )
+}
 
 Postgres statements are counted with postgres.js's \`debug\` hook; rows read come from EXPLAIN (ANALYZE) of the claim
 (and settle) replayed in a rolled-back transaction: rows returned by each scan node plus rows its filters removed.
@@ -417,12 +632,30 @@ idle or not: on Turso that is billed as rows read (see "A blocked key slows ever
 const notesStart = "<!-- section:notes -->";
 const notesEnd = "<!-- /section:notes -->";
 const old = existsSync(`${root}BENCHMARKS.md`) ? readFileSync(`${root}BENCHMARKS.md`, "utf8") : "";
-const notes = old.includes(notesStart) ? old.slice(old.indexOf(notesStart), old.indexOf(notesEnd) + notesEnd.length) : `${notesStart}\n${notesEnd}`;
+const notes = old.includes(notesStart)
+  ? old.slice(old.indexOf(notesStart), old.indexOf(notesEnd) + notesEnd.length)
+  : `${notesStart}\n${notesEnd}`;
 
 if (write) {
   writeFileSync(`${root}bench/throughput.svg`, throughputSvg);
   writeFileSync(`${root}bench/latency.svg`, latencySvg);
-  writeFileSync(`${root}bench/results.json`, JSON.stringify({ head, throughput: tp, peer: { peerSamples, oursForPeer, rawForPeer, peerRatios }, enqueue: enq, latency: lat, scale, edge, claimPlanLibsql: edgeLite.claimPlan }, null, 1) + "\n");
+  writeFileSync(
+    `${root}bench/results.json`,
+    JSON.stringify(
+      {
+        head,
+        throughput: tp,
+        peer: { peerSamples, oursForPeer, rawForPeer, peerRatios },
+        enqueue: enq,
+        latency: lat,
+        scale,
+        edge,
+        claimPlanLibsql: edgeLite.claimPlan,
+      },
+      null,
+      1,
+    ) + "\n",
+  );
   writeFileSync(`${root}BENCHMARKS.md`, `${md}\n${notes}\n`);
   log(`wrote BENCHMARKS.md, bench/throughput.svg, bench/latency.svg, bench/results.json (${Math.round(wallS)} s)`);
 } else {

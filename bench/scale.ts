@@ -43,7 +43,13 @@ export interface ScaleCase {
   drainRate: number;
 }
 
-async function measure(sql: postgres.Sql, schema: string, backlog: number, ticks: number, probe: number): Promise<ScaleCase> {
+async function measure(
+  sql: postgres.Sql,
+  schema: string,
+  backlog: number,
+  ticks: number,
+  probe: number,
+): Promise<ScaleCase> {
   await fillSeries(sql, schema, backlog);
   const storage = postgresStorage(sql as unknown as PostgresSql, { schema, notify: false });
   const small = createOutbox({ storage, publisher: () => {}, batchSize: 100 });
@@ -77,7 +83,11 @@ export async function runScale(options: { small: number; large: number; ticks: n
     // The large backlog is refilled and drained in full, default retention.
     await fillSeries(sql, schema, options.large);
     const sizeFull = await size(sql, schema);
-    const outbox = createOutbox({ storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }), publisher: () => {}, batchSize: 1_000 });
+    const outbox = createOutbox({
+      storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }),
+      publisher: () => {},
+      batchSize: 1_000,
+    });
     const t0 = performance.now();
     let published = 0;
     for (;;) {
@@ -92,10 +102,18 @@ export async function runScale(options: { small: number; large: number; ticks: n
     const sizeVacuumed = await size(sql, schema);
     // A second round of `small` messages after the vacuum: the freed space is reused.
     await fillSeries(sql, schema, options.small, false, "reuse");
-    const outbox2 = createOutbox({ storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }), publisher: () => {}, batchSize: 1_000 });
+    const outbox2 = createOutbox({
+      storage: postgresStorage(sql as unknown as PostgresSql, { schema, notify: false }),
+      publisher: () => {},
+      batchSize: 1_000,
+    });
     while ((await outbox2.tick({ budgetMs: 60_000 })).claimed > 0) { /* drain */ }
     const sizeReused = await size(sql, schema);
-    return { small: smallCase, large: largeCase, full: { messages: published, drainRate: fullDrainRate, rowsLeft, sizeFull, sizeAfter, sizeVacuumed, sizeReused } };
+    return {
+      small: smallCase,
+      large: largeCase,
+      full: { messages: published, drainRate: fullDrainRate, rowsLeft, sizeFull, sizeAfter, sizeVacuumed, sizeReused },
+    };
   } finally {
     await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
     await sql.end({ timeout: 1 });

@@ -39,7 +39,9 @@ export function barChart(o: ChartOptions): string {
   const groupGap = 14;
   const top = 44;
   const plotW = width - labelW - right;
-  const values = o.groups.flatMap((g) => g.bars.map((b) => b.value)).concat((o.refs ?? []).map((r) => r.value)).filter((v) => Number.isFinite(v) && v > 0);
+  const values = o.groups.flatMap((g) => g.bars.map((b) => b.value)).concat((o.refs ?? []).map((r) => r.value)).filter((
+    v,
+  ) => Number.isFinite(v) && v > 0);
   const maxV = Math.max(...values, 1);
   const minV = o.log ? Math.max(Math.min(...values) / 2, 0.1) : 0;
   const lo = o.log ? Math.floor(Math.log10(minV)) : 0;
@@ -62,7 +64,11 @@ export function barChart(o: ChartOptions): string {
     for (const b of g.bars) {
       const w = Math.max(1, x(b.value));
       parts.push(`<text x="${labelW - 6}" y="${y + 12}" text-anchor="end">${esc(b.label)}</text>`);
-      parts.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${b.color ?? "#4878a8"}"><title>${esc(`${b.label}: ${fmt(b.value)} ${o.unit}`)}</title></rect>`);
+      parts.push(
+        `<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH}" fill="${b.color ?? "#4878a8"}"><title>${
+          esc(`${b.label}: ${fmt(b.value)} ${o.unit}`)
+        }</title></rect>`,
+      );
       parts.push(`<text x="${labelW + w + 4}" y="${y + 12}">${fmt(b.value)}${b.note ? ` ${esc(b.note)}` : ""}</text>`);
       y += barH + gap;
     }
@@ -71,15 +77,21 @@ export function barChart(o: ChartOptions): string {
   const bottom = y;
   // Axis ticks.
   const ticks: number[] = [];
-  if (o.log) for (let e = lo; e <= hi; e++) ticks.push(10 ** e);
+  if (o.log) { for (let e = lo; e <= hi; e++) ticks.push(10 ** e); }
   else for (let i = 0; i <= 5; i++) ticks.push((niceMax / 5) * i);
   const axis = ticks.map((t) => {
     const tx = labelW + x(t);
-    return `<line x1="${tx}" y1="${top - 6}" x2="${tx}" y2="${bottom}" stroke="#ddd"/><text x="${tx}" y="${bottom + 14}" text-anchor="middle" fill="#555">${fmt(t)}</text>`;
+    return `<line x1="${tx}" y1="${top - 6}" x2="${tx}" y2="${bottom}" stroke="#ddd"/><text x="${tx}" y="${
+      bottom + 14
+    }" text-anchor="middle" fill="#555">${fmt(t)}</text>`;
   });
   const refs = (o.refs ?? []).map((r, i) => {
     const tx = labelW + x(r.value);
-    return `<line x1="${tx}" y1="${top - 6}" x2="${tx}" y2="${bottom}" stroke="${r.color ?? "#c33"}" stroke-dasharray="4 3"/><text x="${tx + 3}" y="${top - 10 - (i % 2) * 11}" fill="${r.color ?? "#c33"}" font-size="10">${esc(r.label)}</text>`;
+    return `<line x1="${tx}" y1="${top - 6}" x2="${tx}" y2="${bottom}" stroke="${
+      r.color ?? "#c33"
+    }" stroke-dasharray="4 3"/><text x="${tx + 3}" y="${top - 10 - (i % 2) * 11}" fill="${
+      r.color ?? "#c33"
+    }" font-size="10">${esc(r.label)}</text>`;
   });
   const height = bottom + 34;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">
@@ -88,7 +100,9 @@ export function barChart(o: ChartOptions): string {
 ${axis.join("\n")}
 ${parts.join("\n")}
 ${refs.join("\n")}
-<text x="${labelW + plotW / 2}" y="${bottom + 28}" text-anchor="middle" fill="#555">${esc(o.unit)}${o.log ? " (log scale)" : ""}</text>
+<text x="${labelW + plotW / 2}" y="${bottom + 28}" text-anchor="middle" fill="#555">${esc(o.unit)}${
+    o.log ? " (log scale)" : ""
+  }</text>
 </svg>
 `;
 }

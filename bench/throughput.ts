@@ -37,7 +37,10 @@ const messagesFor = (start: number, count: number, keys: number, topic: string) 
     payload: payload(start + j),
   }));
 
-export async function postgresTarget(sql = pg(), schema = `bench_${Date.now().toString(36)}`): Promise<Target & { sql: postgres.Sql; schema: string }> {
+export async function postgresTarget(
+  sql = pg(),
+  schema = `bench_${Date.now().toString(36)}`,
+): Promise<Target & { sql: postgres.Sql; schema: string }> {
   const storage = postgresStorage(sql as unknown as PostgresSql, { schema, notify: false });
   await storage.setup();
   const writer = createOutbox({ storage, publisher: () => {} });
@@ -106,10 +109,25 @@ export async function libsqlTarget(): Promise<Target & { client: Client }> {
 }
 
 /** Drains the backlog with tick() into JetStream; msg/s. Checks the stream got every message. */
-export async function relayRate(target: Target, js: JetStreamClient, jsm: JetStreamManager, stream: string, messages: number, keys: number, subject: string, batchSize = 1_000, fill = true) {
+export async function relayRate(
+  target: Target,
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  stream: string,
+  messages: number,
+  keys: number,
+  subject: string,
+  batchSize = 1_000,
+  fill = true,
+) {
   if (fill) await target.fill(messages, keys, subject);
   const before = (await jsm.streams.info(stream)).state.messages;
-  const outbox = createOutbox({ storage: target.storage, publisher: jetstreamPublisher(js), batchSize, concurrency: 64 });
+  const outbox = createOutbox({
+    storage: target.storage,
+    publisher: jetstreamPublisher(js),
+    batchSize,
+    concurrency: 64,
+  });
   const started = performance.now();
   let published = 0;
   while (published < messages) {
@@ -133,7 +151,12 @@ export async function claimDeleteRate(target: Target, messages: number, batchSiz
     const token = `raw:${claims++}:${now}`;
     const rows = await target.storage.claim({ token, now, lockedUntil: now + 30_000, limit: batchSize });
     if (rows.length === 0) break;
-    await target.storage.settle({ token, now, deletePublished: true, settlements: rows.map((r) => ({ seq: r.seq, outcome: "published" as const })) });
+    await target.storage.settle({
+      token,
+      now,
+      deletePublished: true,
+      settlements: rows.map((r) => ({ seq: r.seq, outcome: "published" as const })),
+    });
     done += rows.length;
   }
   return done / ((performance.now() - started) / 1000);
@@ -201,10 +224,18 @@ export async function runThroughput(
           add(samples, "raw_256", raw);
           const k = `${t.name}_js_${keys === 0 ? "unkeyed" : `${keys}keys`}`;
           await t.fill(messages, keys, subject);
-          const relay = await timed(k, messages, () => relayRate(t, js, jsm, stream, messages, keys, subject, batchSize, false));
+          const relay = await timed(
+            k,
+            messages,
+            () => relayRate(t, js, jsm, stream, messages, keys, subject, batchSize, false),
+          );
           add(samples, k, relay);
           add(ratios, k, relay / raw);
-          log(`  throughput r${r} ${k}: relay ${Math.round(relay)} msg/s, raw256 ${Math.round(raw)} msg/s, ratio ${(relay / raw).toFixed(2)}`);
+          log(
+            `  throughput r${r} ${k}: relay ${Math.round(relay)} msg/s, raw256 ${Math.round(raw)} msg/s, ratio ${
+              (relay / raw).toFixed(2)
+            }`,
+          );
         }
       }
     }

@@ -215,7 +215,9 @@ function checkName(value: unknown, what: string): string | null {
   if (typeof value !== "string" || value.length === 0 || value.length > INBOX_MAX_ID_LENGTH) {
     return `${what} must be a non-empty string of at most ${INBOX_MAX_ID_LENGTH} characters, got ${describe(value)}`;
   }
-  if (UNSTORABLE.test(value)) return `${what} must not contain NUL or unpaired surrogate characters, got ${describe(value)}`;
+  if (UNSTORABLE.test(value)) {
+    return `${what} must not contain NUL or unpaired surrogate characters, got ${describe(value)}`;
+  }
   return null;
 }
 
@@ -277,7 +279,9 @@ const RECEIVE_RULES: Record<string, Rule> = {
  * ```
  */
 export function createInbox<Tx, Stmt = never>(options: InboxOptions<Tx, Stmt>): Inbox<Tx, Stmt> {
-  if (!isObject(options)) throw new OutboxConfigError("createInbox needs an options object: createInbox({ storage })", "");
+  if (!isObject(options)) {
+    throw new OutboxConfigError("createInbox needs an options object: createInbox({ storage })", "");
+  }
   checkOptions("createInbox", options, OPTION_RULES);
   // The rules skip an absent option, and storage has no default.
   if (options.storage === undefined) fail(STORAGE_MESSAGE, "storage");
@@ -317,9 +321,16 @@ export function createInbox<Tx, Stmt = never>(options: InboxOptions<Tx, Stmt>): 
     async cleanup(cleanupOptions = {}) {
       // now (a Date or epoch ms) is checked below, with what the inbox's own clock says.
       checkOptions("cleanup", cleanupOptions, { now: unchecked, limit: cleanupLimit });
-      const at = cleanupOptions.now === undefined ? now() : cleanupOptions.now instanceof Date ? cleanupOptions.now.getTime() : cleanupOptions.now;
+      const at = cleanupOptions.now === undefined
+        ? now()
+        : cleanupOptions.now instanceof Date
+        ? cleanupOptions.now.getTime()
+        : cleanupOptions.now;
       if (typeof at !== "number" || !Number.isFinite(at)) {
-        throw new OutboxConfigError(`now must be a valid Date or epoch milliseconds, got ${describe(cleanupOptions.now)}`, "now");
+        throw new OutboxConfigError(
+          `now must be a valid Date or epoch milliseconds, got ${describe(cleanupOptions.now)}`,
+          "now",
+        );
       }
       if (keepMs === Infinity) return 0;
       return await storage.cleanup({ before: at - keepMs, limit: cleanupOptions.limit ?? batchSize });

@@ -151,7 +151,8 @@ try {
     const inputs = Object.keys(result.metafile.inputs);
     const drivers = inputs.filter((file) => /node_modules\/(?!valibot\/)/.test(file));
     if (drivers.length > 0) throw new Error(`the core bundle pulls in ${drivers.join(", ")}`);
-    const line = `core bundle (@x/outbox, valibot included, no driver): ${(code.byteLength / 1024).toFixed(1)} kB min, ` +
+    const line =
+      `core bundle (@x/outbox, valibot included, no driver): ${(code.byteLength / 1024).toFixed(1)} kB min, ` +
       `${(gzipped / 1024).toFixed(2)} kB min+gzip (${gzipped} bytes; budget ${BUDGET_BYTES} bytes)`;
     if (gzipped > BUDGET_BYTES) throw new Error(`over budget: ${line}`);
     return line;

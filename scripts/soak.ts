@@ -21,7 +21,7 @@
  * works in a schema of its own and drops it at the end.
  */
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
@@ -30,7 +30,7 @@ import postgres from "postgres";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { createOutbox, type RelayHandle } from "../mod.ts";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -98,7 +98,9 @@ async function main() {
       const port = 20_000 + Math.floor(Math.random() * 20_000);
       monitorPort = port + 1;
       store = mkdtempSync(join(tmpdir(), "x-outbox-soak-"));
-      server = spawn(bin, ["-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort), "-js", "-sd", store], { stdio: "ignore" });
+      server = spawn(bin, ["-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort), "-js", "-sd", store], {
+        stdio: "ignore",
+      });
       natsUrl = `127.0.0.1:${port}`;
       const deadline = Date.now() + 10_000;
       while (!(await portOpen(port))) {
@@ -123,7 +125,10 @@ async function main() {
     onError: (e) => errors.push(String(e)),
     onWarning: (w) => errors.push(`warning: ${w}`),
   });
-  const writer = createOutbox({ storage: postgresStorage(writerSql as unknown as PostgresSql, { schema: tag }), publisher: () => {} });
+  const writer = createOutbox({
+    storage: postgresStorage(writerSql as unknown as PostgresSql, { schema: tag }),
+    publisher: () => {},
+  });
   await outbox.setup();
   await ensureStream(jsm, { name: streamName, subjects: [`${tag}.>`], outbox, storage: "memory" as never });
 
@@ -144,7 +149,12 @@ async function main() {
     while (!stopWriting) {
       const batch = Array.from({ length: perTick }, () => {
         const n = committed++;
-        return { id: `${tag}-${n}`, topic: subject, key: `k${n % 64}`, payload: { n, at: Date.now(), pad: "x".repeat(200) } };
+        return {
+          id: `${tag}-${n}`,
+          topic: subject,
+          key: `k${n % 64}`,
+          payload: { n, at: Date.now(), pad: "x".repeat(200) },
+        };
       });
       try {
         await writerSql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, batch));
@@ -174,7 +184,9 @@ async function main() {
     samples.push(s);
     const stats = await outbox.stats();
     console.log(
-      `[soak] ${label.padEnd(8)} t=${(s.t / 60_000).toFixed(1)}min heapUsed=${s.heap.toFixed(1)}MB rss=${s.rss.toFixed(1)}MB ` +
+      `[soak] ${label.padEnd(8)} t=${(s.t / 60_000).toFixed(1)}min heapUsed=${s.heap.toFixed(1)}MB rss=${
+        s.rss.toFixed(1)
+      }MB ` +
         `pgConnections=${await pgConnections()} natsConnections=${await natsConnections()} ` +
         `committed=${committed} inStream=${await streamCount()} waiting=${stats.pending + stats.processing} ` +
         `oldestWaitingMs=${stats.oldestPendingAgeMs} errors=${errors.length}`,
@@ -182,7 +194,11 @@ async function main() {
     return s;
   };
 
-  console.log(`[soak] ${minutes} min at ${rate} msg/s (64 keys), warm-up ${warmupMin} min, Postgres schema ${tag}, NATS ${natsUrl}, runtime ${g.Bun ? `bun ${g.Bun.version}` : g.Deno ? `deno ${g.Deno.version.deno}` : `node ${process.version}`}`);
+  console.log(
+    `[soak] ${minutes} min at ${rate} msg/s (64 keys), warm-up ${warmupMin} min, Postgres schema ${tag}, NATS ${natsUrl}, runtime ${
+      g.Bun ? `bun ${g.Bun.version}` : g.Deno ? `deno ${g.Deno.version.deno}` : `node ${process.version}`
+    }`,
+  );
   await sample("start");
   let nextSample = started + intervalS * 1_000;
   while (Date.now() < endAt) {
@@ -207,12 +223,22 @@ async function main() {
   const base = warm ?? samples[0]!;
   const minutesAfter = (end.t - base.t) / 60_000;
   console.log(
-    `[soak] growth after warm-up over ${minutesAfter.toFixed(1)} min: heapUsed ${(end.heap - base.heap >= 0 ? "+" : "")}${(end.heap - base.heap).toFixed(1)}MB ` +
-      `(${base.heap.toFixed(1)} → ${end.heap.toFixed(1)}), rss ${(end.rss - base.rss >= 0 ? "+" : "")}${(end.rss - base.rss).toFixed(1)}MB (${base.rss.toFixed(1)} → ${end.rss.toFixed(1)}); ` +
-      `heapUsed min/max after warm-up ${Math.min(...samples.filter((s) => s.t >= base.t).map((s) => s.heap)).toFixed(1)}/${Math.max(...samples.filter((s) => s.t >= base.t).map((s) => s.heap)).toFixed(1)}MB`,
+    `[soak] growth after warm-up over ${
+      minutesAfter.toFixed(1)
+    } min: heapUsed ${(end.heap - base.heap >= 0 ? "+" : "")}${(end.heap - base.heap).toFixed(1)}MB ` +
+      `(${base.heap.toFixed(1)} → ${end.heap.toFixed(1)}), rss ${(end.rss - base.rss >= 0 ? "+" : "")}${
+        (end.rss - base.rss).toFixed(1)
+      }MB (${base.rss.toFixed(1)} → ${end.rss.toFixed(1)}); ` +
+      `heapUsed min/max after warm-up ${
+        Math.min(...samples.filter((s) => s.t >= base.t).map((s) => s.heap)).toFixed(1)
+      }/${Math.max(...samples.filter((s) => s.t >= base.t).map((s) => s.heap)).toFixed(1)}MB`,
   );
   const ok = inStream === committed;
-  console.log(`[soak] committed=${committed} inStream=${inStream} (${ok ? "every committed message once" : "MISMATCH"}); ${errors.length} relay errors${errors.length ? `, first: ${errors[0]}` : ""}`);
+  console.log(
+    `[soak] committed=${committed} inStream=${inStream} (${
+      ok ? "every committed message once" : "MISMATCH"
+    }); ${errors.length} relay errors${errors.length ? `, first: ${errors[0]}` : ""}`,
+  );
 
   await jsm.streams.delete(streamName).catch(() => {});
   await nc.close();

@@ -178,9 +178,24 @@ const suites = [...testFiles("tests", /\.test\.ts$/), ...testFiles("tests/faults
 const nodeSuites = testFiles("tests/node", /\.test\.(mjs|js)$/);
 
 const plans = {
-  bun: { command: localBin("bun"), args: ["test", ...suites.map((file) => `./${file}`)], count: countBun, files: suites },
-  deno: { command: localBin("deno"), args: ["test", "-A", "--no-check=remote", ...suites], count: countDeno, files: suites },
-  node: { command: process.execPath, args: ["--test", "--test-reporter=tap", ...nodeSuites], count: countNode, files: nodeSuites },
+  bun: {
+    command: localBin("bun"),
+    args: ["test", ...suites.map((file) => `./${file}`)],
+    count: countBun,
+    files: suites,
+  },
+  deno: {
+    command: localBin("deno"),
+    args: ["test", "-A", "--no-check=remote", ...suites],
+    count: countDeno,
+    files: suites,
+  },
+  node: {
+    command: process.execPath,
+    args: ["--test", "--test-reporter=tap", ...nodeSuites],
+    count: countNode,
+    files: nodeSuites,
+  },
 };
 
 const results = [];
@@ -237,5 +252,7 @@ if (totals.passed + totals.failed === 0) {
   console.log("  no test ran");
   ok = false;
 }
-console.log(`${totals.passed} passed, ${totals.failed} failed${totals.skipped > 0 ? `, ${totals.skipped} skipped` : ""}`);
+console.log(
+  `${totals.passed} passed, ${totals.failed} failed${totals.skipped > 0 ? `, ${totals.skipped} skipped` : ""}`,
+);
 process.exit(ok && totals.failed === 0 ? 0 : 1);

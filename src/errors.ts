@@ -183,9 +183,7 @@ export function isPermanentError(error: unknown): boolean {
 export function describeError(error: unknown): string {
   if (error instanceof Error) {
     const text = error.message || error.name;
-    return error.name && error.name !== "Error" && !text.startsWith(error.name)
-      ? `${error.name}: ${text}`
-      : text;
+    return error.name && error.name !== "Error" && !text.startsWith(error.name) ? `${error.name}: ${text}` : text;
   }
   if (typeof error === "string") return error;
   try {

@@ -60,7 +60,9 @@ export function prepareMessages(input: unknown, settings: PrepareSettings): NewO
   const ids = new Set<string>();
   for (let i = 0; i < list.length; i++) {
     const row = prepareOne(list[i], many ? `[${i}]` : "", settings);
-    if (ids.has(row.id)) fail(`Message id ${quote(row.id)} appears twice in one enqueue`, `${many ? `[${i}]` : ""}.id`.replace(/^\./, ""));
+    if (ids.has(row.id)) {
+      fail(`Message id ${quote(row.id)} appears twice in one enqueue`, `${many ? `[${i}]` : ""}.id`.replace(/^\./, ""));
+    }
     ids.add(row.id);
     rows[i] = row;
   }
@@ -75,15 +77,24 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
   const m = message as Record<string, unknown>;
   for (const field of Object.keys(m)) {
     if (!MESSAGE_FIELDS.has(field)) {
-      fail(`Message has an unknown field ${JSON.stringify(field)}; expected id, topic, key, payload, headers, deliverAt`, at(field));
+      fail(
+        `Message has an unknown field ${JSON.stringify(field)}; expected id, topic, key, payload, headers, deliverAt`,
+        at(field),
+      );
     }
   }
 
   const topic = m.topic;
-  if (topic === undefined || topic === null || topic === "") fail("Message needs a topic, e.g. \"orders.created\"", at("topic"));
+  if (topic === undefined || topic === null || topic === "") {
+    fail('Message needs a topic, e.g. "orders.created"', at("topic"));
+  }
   if (typeof topic !== "string") fail(`Message topic must be a string, got ${quote(topic)}`, at("topic"));
-  if (!TOPIC.test(topic)) fail(`Message topic ${quote(topic)} must be 1–255 printable characters without spaces`, at("topic"));
-  if (UNSTORABLE.test(topic)) fail(`Message topic ${quote(topic)} must not contain unpaired surrogate characters`, at("topic"));
+  if (!TOPIC.test(topic)) {
+    fail(`Message topic ${quote(topic)} must be 1–255 printable characters without spaces`, at("topic"));
+  }
+  if (UNSTORABLE.test(topic)) {
+    fail(`Message topic ${quote(topic)} must not contain unpaired surrogate characters`, at("topic"));
+  }
 
   let id: string;
   if (m.id === undefined) {
@@ -92,7 +103,9 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (typeof m.id !== "string" || m.id.length === 0 || m.id.length > MAX_ID) {
       fail(`Message id must be a non-empty string of at most ${MAX_ID} characters, got ${quote(m.id)}`, at("id"));
     }
-    if (UNSTORABLE.test(m.id)) fail(`Message id ${quote(m.id)} must not contain NUL or unpaired surrogate characters`, at("id"));
+    if (UNSTORABLE.test(m.id)) {
+      fail(`Message id ${quote(m.id)} must not contain NUL or unpaired surrogate characters`, at("id"));
+    }
     id = m.id;
   }
 
@@ -101,20 +114,34 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     if (typeof m.key !== "string" || m.key.length === 0 || m.key.length > MAX_KEY) {
       fail(`Message key must be a non-empty string of at most ${MAX_KEY} characters, got ${quote(m.key)}`, at("key"));
     }
-    if (UNSTORABLE.test(m.key)) fail(`Message key ${quote(m.key)} must not contain NUL or unpaired surrogate characters`, at("key"));
+    if (UNSTORABLE.test(m.key)) {
+      fail(`Message key ${quote(m.key)} must not contain NUL or unpaired surrogate characters`, at("key"));
+    }
     key = m.key;
   }
 
   let headers: string | null = null;
   if (m.headers !== undefined && m.headers !== null) {
     const h = m.headers;
-    if (typeof h !== "object" || Array.isArray(h)) fail(`Message headers must be an object of strings, got ${quote(h)}`, at("headers"));
+    if (typeof h !== "object" || Array.isArray(h)) {
+      fail(`Message headers must be an object of strings, got ${quote(h)}`, at("headers"));
+    }
     const entries = Object.entries(h as Record<string, unknown>);
     for (const [name, value] of entries) {
-      if (!HEADER_NAME.test(name)) fail(`Header name ${quote(name)} must be a token (letters, digits, and !#$%&'*+-.^_\`|~)`, at(`headers.${name}`));
-      if (typeof value !== "string") fail(`Header ${quote(name)} must have a string value, got ${quote(value)}`, at(`headers.${name}`));
+      if (!HEADER_NAME.test(name)) {
+        fail(
+          `Header name ${quote(name)} must be a token (letters, digits, and !#$%&'*+-.^_\`|~)`,
+          at(`headers.${name}`),
+        );
+      }
+      if (typeof value !== "string") {
+        fail(`Header ${quote(name)} must have a string value, got ${quote(value)}`, at(`headers.${name}`));
+      }
       if (/[\r\n\0]/.test(value) || UNSTORABLE.test(value)) {
-        fail(`Header ${quote(name)} value ${quote(value)} must not contain line breaks, NUL or unpaired surrogates`, at(`headers.${name}`));
+        fail(
+          `Header ${quote(name)} value ${quote(value)} must not contain line breaks, NUL or unpaired surrogates`,
+          at(`headers.${name}`),
+        );
       }
     }
     if (entries.length > 0) headers = JSON.stringify(Object.fromEntries(entries));
@@ -127,7 +154,12 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     // A Date beyond its range is already NaN; a number beyond it would reach the
     // database and fail there (out of range for bigint), aborting the caller's transaction.
     if (!(Math.abs(t) <= MAX_TIME)) {
-      fail(`Message deliverAt must be a valid Date or epoch milliseconds within ±8.64e15 (the range of a Date), got ${quote(d)}`, at("deliverAt"));
+      fail(
+        `Message deliverAt must be a valid Date or epoch milliseconds within ±8.64e15 (the range of a Date), got ${
+          quote(d)
+        }`,
+        at("deliverAt"),
+      );
     }
     // A time already passed is no schedule: the message is due at once.
     if (Math.round(t) > settings.now) deliverAt = Math.round(t);
@@ -138,7 +170,12 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
   if (settings.schemas) {
     const schema = settings.schemas[topic];
     if (!schema) {
-      fail(`Message topic ${quote(topic)} has no schema in the outbox's messages option; known topics: ${Object.keys(settings.schemas).join(", ")}`, at("topic"));
+      fail(
+        `Message topic ${quote(topic)} has no schema in the outbox's messages option; known topics: ${
+          Object.keys(settings.schemas).join(", ")
+        }`,
+        at("topic"),
+      );
     }
     const result = v.safeParse(schema, payload);
     if (!result.success) {

@@ -6,7 +6,7 @@
 import type * as v from "valibot";
 import { OutboxConfigError } from "./errors.ts";
 import { checkEntries, duration, fail, fn, group, int, isObject, MAX_TIMER_MS, oneOf, type Rule } from "./rules.ts";
-import type { OutboxRecord, OutboxStorage, PublishFunction, Publisher } from "./types.ts";
+import type { OutboxRecord, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
 /** Valibot schemas per topic: `{ "orders.created": v.object({ id: v.string() }) }`. */
 export type MessageSchemas = Record<string, v.GenericSchema>;
@@ -120,7 +120,10 @@ const isNumber = (x: unknown): x is number => typeof x === "number" && x === x;
 
 const OPTION_RULES: Record<string, Rule> = {
   storage: (x, path) => {
-    if (!isObject(x) || !["setup", "insert", "claim", "settle", "cleanup", "stats", "requeue"].every((m) => typeof x[m] === "function")) {
+    if (
+      !isObject(x) ||
+      !["setup", "insert", "claim", "settle", "cleanup", "stats", "requeue"].every((m) => typeof x[m] === "function")
+    ) {
       fail("storage must be an OutboxStorage, e.g. libsqlStorage(client)", path);
     }
   },
@@ -170,7 +173,8 @@ const OPTION_RULES: Record<string, Rule> = {
   onWarning: fn,
 };
 
-const defaultOnError = (error: unknown, context: OutboxErrorContext) => console.error(`[@x/outbox] ${context.phase} failed:`, error);
+const defaultOnError = (error: unknown, context: OutboxErrorContext) =>
+  console.error(`[@x/outbox] ${context.phase} failed:`, error);
 
 /**
  * A hook that cannot throw: the relay calls `onError` and `onWarning` from its loop, and
@@ -244,7 +248,11 @@ export function resolveOptions(input: unknown): ResolvedOptions {
  * Delay before the next attempt after `attempts` failed ones: exponential from
  * `baseDelayMs`, capped at `maxDelayMs`, spread by ±`jitter`, never above the cap.
  */
-export function backoffDelay(retry: Required<Pick<RetryOptions, "baseDelayMs" | "maxDelayMs" | "jitter">>, attempts: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  retry: Required<Pick<RetryOptions, "baseDelayMs" | "maxDelayMs" | "jitter">>,
+  attempts: number,
+  random: () => number = Math.random,
+): number {
   const exp = retry.baseDelayMs * 2 ** Math.max(0, attempts - 1);
   const base = Math.min(retry.maxDelayMs, exp);
   const spread = base * retry.jitter * (random() * 2 - 1);
@@ -266,7 +274,12 @@ const signalRule: Rule = (x, path) => {
 
 const CALL_RULES: Record<"start" | "tick", Record<string, Rule>> = {
   // Idle waits become timer delays.
-  start: { signal: signalRule, minIdleMs: duration(1, false, MAX_TIMER_MS), maxIdleMs: duration(1, false, MAX_TIMER_MS), onTick: fn },
+  start: {
+    signal: signalRule,
+    minIdleMs: duration(1, false, MAX_TIMER_MS),
+    maxIdleMs: duration(1, false, MAX_TIMER_MS),
+    onTick: fn,
+  },
   tick: {
     budgetMs: duration(0, true),
     maxBatches: (x, path) => x === Infinity || int(1, Number.MAX_SAFE_INTEGER)(x, path),

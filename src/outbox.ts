@@ -4,9 +4,15 @@
 
 import type * as v from "valibot";
 import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
-import { startLoop, type RelayHandle, type StartOptions } from "./loop.ts";
+import { type RelayHandle, startLoop, type StartOptions } from "./loop.ts";
 import { prepareMessages } from "./message.ts";
-import { checkCallOptions, type MessageSchemas, type OutboxOptions, resolveOptions, retryHorizonMs } from "./options.ts";
+import {
+  checkCallOptions,
+  type MessageSchemas,
+  type OutboxOptions,
+  resolveOptions,
+  retryHorizonMs,
+} from "./options.ts";
 import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
 import type { OutboxMessage, OutboxRow, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
@@ -171,7 +177,10 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     },
     statements(messages) {
       if (!storage.statements) {
-        throw new OutboxConfigError(`The ${storage.name} storage has no statement form; use enqueue(tx, messages)`, "storage");
+        throw new OutboxConfigError(
+          `The ${storage.name} storage has no statement form; use enqueue(tx, messages)`,
+          "storage",
+        );
       }
       const rows = prepare(messages);
       if (rows.length === 0) return [];
@@ -202,13 +211,25 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     async requeue(requeueOptions = {}) {
       const status = requeueOptions.status ?? "dead";
       if (status !== "dead" && status !== "published") {
-        throw new OutboxConfigError(`requeue status must be "dead" or "published", got ${JSON.stringify(status)}`, "status");
+        throw new OutboxConfigError(
+          `requeue status must be "dead" or "published", got ${JSON.stringify(status)}`,
+          "status",
+        );
       }
-      if (requeueOptions.ids !== undefined && (!Array.isArray(requeueOptions.ids) || requeueOptions.ids.some((id) => typeof id !== "string"))) {
+      if (
+        requeueOptions.ids !== undefined &&
+        (!Array.isArray(requeueOptions.ids) || requeueOptions.ids.some((id) => typeof id !== "string"))
+      ) {
         throw new OutboxMessageError("requeue ids must be an array of strings", "ids");
       }
       if (requeueOptions.ids?.length === 0) return 0;
-      return await storage.requeue({ now: resolved.now(), clock: resolved.clock, status, ids: requeueOptions.ids, topic: requeueOptions.topic });
+      return await storage.requeue({
+        now: resolved.now(),
+        clock: resolved.clock,
+        status,
+        ids: requeueOptions.ids,
+        topic: requeueOptions.topic,
+      });
     },
     async inspect(inspectOptions) {
       if (!storage.inspect) throw new OutboxConfigError(`The ${storage.name} storage cannot list rows`, "storage");

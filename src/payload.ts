@@ -39,12 +39,20 @@ function checkJson(value: unknown, path: string, seen: Set<object>): void {
     case "undefined":
     case "function":
     case "symbol":
-      throw new OutboxMessageError(`Payload value at ${path} is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}, which JSON cannot represent`, path);
+      throw new OutboxMessageError(
+        `Payload value at ${path} is ${
+          typeof value === "undefined" ? "undefined" : `a ${typeof value}`
+        }, which JSON cannot represent`,
+        path,
+      );
   }
   if (value === null) return;
   const object = value as object;
   if (seen.has(object)) {
-    throw new OutboxMessageError(`Payload value at ${path} refers back to itself (a cycle), which JSON cannot represent`, path);
+    throw new OutboxMessageError(
+      `Payload value at ${path} refers back to itself (a cycle), which JSON cannot represent`,
+      path,
+    );
   }
   if (typeof (object as { toJSON?: unknown }).toJSON === "function") {
     // Dates and other values that define their own JSON form.

@@ -11,7 +11,7 @@
 import { describeError, isPermanentError, OutboxStorageError } from "./errors.ts";
 import { backoffDelay, type ResolvedOptions } from "./options.ts";
 import { decodeBody } from "./payload.ts";
-import type { ClaimedRow, OutboxRecord, OutboxStorage, PublishOutcome, Publisher, Settlement } from "./types.ts";
+import type { ClaimedRow, OutboxRecord, OutboxStorage, Publisher, PublishOutcome, Settlement } from "./types.ts";
 
 /** Options of one `tick()`. */
 export interface TickOptions {
@@ -70,7 +70,18 @@ export interface RelayContext {
 
 /** Creates an empty report. */
 export function emptyReport(): TickReport {
-  return { claimed: 0, published: 0, filtered: 0, retried: 0, dead: 0, released: 0, lost: 0, cleaned: 0, batches: 0, durationMs: 0 };
+  return {
+    claimed: 0,
+    published: 0,
+    filtered: 0,
+    retried: 0,
+    dead: 0,
+    released: 0,
+    lost: 0,
+    cleaned: 0,
+    batches: 0,
+    durationMs: 0,
+  };
 }
 
 /**
@@ -127,7 +138,8 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
         settleError ??= { error };
       },
     );
-  const canClaim = () => report.batches < maxBatches && !options.signal?.aborted && (report.batches === 0 || o.now() < deadline);
+  const canClaim = () =>
+    report.batches < maxBatches && !options.signal?.aborted && (report.batches === 0 || o.now() < deadline);
 
   try {
     let batch = canClaim() ? await claimNext() : null;
@@ -295,7 +307,10 @@ async function publishBatch(
   const lanes = lanesOf(rows, pipelined);
   // Publishes in flight are told to give up when the lease is about to end.
   const leaseAbort = new AbortController();
-  const timer = setTimeout(() => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")), Math.max(0, leaseEnd - o.now()));
+  const timer = setTimeout(
+    () => leaseAbort.abort(new Error("The claim's lease ended before the publish finished")),
+    Math.max(0, leaseEnd - o.now()),
+  );
   // One abort listener for the whole batch, not one per publish: hundreds of listeners
   // on one signal are a leak warning on Node, and each costs an add and a remove.
   const lease: Lease = {
@@ -347,14 +362,18 @@ async function runPipelinedLane(batch: Batch, lane: readonly ClaimedRow[]): Prom
   if (sending.length === 0) return;
   let outcomes: readonly PublishOutcome[];
   try {
-    outcomes = await untilLeaseEnds(ctx.publisher.publishRun!(sending.map((s) => s.record), batch.lease.context), batch.lease);
+    outcomes = await untilLeaseEnds(
+      ctx.publisher.publishRun!(sending.map((s) => s.record), batch.lease.context),
+      batch.lease,
+    );
   } catch (error) {
     outcomes = sending.map(() => ({ ok: false, error }));
   }
   let blocked = false;
   for (let i = 0; i < sending.length; i++) {
     const { row } = sending[i]!;
-    const outcome = outcomes[i] ?? { ok: false, error: new Error("The publisher reported no outcome for this message") };
+    const outcome = outcomes[i] ??
+      { ok: false, error: new Error("The publisher reported no outcome for this message") };
     if (outcome.ok) {
       // Accepted by the broker, even after an earlier failure of its key: it is there
       // already, and sending it again would only be dropped as a duplicate.
@@ -374,7 +393,8 @@ async function runPipelinedLane(batch: Batch, lane: readonly ClaimedRow[]): Prom
  * dead message when `retry.onDead` is `"block"`. (A lone message has no rest.)
  */
 function holdsKey(ctx: RelayContext, row: ClaimedRow, outcome: Settlement): boolean {
-  return outcome.outcome === "retry" || (outcome.outcome === "dead" && row.key !== null && ctx.options.retry.onDead === "block");
+  return outcome.outcome === "retry" ||
+    (outcome.outcome === "dead" && row.key !== null && ctx.options.retry.onDead === "block");
 }
 
 /** Gives the lane's messages from `from` on back unattempted. */
@@ -391,14 +411,22 @@ function check(ctx: RelayContext, row: ClaimedRow): { settlement: Settlement } |
       settlement: {
         seq: row.seq,
         outcome: "dead",
-        error: `Gave up after ${row.attempts - 1} attempts; the last ended without a result (relay stopped or lease expired)`,
+        error: `Gave up after ${
+          row.attempts - 1
+        } attempts; the last ended without a result (relay stopped or lease expired)`,
       },
     };
   }
   try {
     return { record: toRecord(row) };
   } catch (error) {
-    return { settlement: { seq: row.seq, outcome: "dead", error: `Stored message could not be decoded: ${describeError(error)}` } };
+    return {
+      settlement: {
+        seq: row.seq,
+        outcome: "dead",
+        error: `Stored message could not be decoded: ${describeError(error)}`,
+      },
+    };
   }
 }
 
@@ -425,7 +453,11 @@ function failure(ctx: RelayContext, row: ClaimedRow, error: unknown): Settlement
   const message = describeError(error);
   if (isPermanentError(error)) return { seq: row.seq, outcome: "dead", error: message };
   if (row.attempts >= o.retry.maxAttempts) {
-    return { seq: row.seq, outcome: "dead", error: `Gave up after ${row.attempts} attempts; the last failed with: ${message}` };
+    return {
+      seq: row.seq,
+      outcome: "dead",
+      error: `Gave up after ${row.attempts} attempts; the last failed with: ${message}`,
+    };
   }
   return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
 }
@@ -461,7 +493,11 @@ function bounded<T>(work: Promise<T>, ms: number, what: "claim" | "settle"): Pro
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
       work.catch(() => {});
-      reject(new OutboxStorageError(`The storage's ${what} did not complete within ${ms} ms (leaseMs); its rows come back when their lease ends`));
+      reject(
+        new OutboxStorageError(
+          `The storage's ${what} did not complete within ${ms} ms (leaseMs); its rows come back when their lease ends`,
+        ),
+      );
     }, ms);
     work.then(
       (value) => {

@@ -33,7 +33,9 @@ export function fail(message: string, path: string): never {
  */
 export function int(min: number, max: number): Rule {
   return (x, path) => {
-    if (!Number.isInteger(x) || (x as number) < min || (x as number) > max) fail(`${path} must be an integer between ${min} and ${max}, got ${String(x)}`, path);
+    if (!Number.isInteger(x) || (x as number) < min || (x as number) > max) {
+      fail(`${path} must be an integer between ${min} and ${max}, got ${String(x)}`, path);
+    }
   };
 }
 
@@ -61,11 +63,19 @@ export function duration(min: number, allowInfinity = false, max: number = MAX_S
   return (x, path) => {
     const got = typeof x === "number" ? String(x) : typeof x === "string" ? JSON.stringify(x) : typeof x;
     if (!((allowInfinity && x === Infinity) || (Number.isFinite(x) && (x as number) >= min))) {
-      fail(`${path} must be a number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`, path);
+      fail(
+        `${path} must be a number of milliseconds ≥ ${min}${allowInfinity ? " (or Infinity)" : ""}, got ${got}`,
+        path,
+      );
     }
     if (x !== Infinity && (x as number) > max) {
       // Timers fire at once past MAX_TIMER_MS; times past MAX_SPAN_MS are not storable.
-      fail(`${path} must be at most ${max} ms (${max === MAX_TIMER_MS ? "a timer's limit" : "storable times"}), got ${got}`, path);
+      fail(
+        `${path} must be at most ${max} ms (${
+          max === MAX_TIMER_MS ? "a timer's limit" : "storable times"
+        }), got ${got}`,
+        path,
+      );
     }
   };
 }
@@ -90,7 +100,9 @@ export const bool: Rule = (x, path) => {
  */
 export function oneOf(...values: string[]): Rule {
   return (x, path) => {
-    if (!values.includes(x as string)) fail(`${path} must be one of ${values.join(", ")}, got ${JSON.stringify(x)}`, path);
+    if (!values.includes(x as string)) {
+      fail(`${path} must be one of ${values.join(", ")}, got ${JSON.stringify(x)}`, path);
+    }
   };
 }
 

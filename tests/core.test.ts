@@ -40,7 +40,11 @@ test("createOutbox() applies documented defaults", () => {
   assert.equal(o.leaseMs, 30_000);
   assert.deepEqual(o.retry, { maxAttempts: 10, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0.25, onDead: "skip" });
   assert.equal(o.clock, "storage", "relay clocks are not trusted by default");
-  assert.equal(resolveOptions({ storage, publisher, now: () => 5 }).clock, "relay", "an injected clock is a test clock");
+  assert.equal(
+    resolveOptions({ storage, publisher, now: () => 5 }).clock,
+    "relay",
+    "an injected clock is a test clock",
+  );
   assert.deepEqual(o.retention, { publishedMs: 0, deadMs: 30 * 86_400_000, intervalMs: 60_000, batchSize: 1_000 });
   assert.equal(o.concurrency, 32);
   assert.equal(o.maxPayloadBytes, 1024 * 1024);
@@ -63,7 +67,11 @@ test("createOutbox() rejects each invalid option with OutboxConfigError naming t
     ["retry.maxAttempts 0", { storage, publisher, retry: { maxAttempts: 0 } }, "retry.maxAttempts"],
     ["retry.jitter 2", { storage, publisher, retry: { jitter: 2 } }, "retry.jitter"],
     ["retry.baseDelayMs negative", { storage, publisher, retry: { baseDelayMs: -5 } }, "retry.baseDelayMs"],
-    ["retry.maxDelayMs below base", { storage, publisher, retry: { baseDelayMs: 5_000, maxDelayMs: 1_000 } }, "retry.maxDelayMs"],
+    [
+      "retry.maxDelayMs below base",
+      { storage, publisher, retry: { baseDelayMs: 5_000, maxDelayMs: 1_000 } },
+      "retry.maxDelayMs",
+    ],
     ["unknown retry option", { storage, publisher, retry: { attempts: 3 } }, "retry.attempts"],
     ["retention.publishedMs negative", { storage, publisher, retention: { publishedMs: -1 } }, "retention.publishedMs"],
     ["retention.batchSize 0", { storage, publisher, retention: { batchSize: 0 } }, "retention.batchSize"],
@@ -82,16 +90,34 @@ test("createOutbox() rejects each invalid option with OutboxConfigError naming t
     );
   }
   assert.throws(() => createOutbox(undefined as never), OutboxConfigError);
-  assert.throws(() => createOutbox({ storage, publisher, batchSize: 0 }), /batchSize must be an integer between 1 and 10000, got 0/);
+  assert.throws(
+    () => createOutbox({ storage, publisher, batchSize: 0 }),
+    /batchSize must be an integer between 1 and 10000, got 0/,
+  );
   assert.throws(() => createOutbox({ storage, publisher, batchsize: 10 } as never), /Unknown option "batchsize"/);
   assert.throws(() => createOutbox({ publisher } as never), /^OutboxConfigError: storage is required$/);
-  assert.throws(() => createOutbox({ storage, publisher: undefined } as never), /^OutboxConfigError: publisher is required$/);
-  assert.throws(() => createOutbox({ storage, publisher, retry: 3 } as never), /^OutboxConfigError: retry must be an object$/);
-  assert.throws(() => createOutbox({ storage, publisher, retry: { attempts: 3 } } as never), /retry has an unknown option "attempts"/);
+  assert.throws(
+    () => createOutbox({ storage, publisher: undefined } as never),
+    /^OutboxConfigError: publisher is required$/,
+  );
+  assert.throws(
+    () => createOutbox({ storage, publisher, retry: 3 } as never),
+    /^OutboxConfigError: retry must be an object$/,
+  );
+  assert.throws(
+    () => createOutbox({ storage, publisher, retry: { attempts: 3 } } as never),
+    /retry has an unknown option "attempts"/,
+  );
   assert.throws(() => createOutbox({ storage, publisher, leaseMs: NaN }), /leaseMs must be a number of milliseconds/);
-  assert.throws(() => createOutbox({ storage, publisher, batchSize: Infinity }), /batchSize must be an integer between 1 and 10000, got Infinity/);
+  assert.throws(
+    () => createOutbox({ storage, publisher, batchSize: Infinity }),
+    /batchSize must be an integer between 1 and 10000, got Infinity/,
+  );
   // The first invalid option in the documented order is the one reported.
-  assert.throws(() => createOutbox({ storage, publisher, onWarning: 1, retry: { jitter: 9 } } as never), /retry.jitter must be between 0 and 1/);
+  assert.throws(
+    () => createOutbox({ storage, publisher, onWarning: 1, retry: { jitter: 9 } } as never),
+    /retry.jitter must be between 0 and 1/,
+  );
 });
 
 test("infinite retention keeps rows: publishedMs and deadMs accept Infinity", () => {
@@ -103,7 +129,9 @@ test("infinite retention keeps rows: publishedMs and deadMs accept Infinity", ()
 test("uuidv7() makes RFC 9562 version-7 ids that increase within one millisecond", () => {
   const now = Date.UTC(2030, 5, 1);
   const ids = Array.from({ length: 10_000 }, () => uuidv7(now));
-  for (const id of ids.slice(0, 5)) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  for (const id of ids.slice(0, 5)) {
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  }
   for (let i = 1; i < ids.length; i++) assert.ok(ids[i - 1]! < ids[i]!, `id ${i} sorts after id ${i - 1}`);
   assert.equal(new Set(ids).size, ids.length);
   const ms = parseInt(uuidv7(now + 10_000).replace(/-/g, "").slice(0, 12), 16);
@@ -112,12 +140,19 @@ test("uuidv7() makes RFC 9562 version-7 ids that increase within one millisecond
 });
 
 test("encodePayload() keeps JSON values and bytes, and names the path of what JSON would lose", () => {
-  assert.equal(encodePayload({ a: 1, b: undefined, d: new Date(0) }, 1_000, "payload"), '{"a":1,"d":"1970-01-01T00:00:00.000Z"}');
+  assert.equal(
+    encodePayload({ a: 1, b: undefined, d: new Date(0) }, 1_000, "payload"),
+    '{"a":1,"d":"1970-01-01T00:00:00.000Z"}',
+  );
   assert.equal(encodePayload(null, 10, "payload"), "null");
   const bytes = new Uint8Array([1, 2]);
   assert.equal(encodePayload(bytes, 10, "payload"), bytes);
   const shared = { x: 1 };
-  assert.equal(encodePayload({ a: shared, b: shared }, 100, "payload"), '{"a":{"x":1},"b":{"x":1}}', "shared references are not cycles");
+  assert.equal(
+    encodePayload({ a: shared, b: shared }, 100, "payload"),
+    '{"a":{"x":1},"b":{"x":1}}',
+    "shared references are not cycles",
+  );
   const cases: [unknown, RegExp, string][] = [
     [{ "odd key": [1, { n: 1n }] }, /BigInt/, 'payload["odd key"][1].n'],
     [{ when: Infinity }, /Infinity/, "payload.when"],
@@ -127,19 +162,31 @@ test("encodePayload() keeps JSON values and bytes, and names the path of what JS
     [undefined, /undefined/, "payload"],
   ];
   for (const [value, message, path] of cases) {
-    assert.throws(() => encodePayload(value, 1_000, "payload"), (e: unknown) => e instanceof OutboxMessageError && message.test(e.message) && e.path === path);
+    assert.throws(
+      () => encodePayload(value, 1_000, "payload"),
+      (e: unknown) => e instanceof OutboxMessageError && message.test(e.message) && e.path === path,
+    );
   }
   assert.throws(() => encodePayload("é".repeat(6), 10, "payload"), /12 bytes as JSON|14 bytes as JSON/);
 });
 
 test("prepareMessages() validates against the topic's schema and stores the schema's output", () => {
   const schemas = { "price.set": v.object({ cents: v.pipe(v.string(), v.transform(Number)) }) };
-  const [row] = prepareMessages({ topic: "price.set", payload: { cents: "250" } }, { schemas, maxPayloadBytes: 1_000, now: 5 });
+  const [row] = prepareMessages({ topic: "price.set", payload: { cents: "250" } }, {
+    schemas,
+    maxPayloadBytes: 1_000,
+    now: 5,
+  });
   assert.equal(row!.body, '{"cents":250}');
   assert.equal(row!.availableAt, 5);
   assert.equal(row!.key, null);
   assert.equal(row!.headers, null);
-  const [delayed] = prepareMessages({ topic: "price.set", payload: { cents: "1" }, deliverAt: new Date(1_000), headers: { a: "b" } }, {
+  const [delayed] = prepareMessages({
+    topic: "price.set",
+    payload: { cents: "1" },
+    deliverAt: new Date(1_000),
+    headers: { a: "b" },
+  }, {
     schemas,
     maxPayloadBytes: 1_000,
     now: 5,
@@ -154,7 +201,15 @@ test("prepareMessages() validates against the topic's schema and stores the sche
 
 test("backoffDelay() doubles from baseDelayMs, caps at maxDelayMs and spreads by ±jitter", () => {
   const retry = { maxAttempts: 10, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0 };
-  assert.deepEqual([1, 2, 3, 4, 7, 8, 20].map((n) => backoffDelay(retry, n)), [1_000, 2_000, 4_000, 8_000, 60_000, 60_000, 60_000]);
+  assert.deepEqual([1, 2, 3, 4, 7, 8, 20].map((n) => backoffDelay(retry, n)), [
+    1_000,
+    2_000,
+    4_000,
+    8_000,
+    60_000,
+    60_000,
+    60_000,
+  ]);
   const jittered = { ...retry, jitter: 0.25 };
   assert.equal(backoffDelay(jittered, 1, () => 0), 750);
   assert.equal(backoffDelay(jittered, 1, () => 0.999999), 1_250);
@@ -196,7 +251,17 @@ test("memoryPublisher() records messages in order and its hook can fail a publis
       }
     },
   });
-  const record = { id: "1", seq: 1, topic: "a", key: null, payload: 1, body: "1", headers: {}, attempts: 1, createdAt: new Date() };
+  const record = {
+    id: "1",
+    seq: 1,
+    topic: "a",
+    key: null,
+    payload: 1,
+    body: "1",
+    headers: {},
+    attempts: 1,
+    createdAt: new Date(),
+  };
   const context = { signal: new AbortController().signal };
   await assert.rejects(() => pub.publish(record, context), /once/);
   await pub.publish(record, context);

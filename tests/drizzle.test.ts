@@ -9,11 +9,16 @@ import { createClient } from "@libsql/client";
 import { drizzle as drizzlePg } from "drizzle-orm/postgres-js";
 import { drizzle as drizzleLibsql } from "drizzle-orm/libsql";
 import { sql as dsql } from "drizzle-orm";
-import { generateDrizzleJson, generateMigration, generateSQLiteDrizzleJson, generateSQLiteMigration } from "drizzle-kit/api";
+import {
+  generateDrizzleJson,
+  generateMigration,
+  generateSQLiteDrizzleJson,
+  generateSQLiteMigration,
+} from "drizzle-kit/api";
 import { createOutbox, memoryPublisher, OutboxConfigError } from "../mod.ts";
 import { drizzlePgStorage, drizzleSqliteStorage, pgOutboxTable, sqliteOutboxTable } from "../adapters/drizzle/mod.ts";
 import type { DrizzlePgTransaction, DrizzleSqliteTransaction } from "../adapters/drizzle/mod.ts";
-import { postgresStorage, type PostgresSql } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { storageConformance, type StorageHarness } from "./conformance/storage.ts";
 import { test } from "./harness.ts";
@@ -115,7 +120,10 @@ test("drizzle: pgOutboxTable() through drizzle-kit creates the same columns, con
          FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'outbox' ORDER BY column_name`,
         [schema],
       );
-      const indexes = await sql.unsafe(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`, [schema]);
+      const indexes = await sql.unsafe(
+        `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`,
+        [schema],
+      );
       const constraints = await sql.unsafe(
         `SELECT conname, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
          WHERE n.nspname = $1 ORDER BY conname`,
@@ -147,16 +155,29 @@ test("drizzle: sqliteOutboxTable() through drizzle-kit creates the same columns 
   const kitDb = createClient({ url: a.url });
   const setupDb = createClient({ url: b.url });
   try {
-    const statements = await generateSQLiteMigration(await generateSQLiteDrizzleJson({}), await generateSQLiteDrizzleJson({ outbox: sqliteOutboxTable() }));
+    const statements = await generateSQLiteMigration(
+      await generateSQLiteDrizzleJson({}),
+      await generateSQLiteDrizzleJson({ outbox: sqliteOutboxTable() }),
+    );
     for (const s of statements) await kitDb.execute(s);
     await libsqlStorage(setupDb).setup();
     const describe = async (db: typeof kitDb) => {
-      const columns = (await db.execute("SELECT name, upper(type) AS type, \"notnull\", dflt_value, pk FROM pragma_table_info('outbox') ORDER BY name")).rows
+      const columns = (await db.execute(
+        "SELECT name, upper(type) AS type, \"notnull\", dflt_value, pk FROM pragma_table_info('outbox') ORDER BY name",
+      )).rows
         .map((r) => `${r.name} ${r.type} notnull=${r.notnull} default=${r.dflt_value} pk=${r.pk}`);
       const indexes = [];
-      for (const idx of (await db.execute("SELECT name, \"unique\", partial FROM pragma_index_list('outbox') WHERE origin != 'pk' ORDER BY name")).rows) {
-        const cols = (await db.execute({ sql: "SELECT name FROM pragma_index_info(?) ORDER BY seqno", args: [String(idx.name)] })).rows.map((r) => r.name);
-        const def = (await db.execute({ sql: "SELECT sql FROM sqlite_master WHERE name = ?", args: [String(idx.name)] })).rows[0]?.sql;
+      for (
+        const idx of (await db.execute(
+          "SELECT name, \"unique\", partial FROM pragma_index_list('outbox') WHERE origin != 'pk' ORDER BY name",
+        )).rows
+      ) {
+        const cols =
+          (await db.execute({ sql: "SELECT name FROM pragma_index_info(?) ORDER BY seqno", args: [String(idx.name)] }))
+            .rows.map((r) => r.name);
+        const def =
+          (await db.execute({ sql: "SELECT sql FROM sqlite_master WHERE name = ?", args: [String(idx.name)] })).rows[0]
+            ?.sql;
         const where = String(def ?? "").replace(/\s+/g, " ").replace(/^.* WHERE /i, "").replace(/[`"]/g, "").trim();
         indexes.push(`${idx.name} unique=${idx.unique} (${cols.join(", ")}) where ${idx.partial ? where : "-"}`);
       }
@@ -180,8 +201,14 @@ test("drizzle: sqliteOutboxTable() through drizzle-kit creates the same columns 
 });
 
 test("drizzle: storages refuse a database on another driver", () => {
-  assert.throws(() => drizzlePgStorage({ $client: {} } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "db");
-  assert.throws(() => drizzleSqliteStorage({ $client: null } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "db");
+  assert.throws(
+    () => drizzlePgStorage({ $client: {} } as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "db",
+  );
+  assert.throws(
+    () => drizzleSqliteStorage({ $client: null } as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "db",
+  );
   assert.throws(() => pgOutboxTable({ table: "x; drop" }), OutboxConfigError);
   assert.throws(() => sqliteOutboxTable({ table: "" }), OutboxConfigError);
 });

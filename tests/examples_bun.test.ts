@@ -22,7 +22,11 @@ const root = join(import.meta.dirname ?? ".", "..");
 
 /** Starts a server script and resolves with its URL once it prints "listening on <url>". */
 async function startServer(command: string, args: string[], env: Record<string, string>) {
-  const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env, PORT: "0" }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, {
+    cwd: root,
+    env: { ...process.env, ...env, PORT: "0" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in 30 s:\n${output}`)), 30_000);
@@ -63,53 +67,67 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 }
 
 if (runtime === "bun") {
-  test("bun example: POST /orders → one libSQL transaction → start() relays each committed order's event to JetStream once", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "x-outbox-bun-example-"));
-    const stream = uniqueName("BUNEX");
-    const prefix = `${stream.toLowerCase()}.`;
-    const nc = await connect({ servers: NATS_URL });
-    const jsm = await jetstreamManager(nc);
-    const bun = join(root, "node_modules", ".bin", "bun");
-    const server = await startServer(bun, ["examples/bun/server.ts"], {
-      DATABASE_URL: `file:${join(dir, "orders.db")}`,
-      NATS_URL,
-      STREAM: stream,
-      SUBJECT_PREFIX: prefix,
-    });
-    try {
-      const post = (body: unknown) =>
-        fetch(`${server.url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-      for (let i = 1; i <= 5; i++) {
-        const response = await post({ id: `o-${i}`, total: i * 10 });
-        assert(response.status === 201, `order ${i}: ${response.status} ${await response.text()}`);
-      }
-      const duplicate = await post({ id: "o-3", total: 999 });
-      assert(duplicate.status === 409, `a repeated id is refused, got ${duplicate.status}`);
-      const bad = await post({ total: "many" });
-      assert(bad.status === 400, `a bad body is refused, got ${bad.status}`);
-
-      const events = await waitFor("5 events in the stream", async () => {
-        const read = await readStream(jsm, stream);
-        return read.length >= 5 ? read : undefined;
+  test(
+    "bun example: POST /orders → one libSQL transaction → start() relays each committed order's event to JetStream once",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "x-outbox-bun-example-"));
+      const stream = uniqueName("BUNEX");
+      const prefix = `${stream.toLowerCase()}.`;
+      const nc = await connect({ servers: NATS_URL });
+      const jsm = await jetstreamManager(nc);
+      const bun = join(root, "node_modules", ".bin", "bun");
+      const server = await startServer(bun, ["examples/bun/server.ts"], {
+        DATABASE_URL: `file:${join(dir, "orders.db")}`,
+        NATS_URL,
+        STREAM: stream,
+        SUBJECT_PREFIX: prefix,
       });
-      await new Promise((resolve) => setTimeout(resolve, 500)); // nothing more may arrive
-      const all = await readStream(jsm, stream);
-      assert(all.length === 5, `5 events, got ${all.length}: the rolled-back order sent none`);
-      const payloads = events.map((event) => JSON.parse(new TextDecoder().decode(event.data)));
-      // Each order is its own key: no order between their events.
-      assert(payloads.map((p) => p.id).sort().join() === "o-1,o-2,o-3,o-4,o-5", `each order once: ${payloads.map((p) => p.id)}`);
-      assert(payloads[2].total === 30, "o-3 keeps its committed total, not the refused one");
-      assert(events.every((event) => event.subject === `${prefix}orders.created` && event.id), "subject and Nats-Msg-Id");
-      const stats = await (await fetch(`${server.url}/stats`)).json();
-      assert(typeof stats === "object" && stats !== null, "GET /stats answers");
-    } catch (error) {
-      console.error(server.output());
-      throw error;
-    } finally {
-      await server.stop();
-      await jsm.streams.delete(stream).catch(() => {});
-      await nc.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, { timeout: 60_000 });
+      try {
+        const post = (body: unknown) =>
+          fetch(`${server.url}/orders`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(body),
+          });
+        for (let i = 1; i <= 5; i++) {
+          const response = await post({ id: `o-${i}`, total: i * 10 });
+          assert(response.status === 201, `order ${i}: ${response.status} ${await response.text()}`);
+        }
+        const duplicate = await post({ id: "o-3", total: 999 });
+        assert(duplicate.status === 409, `a repeated id is refused, got ${duplicate.status}`);
+        const bad = await post({ total: "many" });
+        assert(bad.status === 400, `a bad body is refused, got ${bad.status}`);
+
+        const events = await waitFor("5 events in the stream", async () => {
+          const read = await readStream(jsm, stream);
+          return read.length >= 5 ? read : undefined;
+        });
+        await new Promise((resolve) => setTimeout(resolve, 500)); // nothing more may arrive
+        const all = await readStream(jsm, stream);
+        assert(all.length === 5, `5 events, got ${all.length}: the rolled-back order sent none`);
+        const payloads = events.map((event) => JSON.parse(new TextDecoder().decode(event.data)));
+        // Each order is its own key: no order between their events.
+        assert(
+          payloads.map((p) => p.id).sort().join() === "o-1,o-2,o-3,o-4,o-5",
+          `each order once: ${payloads.map((p) => p.id)}`,
+        );
+        assert(payloads[2].total === 30, "o-3 keeps its committed total, not the refused one");
+        assert(
+          events.every((event) => event.subject === `${prefix}orders.created` && event.id),
+          "subject and Nats-Msg-Id",
+        );
+        const stats = await (await fetch(`${server.url}/stats`)).json();
+        assert(typeof stats === "object" && stats !== null, "GET /stats answers");
+      } catch (error) {
+        console.error(server.output());
+        throw error;
+      } finally {
+        await server.stop();
+        await jsm.streams.delete(stream).catch(() => {});
+        await nc.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    { timeout: 60_000 },
+  );
 }

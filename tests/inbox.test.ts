@@ -15,7 +15,12 @@ import type postgres from "postgres";
 import { OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../mod.ts";
 import { createInbox, type Inbox, type InboxOptions, type InboxStorage } from "../inbox/mod.ts";
 import { libsqlInbox, libsqlInboxSchema, type LibsqlInboxTx } from "../adapters/libsql/mod.ts";
-import { postgresInbox, postgresInboxSchema, type PostgresInboxSql, type PostgresInboxTx } from "../adapters/postgres/mod.ts";
+import {
+  postgresInbox,
+  postgresInboxSchema,
+  type PostgresInboxSql,
+  type PostgresInboxTx,
+} from "../adapters/postgres/mod.ts";
 import { inboxCleanupSql as libsqlCleanupSql, libsqlInboxNames } from "../adapters/libsql/inbox_sql.ts";
 import { inboxCleanupSql } from "../adapters/postgres/inbox_sql.ts";
 import { postgresNames } from "../adapters/postgres/sql.ts";
@@ -57,7 +62,9 @@ interface Db {
 async function libsqlDb(): Promise<Db & { url: string; raw: Client }> {
   const { url, dir } = tempDatabase();
   const client = await openClient(url);
-  await client.execute("CREATE TABLE counters (consumer TEXT NOT NULL, id TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (consumer, id))");
+  await client.execute(
+    "CREATE TABLE counters (consumer TEXT NOT NULL, id TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (consumer, id))",
+  );
   // One write transaction at a time on this client: two at once would fail with
   // SQLITE_BUSY (the embedded client sets no busy timeout), which is not under test here.
   let queue: Promise<unknown> = Promise.resolve();
@@ -66,7 +73,8 @@ async function libsqlDb(): Promise<Db & { url: string; raw: Client }> {
     queue = run.catch(() => {});
     return run;
   };
-  const make = (settings: InboxSettings = {}) => createInbox({ ...settings, storage: libsqlInbox(client) as InboxStorage<unknown, unknown> });
+  const make = (settings: InboxSettings = {}) =>
+    createInbox({ ...settings, storage: libsqlInbox(client) as InboxStorage<unknown, unknown> });
   await make().setup();
   return {
     name: "libsql",
@@ -97,7 +105,8 @@ async function libsqlDb(): Promise<Db & { url: string; raw: Client }> {
       }),
     async apply(tx, consumer, id) {
       await (tx as Transaction).execute({
-        sql: "INSERT INTO counters (consumer, id, n) VALUES (?, ?, 1) ON CONFLICT (consumer, id) DO UPDATE SET n = n + 1",
+        sql:
+          "INSERT INTO counters (consumer, id, n) VALUES (?, ?, 1) ON CONFLICT (consumer, id) DO UPDATE SET n = n + 1",
         args: [consumer, id],
       });
     },
@@ -134,7 +143,9 @@ async function postgresDb(): Promise<PostgresDb> {
   const sql = openSql();
   const clients = [sql];
   await sql.unsafe(`CREATE SCHEMA "${schema}"`);
-  await sql.unsafe(`CREATE TABLE "${schema}".counters (consumer text NOT NULL, id text NOT NULL, n int NOT NULL, PRIMARY KEY (consumer, id))`);
+  await sql.unsafe(
+    `CREATE TABLE "${schema}".counters (consumer text NOT NULL, id text NOT NULL, n int NOT NULL, PRIMARY KEY (consumer, id))`,
+  );
   const make = (settings: InboxSettings = {}, on: postgres.Sql = sql) =>
     createInbox({ ...settings, storage: postgresInbox(on, { schema }) as InboxStorage<unknown, unknown> });
   await make().setup();
@@ -211,7 +222,10 @@ for (const [name, open] of databases) {
       assert.equal(await handle("m-1"), false);
       assert.equal(await handle("m-2"), true);
       // Twice within one transaction: the second sees the first's uncommitted row.
-      assert.deepEqual(await db.commit(async (tx) => [await inbox.receive(tx, "m-3"), await inbox.receive(tx, "m-3")]), [true, false]);
+      assert.deepEqual(
+        await db.commit(async (tx) => [await inbox.receive(tx, "m-3"), await inbox.receive(tx, "m-3")]),
+        [true, false],
+      );
       assert.deepEqual(await db.counters(), { "default/m-1": 1, "default/m-2": 1 });
       assert.equal(await db.inboxRows(), 3);
     }));
@@ -275,10 +289,22 @@ for (const [name, open] of databases) {
             return true;
           });
         }
-        await assert.rejects(() => inbox.receive(tx, "m-1", { consumer: "" }), { name: "OutboxMessageError", path: "consumer" });
-        await assert.rejects(() => inbox.receive(tx, "m-1", { consumer: "c".repeat(256) }), { name: "OutboxMessageError", path: "consumer" });
-        await assert.rejects(() => inbox.receive(tx, "m-1", { group: "x" } as never), { name: "OutboxMessageError", path: "group" });
-        await assert.rejects(() => inbox.receive(tx, "m-1", "billing" as never), { name: "OutboxMessageError", path: "options" });
+        await assert.rejects(() => inbox.receive(tx, "m-1", { consumer: "" }), {
+          name: "OutboxMessageError",
+          path: "consumer",
+        });
+        await assert.rejects(() => inbox.receive(tx, "m-1", { consumer: "c".repeat(256) }), {
+          name: "OutboxMessageError",
+          path: "consumer",
+        });
+        await assert.rejects(() => inbox.receive(tx, "m-1", { group: "x" } as never), {
+          name: "OutboxMessageError",
+          path: "group",
+        });
+        await assert.rejects(() => inbox.receive(tx, "m-1", "billing" as never), {
+          name: "OutboxMessageError",
+          path: "options",
+        });
         // The transaction is untouched and still usable (Postgres would refuse an aborted one).
         assert.equal(await inbox.receive(tx, "x".repeat(255)), true);
         assert.equal(await inbox.receive(tx, "emoji 📦", { consumer: "c".repeat(255) }), true);
@@ -303,7 +329,10 @@ for (const [name, open] of databases) {
       const other = createInbox({
         storage: (db.name === "libsql"
           ? libsqlInbox(db.client as Client, { table: "nowhere" })
-          : postgresInbox(db.client as PostgresInboxSql, { schema: (db as unknown as { schema: string }).schema, table: "nowhere" })) as InboxStorage<
+          : postgresInbox(db.client as PostgresInboxSql, {
+            schema: (db as unknown as { schema: string }).schema,
+            table: "nowhere",
+          })) as InboxStorage<
             unknown,
             unknown
           >,
@@ -405,7 +434,10 @@ test("inbox: createInbox() rejects invalid options with OutboxConfigError naming
   assert.equal(inbox.consumer, "default");
   assert.equal(inbox.keepMs, 7 * 86_400_000);
   // A storage without a statement form: statements() says what to use instead.
-  assert.throws(() => inbox.statements("m-1"), { name: "OutboxConfigError", message: /fake inbox storage has no statement form/ });
+  assert.throws(() => inbox.statements("m-1"), {
+    name: "OutboxConfigError",
+    message: /fake inbox storage has no statement form/,
+  });
   assert.equal(inbox.isDuplicate(new Error("UNIQUE constraint failed")), false);
 });
 
@@ -419,12 +451,21 @@ test("inbox: table and schema names that are not plain identifiers are rejected 
       assert.throws(() => libsqlInbox(client, { table: name as string }), { name: "OutboxConfigError", path: "table" });
       assert.throws(() => libsqlInboxSchema({ table: name as string }), { name: "OutboxConfigError", path: "table" });
       assert.throws(() => postgresInbox(sql, { table: name as string }), { name: "OutboxConfigError", path: "table" });
-      assert.throws(() => postgresInbox(sql, { schema: name as string }), { name: "OutboxConfigError", path: "schema" });
-      assert.throws(() => postgresInboxSchema({ schema: name as string }), { name: "OutboxConfigError", path: "schema" });
+      assert.throws(() => postgresInbox(sql, { schema: name as string }), {
+        name: "OutboxConfigError",
+        path: "schema",
+      });
+      assert.throws(() => postgresInboxSchema({ schema: name as string }), {
+        name: "OutboxConfigError",
+        path: "schema",
+      });
     }
     assert.throws(() => libsqlInbox({} as never), { name: "OutboxConfigError", path: "client" });
     assert.throws(() => libsqlInbox(client, { schema: "x" } as never), { name: "OutboxConfigError", path: "schema" });
-    assert.throws(() => libsqlInbox(client, { busyTimeoutMs: -1 }), { name: "OutboxConfigError", path: "busyTimeoutMs" });
+    assert.throws(() => libsqlInbox(client, { busyTimeoutMs: -1 }), {
+      name: "OutboxConfigError",
+      path: "busyTimeoutMs",
+    });
     assert.throws(() => postgresInbox({} as never), { name: "OutboxConfigError", path: "sql" });
     assert.throws(() => postgresInbox(sql, { notify: true } as never), { name: "OutboxConfigError", path: "notify" });
     // Nothing ran: no table was created.
@@ -447,7 +488,10 @@ test("inbox: libsqlInboxSchema() and postgresInboxSchema() return the DDL setup(
   const pg = postgresInboxSchema({ schema: "billing" });
   assert.equal(pg[0], `CREATE SCHEMA IF NOT EXISTS "billing"`);
   assert.match(pg[1]!, /CREATE TABLE IF NOT EXISTS "billing"\."outbox_inbox"/);
-  assert.match(pg[2]!, /CREATE INDEX IF NOT EXISTS "outbox_inbox_received_idx" ON "billing"\."outbox_inbox" \(received_at\)/);
+  assert.match(
+    pg[2]!,
+    /CREATE INDEX IF NOT EXISTS "outbox_inbox_received_idx" ON "billing"\."outbox_inbox" \(received_at\)/,
+  );
   assert.match(libsqlInboxSchema()[0]!, /"outbox_inbox"/);
 });
 
@@ -570,7 +614,10 @@ test("inbox (postgres): under REPEATABLE READ the losing racer gets a serializat
 test("inbox (postgres): statements() is not offered; receive() in a transaction is the way", () =>
   using(postgresDb, async (db) => {
     const inbox = db.inbox();
-    assert.throws(() => inbox.statements("m-1"), { name: "OutboxConfigError", message: /postgres inbox storage has no statement form/ });
+    assert.throws(() => inbox.statements("m-1"), {
+      name: "OutboxConfigError",
+      message: /postgres inbox storage has no statement form/,
+    });
     assert.equal(inbox.isDuplicate(new Error("duplicate key")), false);
   }));
 
@@ -579,7 +626,11 @@ test("inbox (postgres): cleanup walks the received_at index", () =>
     await db.sql.unsafe(`INSERT INTO "${db.schema}".outbox_inbox (consumer, id, received_at)
       SELECT 'c', 'm-' || g, g FROM generate_series(1, 50000) AS g`);
     await db.sql.unsafe(`ANALYZE "${db.schema}".outbox_inbox`);
-    const plan = await db.sql.unsafe(`EXPLAIN ${inboxCleanupSql(postgresNames(db.schema, "outbox_inbox")).replace("$1", "1000").replace("$2", "1000")}`);
+    const plan = await db.sql.unsafe(
+      `EXPLAIN ${
+        inboxCleanupSql(postgresNames(db.schema, "outbox_inbox")).replace("$1", "1000").replace("$2", "1000")
+      }`,
+    );
     const text = plan.map((r) => String(r["QUERY PLAN"])).join("\n");
     assert.match(text, /Index Scan using outbox_inbox_received_idx/, text);
     assert.match(text, /Tid Scan/, text);
@@ -597,7 +648,8 @@ test("inbox (libsql): statements() guard a client.batch(): applied once, a redel
   using(libsqlDb, async (db) => {
     const inbox = createInbox({ storage: libsqlInbox(db.raw), consumer: "billing" });
     const effect = (id: string) => ({
-      sql: "INSERT INTO counters (consumer, id, n) VALUES ('billing', ?, 1) ON CONFLICT (consumer, id) DO UPDATE SET n = n + 1",
+      sql:
+        "INSERT INTO counters (consumer, id, n) VALUES ('billing', ?, 1) ON CONFLICT (consumer, id) DO UPDATE SET n = n + 1",
       args: [id],
     });
     const handle = async (id: string) => {
@@ -612,16 +664,29 @@ test("inbox (libsql): statements() guard a client.batch(): applied once, a redel
     assert.equal(await handle("m-1"), "applied");
     assert.equal(await handle("m-1"), "duplicate");
     assert.equal(await handle("m-2"), "applied");
-    assert.deepEqual(await db.counters(), { "billing/m-1": 1, "billing/m-1-again": 1, "billing/m-2": 1, "billing/m-2-again": 1 });
+    assert.deepEqual(await db.counters(), {
+      "billing/m-1": 1,
+      "billing/m-1-again": 1,
+      "billing/m-2": 1,
+      "billing/m-2-again": 1,
+    });
     // Scoped per consumer like receive(), and the two forms see each other's rows.
-    assert.equal(await db.raw.batch([...inbox.statements("m-1", { consumer: "audit" })], "write").then(() => true), true);
+    assert.equal(
+      await db.raw.batch([...inbox.statements("m-1", { consumer: "audit" })], "write").then(() => true),
+      true,
+    );
     assert.equal(await db.commit((tx) => inbox.receive(tx as Transaction, "m-2")), false);
     assert.equal(await db.commit((tx) => inbox.receive(tx as Transaction, "m-3")), true);
     assert.equal(await handle("m-3"), "duplicate");
     // Any other failure is not a duplicate.
-    const other = await db.raw.batch([...inbox.statements("m-4"), "INSERT INTO nowhere VALUES (1)"], "write").catch((e) => e);
+    const other = await db.raw.batch([...inbox.statements("m-4"), "INSERT INTO nowhere VALUES (1)"], "write").catch((
+      e,
+    ) => e);
     assert.equal(inbox.isDuplicate(other), false);
-    const otherTable = await db.raw.batch([effect("m-9"), "INSERT INTO counters (consumer, id, n) VALUES ('billing', 'm-9', 1)"], "write")
+    const otherTable = await db.raw.batch([
+      effect("m-9"),
+      "INSERT INTO counters (consumer, id, n) VALUES ('billing', 'm-9', 1)",
+    ], "write")
       .catch((e) => e);
     assert.match(String(otherTable), /UNIQUE constraint failed: counters/);
     assert.equal(inbox.isDuplicate(otherTable), false, "a unique violation of another table is not an inbox duplicate");
@@ -685,7 +750,10 @@ test("inbox (libsql): two inboxes with their own tables in one database stay apa
 
 test("inbox (libsql): cleanup uses the received_at index", () =>
   using(libsqlDb, async (db) => {
-    const rs = await db.raw.execute({ sql: `EXPLAIN QUERY PLAN ${libsqlCleanupSql(libsqlInboxNames("outbox_inbox"))}`, args: [5, 10] });
+    const rs = await db.raw.execute({
+      sql: `EXPLAIN QUERY PLAN ${libsqlCleanupSql(libsqlInboxNames("outbox_inbox"))}`,
+      args: [5, 10],
+    });
     const plan = rs.rows.map((r) => String(r.detail)).join("\n");
     assert.match(plan, /outbox_inbox_received_idx/, plan);
     assert.match(plan, /PRIMARY KEY/, plan);
@@ -707,7 +775,8 @@ const fault = (n: number) => n % 5;
 const MESSAGES = 20;
 const LATE_COPIES = ["m-0", "m-7"]; // published again after the dedup window: new stream messages
 // Deliveries per consumer: one each, a second one for faults 1–4, and the late copies.
-const EXPECTED_DELIVERIES = MESSAGES + Array.from({ length: MESSAGES }, (_, n) => n).filter((n) => fault(n) !== 0).length +
+const EXPECTED_DELIVERIES = MESSAGES +
+  Array.from({ length: MESSAGES }, (_, n) => n).filter((n) => fault(n) !== 0).length +
   LATE_COPIES.length;
 
 interface Delivery {
@@ -724,7 +793,12 @@ async function jetstreamExactlyOnce(db: Db): Promise<void> {
   const js = jetstream(nc);
   const stream = uniqueName("INBOX");
   const subject = `${stream.toLowerCase()}.orders`;
-  await jsm.streams.add({ name: stream, subjects: [`${stream.toLowerCase()}.>`], storage: "memory", duplicate_window: 300 * 1_000_000 });
+  await jsm.streams.add({
+    name: stream,
+    subjects: [`${stream.toLowerCase()}.>`],
+    storage: "memory",
+    duplicate_window: 300 * 1_000_000,
+  });
   try {
     for (let n = 0; n < MESSAGES; n++) {
       const ack = await js.publish(subject, JSON.stringify({ n }), { msgID: `m-${n}` });
@@ -740,7 +814,12 @@ async function jetstreamExactlyOnce(db: Db): Promise<void> {
     assert.equal((await jsm.streams.info(stream)).state.messages, MESSAGES + LATE_COPIES.length);
 
     const consume = async (durable: string): Promise<Delivery[]> => {
-      await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, ack_wait: 500 * 1_000_000, max_deliver: 5 });
+      await jsm.consumers.add(stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: 500 * 1_000_000,
+        max_deliver: 5,
+      });
       const inbox = db.inbox({ consumer: durable });
       const consumer = await js.consumers.get(stream, durable);
       const messages = await consumer.consume({ max_messages: 8, expires: 1_000 });
@@ -806,13 +885,18 @@ async function jetstreamExactlyOnce(db: Db): Promise<void> {
 }
 
 for (const [name, open] of databases) {
-  test(`inbox (${name}) + JetStream: a pull consumer applies each message exactly once through lost acks, crashes, naks and late duplicates`, () =>
-    using(open, jetstreamExactlyOnce), { timeout: 60_000 });
+  test(
+    `inbox (${name}) + JetStream: a pull consumer applies each message exactly once through lost acks, crashes, naks and late duplicates`,
+    () => using(open, jetstreamExactlyOnce),
+    { timeout: 60_000 },
+  );
 }
 
 // Type-level checks: the storages fix the transaction and statement types.
 async function _types(client: Client, sql: postgres.Sql) {
-  const lite: Inbox<LibsqlInboxTx, import("@libsql/client").InStatement> = createInbox({ storage: libsqlInbox(client) });
+  const lite: Inbox<LibsqlInboxTx, import("@libsql/client").InStatement> = createInbox({
+    storage: libsqlInbox(client),
+  });
   const pg: Inbox<PostgresInboxTx, never> = createInbox({ storage: postgresInbox(sql) });
   // A postgres.js client and its transactions fit without casts.
   await sql.begin((tx) => pg.receive(tx, "m-1"));

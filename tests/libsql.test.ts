@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import type { Client } from "@libsql/client";
 import { createOutbox, memoryPublisher, OutboxConfigError, OutboxStorageError } from "../mod.ts";
 import { libsqlSchema, libsqlStorage } from "../adapters/libsql/mod.ts";
-import { type LibsqlQuery, libsqlNames, relayQueries } from "../adapters/libsql/sql.ts";
+import { libsqlNames, type LibsqlQuery, relayQueries } from "../adapters/libsql/sql.ts";
 import { test } from "./harness.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
 import { rmSync } from "node:fs";
@@ -52,7 +52,10 @@ test("libsql: enqueue() on the client itself writes many messages atomically", (
     await outbox.setup();
     await outbox.enqueue(client, { id: "dup", topic: "t", payload: 1 });
     const many = Array.from({ length: 1_100 }, (_, i) => ({ id: `m${i}`, topic: "t", payload: i }));
-    await assert.rejects(() => outbox.enqueue(client, [...many, { id: "dup", topic: "t", payload: 2 }]), /already in the outbox/);
+    await assert.rejects(
+      () => outbox.enqueue(client, [...many, { id: "dup", topic: "t", payload: 2 }]),
+      /already in the outbox/,
+    );
     assert.equal((await outbox.stats()).pending, 1);
     await outbox.enqueue(client, many);
     assert.equal((await outbox.stats()).pending, 1_101);
@@ -63,12 +66,19 @@ test("libsql: a relay recovers after another connection held the write lock (SQL
     const holder = await openClient(url);
     try {
       const pub = memoryPublisher();
-      const outbox = createOutbox({ storage: libsqlStorage(client, { busyTimeoutMs: 0 }), publisher: pub, onError: () => {} });
+      const outbox = createOutbox({
+        storage: libsqlStorage(client, { busyTimeoutMs: 0 }),
+        publisher: pub,
+        onError: () => {},
+      });
       await outbox.setup();
       await outbox.enqueue(client, { id: "m", topic: "t", payload: 1 });
       const tx = await holder.transaction("write");
       await tx.execute("INSERT INTO orders (id) VALUES ('locked')");
-      await assert.rejects(() => outbox.tick(), (e: unknown) => e instanceof OutboxStorageError && /locked|BUSY/i.test(e.message));
+      await assert.rejects(
+        () => outbox.tick(),
+        (e: unknown) => e instanceof OutboxStorageError && /locked|BUSY/i.test(e.message),
+      );
       await tx.commit();
       const report = await outbox.tick();
       assert.equal(report.published, 1);
@@ -112,7 +122,11 @@ test("libsql: two outboxes with their own tables in one database stay apart", ()
 
 test("libsql: enqueue() before setup() says to run setup()", () =>
   withDatabase(async (client) => {
-    const outbox = createOutbox({ storage: libsqlStorage(client, { table: "never_created" }), publisher: memoryPublisher(), onError: () => {} });
+    const outbox = createOutbox({
+      storage: libsqlStorage(client, { table: "never_created" }),
+      publisher: memoryPublisher(),
+      onError: () => {},
+    });
     await assert.rejects(() => outbox.enqueue(client, { topic: "t", payload: 1 }), /run outbox\.setup\(\)/);
     await assert.rejects(() => outbox.tick(), /run outbox\.setup\(\)/);
   }));
@@ -125,7 +139,9 @@ test("libsql: libsqlSchema() returns the DDL that setup() runs", () =>
     const storage = libsqlStorage(client, { table: "events_outbox" });
     assert.deepEqual(storage.schemaSql, statements);
     await storage.setup(); // idempotent on top of a hand-run migration
-    const idx = await client.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events_outbox' AND sql IS NOT NULL ORDER BY name");
+    const idx = await client.execute(
+      "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events_outbox' AND sql IS NOT NULL ORDER BY name",
+    );
     assert.deepEqual(idx.rows.map((r) => r.name), [
       "events_outbox_claim_idx",
       "events_outbox_id_unique",
@@ -160,8 +176,13 @@ test("libsql: the claim, read-back, settle and cleanup queries use the outbox in
     ];
     const settles = q.settle({ token: "t", now: 1, deletePublished: true, settlements, clock: "relay" });
     assert.equal(settles.length, 4);
-    for (const settle of settles) assert.match(await plan(settle), /outbox_locked_idx \(locked_by=\?( AND rowid=\?)?\)/);
-    assert.match(await plan(q.cleanup("published", 1, 10)), /USING (COVERING )?INDEX outbox_settled_idx \(status=\? AND settled_at<\?\)/);
+    for (const settle of settles) {
+      assert.match(await plan(settle), /outbox_locked_idx \(locked_by=\?( AND rowid=\?)?\)/);
+    }
+    assert.match(
+      await plan(q.cleanup("published", 1, 10)),
+      /USING (COVERING )?INDEX outbox_settled_idx \(status=\? AND settled_at<\?\)/,
+    );
     assert.match(claim, /SCAN c USING COVERING INDEX outbox_claim_idx/, "the claim scan reads no table rows");
     const oldest = await plan(q.stats(1)[1]!);
     assert.match(oldest, /USING (COVERING )?INDEX outbox_claim_idx/);

@@ -3,7 +3,7 @@
  * for libSQL over HTTP, a fresh sqld (libsql-server) per test (tests/sqld_helpers.mjs).
  */
 
-import { createClient, type Client } from "@libsql/client";
+import { type Client, createClient } from "@libsql/client";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -42,7 +42,8 @@ async function withServer(body: (client: Client, url: string, requests: string[]
   }
 }
 
-const orderCount = async (client: Client) => Number((await client.execute("SELECT count(*) AS n FROM orders")).rows[0]!.n);
+const orderCount = async (client: Client) =>
+  Number((await client.execute("SELECT count(*) AS n FROM orders")).rows[0]!.n);
 
 test("libsql over HTTP: statements() in one client.batch() commit with the order, or roll back with it when a later statement fails", () =>
   withServer(async (client) => {
@@ -72,7 +73,10 @@ test("libsql over HTTP: enqueue() on the client writes many messages as one atom
     await outbox.setup();
     await outbox.enqueue(client, { id: "dup", topic: "t", payload: 1 });
     const many = Array.from({ length: 1_100 }, (_, i) => ({ id: `m${i}`, topic: "t", payload: i }));
-    await assert.rejects(() => outbox.enqueue(client, [...many, { id: "dup", topic: "t", payload: 2 }]), /already in the outbox/);
+    await assert.rejects(
+      () => outbox.enqueue(client, [...many, { id: "dup", topic: "t", payload: 2 }]),
+      /already in the outbox/,
+    );
     assert.equal((await outbox.stats()).pending, 1);
     requests.length = 0;
     await outbox.enqueue(client, many);
@@ -91,32 +95,36 @@ test("libsql over HTTP: an idle tick is one HTTP request", () =>
     assert.deepEqual(requests, ["/v2/pipeline"]);
   }));
 
-test("libsql over HTTP: a claim waits on the server behind an open write transaction; sqld rolls that transaction back after 5 s, and nothing of it is published", () =>
-  withServer(async (client, url) => {
-    const app = createClient({ url });
-    try {
-      const pub = memoryPublisher();
-      // busyTimeoutMs: 0, so any wait below is the server's, not the adapter's busy retry.
-      const outbox = createOutbox({ storage: libsqlStorage(client, { busyTimeoutMs: 0 }), publisher: pub });
-      await outbox.setup();
-      await outbox.enqueue(client, { id: "committed", topic: "t", payload: 1 });
-      const tx = await app.transaction("write");
-      await tx.execute({ sql: "INSERT INTO orders (id) VALUES (?)", args: ["doomed"] });
-      await outbox.enqueue(tx, { id: "doomed", topic: "t", payload: 2 });
-      const started = Date.now();
-      const report = await outbox.tick();
-      const waitedMs = Date.now() - started;
-      assert.ok(waitedMs >= 4_500, `the claim waited for the lock on the server (${waitedMs} ms)`);
-      assert.equal(report.published, 1);
-      assert.deepEqual(pub.messages.map((m) => m.id), ["committed"]);
-      // The server timed the transaction out to let the claim through: it is gone.
-      await assert.rejects(() => tx.commit());
-      tx.close();
-      assert.equal(await orderCount(client), 0);
-      assert.equal((await outbox.tick()).claimed, 0);
-      assert.deepEqual((await outbox.inspect()).map((row) => row.id), []);
-      assert.deepEqual(pub.messages.map((m) => m.id), ["committed"]);
-    } finally {
-      app.close();
-    }
-  }), { timeout: 30_000 });
+test(
+  "libsql over HTTP: a claim waits on the server behind an open write transaction; sqld rolls that transaction back after 5 s, and nothing of it is published",
+  () =>
+    withServer(async (client, url) => {
+      const app = createClient({ url });
+      try {
+        const pub = memoryPublisher();
+        // busyTimeoutMs: 0, so any wait below is the server's, not the adapter's busy retry.
+        const outbox = createOutbox({ storage: libsqlStorage(client, { busyTimeoutMs: 0 }), publisher: pub });
+        await outbox.setup();
+        await outbox.enqueue(client, { id: "committed", topic: "t", payload: 1 });
+        const tx = await app.transaction("write");
+        await tx.execute({ sql: "INSERT INTO orders (id) VALUES (?)", args: ["doomed"] });
+        await outbox.enqueue(tx, { id: "doomed", topic: "t", payload: 2 });
+        const started = Date.now();
+        const report = await outbox.tick();
+        const waitedMs = Date.now() - started;
+        assert.ok(waitedMs >= 4_500, `the claim waited for the lock on the server (${waitedMs} ms)`);
+        assert.equal(report.published, 1);
+        assert.deepEqual(pub.messages.map((m) => m.id), ["committed"]);
+        // The server timed the transaction out to let the claim through: it is gone.
+        await assert.rejects(() => tx.commit());
+        tx.close();
+        assert.equal(await orderCount(client), 0);
+        assert.equal((await outbox.tick()).claimed, 0);
+        assert.deepEqual((await outbox.inspect()).map((row) => row.id), []);
+        assert.deepEqual(pub.messages.map((m) => m.id), ["committed"]);
+      } finally {
+        app.close();
+      }
+    }),
+  { timeout: 30_000 },
+);

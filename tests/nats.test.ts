@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createOutbox, isPermanentError, type OutboxRecord, type OutboxStorage } from "../mod.ts";
 import { classifyJetStreamError, ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { publisherConformance } from "./conformance/publisher.ts";
 import { test } from "./harness.ts";
 import { natsStream, readStream, uniqueName } from "./nats_helpers.ts";
@@ -46,26 +46,53 @@ function apiError(code: number, description: string, status = 400): Error {
 }
 
 test("jetstream: classifies failures into permanent and transient ones with plain reasons", () => {
-  const noResponders = Object.assign(new Error("no responders: 'a.b'"), { name: "RequestError", isNoResponders: () => true });
+  const noResponders = Object.assign(new Error("no responders: 'a.b'"), {
+    name: "RequestError",
+    isNoResponders: () => true,
+  });
   const cases: [unknown, boolean, RegExp][] = [
     // What the client throws when no stream leader listens: an election, or no stream.
-    [Object.assign(new Error("jetstream is not enabled", { cause: noResponders }), { name: "JetStreamNotEnabled" }), false, /No JetStream stream answered for subject "a\.b" \(no responders, 503\): the stream may be electing a leader, or no stream accepts the subject \(transient\)/],
-    [Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }), false, /JetStream is not enabled .*\(transient\)/],
-    [Object.assign(new Error("'payload' max_payload size exceeded"), { name: "InvalidArgumentError" }), true, /larger than the server's max_payload/],
-    [apiError(10054, "message size exceeds maximum allowed"), true, /refused the 10-byte message for "a\.b" \(message size exceeds maximum allowed, API error 10054\): it is larger than the stream's max_msg_size.*can never be published/],
+    [
+      Object.assign(new Error("jetstream is not enabled", { cause: noResponders }), { name: "JetStreamNotEnabled" }),
+      false,
+      /No JetStream stream answered for subject "a\.b" \(no responders, 503\): the stream may be electing a leader, or no stream accepts the subject \(transient\)/,
+    ],
+    [
+      Object.assign(new Error("jetstream is not enabled"), { name: "JetStreamNotEnabled" }),
+      false,
+      /JetStream is not enabled .*\(transient\)/,
+    ],
+    [
+      Object.assign(new Error("'payload' max_payload size exceeded"), { name: "InvalidArgumentError" }),
+      true,
+      /larger than the server's max_payload/,
+    ],
+    [
+      apiError(10054, "message size exceeds maximum allowed"),
+      true,
+      /refused the 10-byte message for "a\.b" \(message size exceeds maximum allowed, API error 10054\): it is larger than the stream's max_msg_size.*can never be published/,
+    ],
     [apiError(10097, "header size exceeds maximum allowed of 64k"), true, /headers are larger/],
     [apiError(10071, "wrong last sequence: 7"), true, /Expected-Last-Sequence/],
     [apiError(10070, "wrong last msg ID: x"), true, /Expected-Last-Msg-Id/],
     [apiError(10060, "expected stream does not match"), true, /Expected-Stream/],
     [apiError(10109, "invalid operation on sealed stream"), true, /sealed/],
-    [apiError(10008, "JetStream system temporarily unavailable", 503), false, /failed: JetStream system temporarily unavailable \(API error 10008\) \(transient\)/],
+    [
+      apiError(10008, "JetStream system temporarily unavailable", 503),
+      false,
+      /failed: JetStream system temporarily unavailable \(API error 10008\) \(transient\)/,
+    ],
     [apiError(10077, "maximum messages exceeded", 503), false, /maximum messages exceeded .*\(transient\)/],
     [apiError(10158, "duplicate message id is in process", 409), false, /\(transient\)/],
     [apiError(10118, "stream is offline", 500), false, /\(transient\)/],
-    [new Error("Permissions Violation for Publish to \"a.b\""), true, /Not allowed to publish/],
+    [new Error('Permissions Violation for Publish to "a.b"'), true, /Not allowed to publish/],
     [Object.assign(new Error("timeout"), { name: "TimeoutError" }), false, /timeout/],
     [Object.assign(new Error("closed connection"), { name: "ClosedConnectionError" }), false, /connection unavailable/],
-    [Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }), false, /failed: insufficient resources \(transient\)/],
+    [
+      Object.assign(new Error("insufficient resources"), { name: "JetStreamApiError" }),
+      false,
+      /failed: insufficient resources \(transient\)/,
+    ],
   ];
   for (const [error, permanent, message] of cases) {
     const classified = classifyJetStreamError(error, "a.b", 10);
@@ -78,9 +105,15 @@ test("jetstream: classifies failures into permanent and transient ones with plai
 test("jetstream: invalid publisher options are rejected", () => {
   assert.throws(() => jetstreamPublisher({} as never), /JetStream client/);
   assert.throws(() => jetstreamPublisher({ publish() {} } as never, { timeoutMs: 0 }), /timeoutMs/);
-  assert.throws(() => jetstreamPublisher({ publish() {} } as never, { subject: "x" } as never), /subject must be a function/);
+  assert.throws(
+    () => jetstreamPublisher({ publish() {} } as never, { subject: "x" } as never),
+    /subject must be a function/,
+  );
   assert.throws(() => jetstreamPublisher({ publish() {} } as never, { subjectPrefix: "a b" }), /subjectPrefix/);
-  assert.throws(() => jetstreamPublisher({ publish() {} } as never, { timeout: 5 } as never), /Unknown option "timeout"/);
+  assert.throws(
+    () => jetstreamPublisher({ publish() {} } as never, { timeout: 5 } as never),
+    /Unknown option "timeout"/,
+  );
 });
 
 test("jetstream: a message over max_payload goes dead at once with the reason", async () => {
@@ -88,7 +121,12 @@ test("jetstream: a message over max_payload goes dead at once with the reason", 
   const { url, dir } = tempDatabase();
   const client = await openClient(url);
   try {
-    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(s.js), maxPayloadBytes: 4 * 1024 * 1024, onError: () => {} });
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(s.js),
+      maxPayloadBytes: 4 * 1024 * 1024,
+      onError: () => {},
+    });
     await outbox.setup();
     const max = s.nc.info!.max_payload;
     await outbox.enqueue(client, { id: "huge", topic: `${s.prefix}.t`, payload: new Uint8Array(max + 1) });
@@ -109,13 +147,25 @@ test("jetstream: ensureStream() creates a stream whose dedup window outlasts the
   const name = uniqueName("E");
   try {
     const outbox = { retryHorizonMs: 90_000 };
-    let info = await ensureStream(s.jsm, { name, subjects: [`${name.toLowerCase()}.a`], outbox, storage: "memory" as never });
+    let info = await ensureStream(s.jsm, {
+      name,
+      subjects: [`${name.toLowerCase()}.a`],
+      outbox,
+      storage: "memory" as never,
+    });
     assert.equal(info.config.duplicate_window, 180_000 * 1_000_000);
     await s.jsm.streams.update(name, { ...info.config, duplicate_window: 1_000 * 1_000_000 });
-    info = await ensureStream(s.jsm, { name, subjects: [`${name.toLowerCase()}.a`, `${name.toLowerCase()}.b`], outbox });
+    info = await ensureStream(s.jsm, {
+      name,
+      subjects: [`${name.toLowerCase()}.a`, `${name.toLowerCase()}.b`],
+      outbox,
+    });
     assert.equal(info.config.duplicate_window, 180_000 * 1_000_000);
     assert.deepEqual(info.config.subjects, [`${name.toLowerCase()}.a`, `${name.toLowerCase()}.b`]);
-    await assert.rejects(() => ensureStream(s.jsm, { name, subjects: [], outbox, duplicateWindowMs: 60_000 }), /longer than the outbox's retry horizon/);
+    await assert.rejects(
+      () => ensureStream(s.jsm, { name, subjects: [], outbox, duplicateWindowMs: 60_000 }),
+      /longer than the outbox's retry horizon/,
+    );
   } finally {
     await s.jsm.streams.delete(name).catch(() => {});
     await s.close();
@@ -168,7 +218,8 @@ async function endToEnd<Tx>(
     });
     await outbox.setup();
     const topic = `${s.prefix}.orders`;
-    const sent: { id: string; topic: string; key: string | null; payload: unknown; headers: Record<string, string> }[] = [];
+    const sent: { id: string; topic: string; key: string | null; payload: unknown; headers: Record<string, string> }[] =
+      [];
     for (let t = 0; t < 10; t++) {
       const batch = Array.from({ length: 60 }, (_, i) => {
         const n = t * 60 + i;
@@ -210,7 +261,11 @@ async function endToEnd<Tx>(
     await commit((tx) => outbox.enqueue(tx, sent.slice(0, 50)));
     const report = await outbox.tick();
     assert.equal(report.published, 50);
-    assert.equal((await s.jsm.streams.info(s.name)).state.messages, sent.length, "re-sent ids add nothing to the stream");
+    assert.equal(
+      (await s.jsm.streams.info(s.name)).state.messages,
+      sent.length,
+      "re-sent ids add nothing to the stream",
+    );
     // start() ran before, so the publisher says what it dropped (one throttled warning).
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!, /already held message e2e-\d+ and dropped the publish as a duplicate/);
@@ -219,42 +274,57 @@ async function endToEnd<Tx>(
   }
 }
 
-test("jetstream: end to end from Postgres: ids, payloads, headers, key order, and no duplicates in the stream", async () => {
-  const sql = openSql();
-  const schema = uniqueSchema("e2e");
-  try {
-    await endToEnd(postgresStorage(sql as unknown as PostgresSql, { schema }), (fn) => sql.begin((tx) => fn(tx as unknown as PostgresTx)));
-  } finally {
-    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-    await sql.end({ timeout: 1 });
-  }
-}, { timeout: 60_000 });
+test(
+  "jetstream: end to end from Postgres: ids, payloads, headers, key order, and no duplicates in the stream",
+  async () => {
+    const sql = openSql();
+    const schema = uniqueSchema("e2e");
+    try {
+      await endToEnd(
+        postgresStorage(sql as unknown as PostgresSql, { schema }),
+        (fn) => sql.begin((tx) => fn(tx as unknown as PostgresTx)),
+      );
+    } finally {
+      await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+      await sql.end({ timeout: 1 });
+    }
+  },
+  { timeout: 60_000 },
+);
 
-test("jetstream: end to end from libSQL: ids, payloads, headers, key order, and no duplicates in the stream", async () => {
-  const { url, dir } = tempDatabase();
-  const client = await openClient(url);
-  try {
-    await endToEnd(libsqlStorage(client), async (fn) => {
-      const tx = await client.transaction("write");
-      try {
-        await fn(tx);
-        await tx.commit();
-      } finally {
-        tx.close();
-      }
-    });
-  } finally {
-    client.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}, { timeout: 60_000 });
+test(
+  "jetstream: end to end from libSQL: ids, payloads, headers, key order, and no duplicates in the stream",
+  async () => {
+    const { url, dir } = tempDatabase();
+    const client = await openClient(url);
+    try {
+      await endToEnd(libsqlStorage(client), async (fn) => {
+        const tx = await client.transaction("write");
+        try {
+          await fn(tx);
+          await tx.commit();
+        } finally {
+          tx.close();
+        }
+      });
+    } finally {
+      client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  { timeout: 60_000 },
+);
 
 test("jetstream: pipelined runs keep one hot key in order in the stream", async () => {
   const s = await natsStream();
   const { url, dir } = tempDatabase();
   const client = await openClient(url);
   try {
-    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(s.js), batchSize: 1_000 });
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(s.js),
+      batchSize: 1_000,
+    });
     await outbox.setup();
     const ids = Array.from({ length: 2_000 }, (_, i) => `hot-${i}`);
     await outbox.enqueue(client, ids.map((id, i) => ({ id, topic: `${s.prefix}.hot`, key: "hot", payload: { i } })));
@@ -288,23 +358,40 @@ test("jetstream: a subject no stream accepts (no responders) is retried, not dea
     await outbox.enqueue(client, [1, 2, 3].map((n) => ({ id: `late-${n}`, topic: subject, key: "k", payload: n })));
     const relay = outbox.start({ minIdleMs: 5, maxIdleMs: 20 });
     try {
-      await until("the first message to have failed three times", async () => (await outbox.inspect()).some((r) => r.attempts >= 3));
+      await until(
+        "the first message to have failed three times",
+        async () => (await outbox.inspect()).some((r) => r.attempts >= 3),
+      );
       const rows = await outbox.inspect();
       assert.equal(rows.filter((r) => r.status === "dead").length, 0, "no responders is transient: nothing goes dead");
       assert.match(
         rows.find((r) => r.id === "late-1")!.lastError!,
-        new RegExp(`No JetStream stream answered for subject "${subject.replace(/\./g, "\\.")}" \\(no responders, 503\\): the stream may be electing a leader, or no stream accepts the subject \\(transient\\)`),
+        new RegExp(
+          `No JetStream stream answered for subject "${
+            subject.replace(/\./g, "\\.")
+          }" \\(no responders, 503\\): the stream may be electing a leader, or no stream accepts the subject \\(transient\\)`,
+        ),
       );
-      await until("a warning that no stream accepts the subject", () => warnings.some((w) => w.includes(`No JetStream stream accepts subject "${subject}"`)));
+      await until(
+        "a warning that no stream accepts the subject",
+        () => warnings.some((w) => w.includes(`No JetStream stream accepts subject "${subject}"`)),
+      );
       await s.jsm.streams.add({ name: late, subjects: [`${late.toLowerCase()}.>`], storage: "memory" as never });
-      await until("the three messages in the new stream", async () => (await s.jsm.streams.info(late)).state.messages === 3);
+      await until(
+        "the three messages in the new stream",
+        async () => (await s.jsm.streams.info(late)).state.messages === 3,
+      );
     } finally {
       await relay.stop();
     }
     assert.deepEqual((await readStream(s.jsm, late)).map((m) => m.id), ["late-1", "late-2", "late-3"]);
     const stats = await outbox.stats();
     assert.equal(stats.pending + stats.processing + stats.dead, 0);
-    assert.equal(warnings.filter((w) => w.includes("No JetStream stream accepts")).length, 1, "one lookup and warning per subject per minute");
+    assert.equal(
+      warnings.filter((w) => w.includes("No JetStream stream accepts")).length,
+      1,
+      "one lookup and warning per subject per minute",
+    );
   } finally {
     await s.jsm.streams.delete(late).catch(() => {});
     client.close();
@@ -338,7 +425,11 @@ test("jetstream: a message over the stream's max_msg_size goes dead after one at
     assert.equal(big.attempts, 1, "a size the stream can never accept is not retried");
     assert.match(
       big.lastError!,
-      new RegExp(`JetStream refused the ${JSON.stringify(payload).length}-byte message for "${s.prefix}\\.t" \\(message size exceeds maximum allowed, API error 10054\\): it is larger than the stream's max_msg_size`),
+      new RegExp(
+        `JetStream refused the ${
+          JSON.stringify(payload).length
+        }-byte message for "${s.prefix}\\.t" \\(message size exceeds maximum allowed, API error 10054\\): it is larger than the stream's max_msg_size`,
+      ),
     );
     // A dead message does not hold back its key: the next one goes out.
     await until("the small message to go out", async () => {
@@ -380,7 +471,10 @@ test("jetstream: requeue() of a published message inside the duplicate window is
       await until("the replay to be settled", async () => (await outbox.stats()).published === 2);
       assert.equal((await s.read()).length, 2, "the stream dropped the replay as a duplicate");
       assert.equal((await outbox.stats()).published, 2, "yet the outbox counts it published");
-      await until("a warning about the dropped replay", () => warnings.some((w) => /dropped the publish as a duplicate/.test(w)));
+      await until(
+        "a warning about the dropped replay",
+        () => warnings.some((w) => /dropped the publish as a duplicate/.test(w)),
+      );
       const warning = warnings.find((w) => /dropped the publish as a duplicate/.test(w))!;
       assert.match(warning, new RegExp(`stream "${s.name}" already held message replay-\\d`));
       assert.match(warning, /requeue after the window has passed, or enqueue the message with a new id/);

@@ -4,17 +4,19 @@
  */
 
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 
 /** Server URL of the shared test server (override with OUTBOX_TEST_NATS_URL). */
-export const NATS_URL = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.OUTBOX_TEST_NATS_URL ??
-  "127.0.0.1:4222";
+export const NATS_URL =
+  (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.OUTBOX_TEST_NATS_URL ??
+    "127.0.0.1:4222";
 
 let counter = 0;
 
 /** A unique token for stream and subject names. */
 export function uniqueName(prefix = "T"): string {
-  return `${prefix}${Date.now().toString(36)}${(counter++).toString(36)}${crypto.randomUUID().slice(0, 6)}`.toUpperCase();
+  return `${prefix}${Date.now().toString(36)}${(counter++).toString(36)}${crypto.randomUUID().slice(0, 6)}`
+    .toUpperCase();
 }
 
 /** A message read back from a stream. */

@@ -107,7 +107,11 @@ const adapterNames = readdirSync(join(root, "adapters"))
 
 test("jsr.json, deno.json and package.json export the same entry points", () => {
   assert.deepEqual(deno.exports, jsr.exports, "deno.json and jsr.json list the same exports");
-  assert.deepEqual(Object.keys(pkg.exports).sort(), Object.keys(jsr.exports).sort(), "npm and JSR list the same subpaths");
+  assert.deepEqual(
+    Object.keys(pkg.exports).sort(),
+    Object.keys(jsr.exports).sort(),
+    "npm and JSR list the same subpaths",
+  );
   assert.equal(jsr.name, "@x/outbox");
   assert.equal(deno.name, jsr.name);
   assert.equal(pkg.name, jsr.name);
@@ -126,7 +130,8 @@ test("jsr.json is a subset of deno.json: name, version, license, exports, import
 
 test("JSR publishes every file the entry points import, README and CHANGELOG, and no tests, benches or examples", () => {
   const include: string[] = jsr.publish.include;
-  const published = (path: string) => include.some((entry) => entry.endsWith("/") ? path.startsWith(entry) : path === entry);
+  const published = (path: string) =>
+    include.some((entry) => entry.endsWith("/") ? path.startsWith(entry) : path === entry);
   for (const entry of include) assert.ok(existsSync(join(root, entry)), `publish.include lists ${entry}, which exists`);
   for (const source of Object.values(jsr.exports as Record<string, string>)) {
     const file = source.replace(/^\.\//, "");
@@ -134,7 +139,9 @@ test("JSR publishes every file the entry points import, README and CHANGELOG, an
       assert.ok(published(imported), `${imported} is published: the entry point ${file} needs it`);
     }
   }
-  for (const file of ["README.md", "CHANGELOG.md", "deno.json", "jsr.json"]) assert.ok(published(file), `${file} is published`);
+  for (const file of ["README.md", "CHANGELOG.md", "deno.json", "jsr.json"]) {
+    assert.ok(published(file), `${file} is published`);
+  }
   for (const entry of include) {
     assert.doesNotMatch(entry, /^(tests|bench|examples|scripts|docs|dist|node_modules)\b/, `${entry} is not published`);
   }
@@ -156,7 +163,11 @@ test("npm exports point at the compiled twin of each JSR source, types first", (
   for (const [subpath, source] of Object.entries(jsr.exports as Record<string, string>)) {
     const built = source.replace(/^\.\//, "./dist/").replace(/\.ts$/, "");
     const target = pkg.exports[subpath];
-    assert.deepEqual(target, { types: `${built}.d.ts`, default: `${built}.js` }, `npm ${subpath} is the build of ${source}`);
+    assert.deepEqual(
+      target,
+      { types: `${built}.d.ts`, default: `${built}.js` },
+      `npm ${subpath} is the build of ${source}`,
+    );
     assert.equal(Object.keys(target)[0], "types", `npm ${subpath}: "types" comes first, as TypeScript requires`);
   }
   // The build mirrors the source tree into dist/, which is what the mapping above assumes.
@@ -170,7 +181,10 @@ test("package.json is an ESM package for Node 20+ that ships dist/ and has no si
   assert.equal(pkg.sideEffects, false);
   assert.equal(pkg.engines?.node, ">=20");
   assert.ok(pkg.files.includes("dist"), "files ships dist/");
-  assert.ok(!pkg.files.some((f: string) => /^(tests|src|adapters|bench|examples)\b/.test(f)), "files ships no sources or tests");
+  assert.ok(
+    !pkg.files.some((f: string) => /^(tests|src|adapters|bench|examples)\b/.test(f)),
+    "files ships no sources or tests",
+  );
   for (const script of ["build", "check", "test", "test:bun", "test:deno", "demo", "bench"]) {
     assert.equal(typeof pkg.scripts[script], "string", `npm run ${script} exists`);
   }
@@ -239,7 +253,10 @@ test("adapters import the core, their own driver (an optional peer mapped in den
 
 test("the purity scan catches what it is meant to catch", () => {
   const scan = (source: string) => purityProblems("src/x.ts", source, isCoreImport("src/x.ts"));
-  assert.deepEqual(scan(`import * as v from "valibot";\nimport { a } from "./a.ts";\nexport { b } from "../mod.ts";`), []);
+  assert.deepEqual(
+    scan(`import * as v from "valibot";\nimport { a } from "./a.ts";\nexport { b } from "../mod.ts";`),
+    [],
+  );
   assert.equal(scan(`import { readFile } from "node:fs/promises";`).length, 1);
   assert.equal(scan(`import type { Client } from "@libsql/client";`).length, 1);
   assert.equal(scan(`export { libsqlStorage } from "../adapters/libsql/mod.ts";`).length, 1);
@@ -249,6 +266,7 @@ test("the purity scan catches what it is meant to catch", () => {
   assert.equal(scan(`const x = process.env.X;`).length, 1);
   assert.equal(scan(`const b = Buffer.from("x");`).length, 1);
   // Examples in doc comments import the package by name; they are not code.
-  const documented = `/**\n * import { x } from "@x/outbox";\n */\nconst u = "https://a.b"; // Deno.env is not read here`;
+  const documented =
+    `/**\n * import { x } from "@x/outbox";\n */\nconst u = "https://a.b"; // Deno.env is not read here`;
   assert.deepEqual(purityProblems("src/x.ts", stripComments(documented), isCoreImport("src/x.ts")), []);
 });

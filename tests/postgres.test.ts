@@ -7,7 +7,7 @@ storageConformance("postgres", () => postgresHarness());
 
 import assert from "node:assert/strict";
 import { createOutbox, memoryPublisher, OutboxConfigError, type OutboxStorage } from "../mod.ts";
-import { postgresSchema, postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { postgresSchema, type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { postgresNames, relayQueries, type SqlQuery } from "../adapters/postgres/sql.ts";
 import { test } from "./harness.ts";
 import postgres from "postgres";
@@ -31,13 +31,31 @@ test("postgres: schema and table names that are not plain identifiers are reject
   withSchema(async (sql, schema) => {
     await sql.unsafe(`CREATE SCHEMA "${schema}"`);
     await sql.unsafe(`CREATE TABLE "${schema}".victim (id int)`);
-    const bad = [`x"; DROP TABLE "${schema}".victim; --`, "outbox; DROP TABLE victim", "Robert'); --", "a b", "", "1x", "a".repeat(64), "public.outbox"];
+    const bad = [
+      `x"; DROP TABLE "${schema}".victim; --`,
+      "outbox; DROP TABLE victim",
+      "Robert'); --",
+      "a b",
+      "",
+      "1x",
+      "a".repeat(64),
+      "public.outbox",
+    ];
     for (const name of bad) {
-      assert.throws(() => postgresStorage(asSql(sql), { table: name }), (e: unknown) => e instanceof OutboxConfigError && e.path === "table");
-      assert.throws(() => postgresStorage(asSql(sql), { schema: name }), (e: unknown) => e instanceof OutboxConfigError && e.path === "schema");
+      assert.throws(
+        () => postgresStorage(asSql(sql), { table: name }),
+        (e: unknown) => e instanceof OutboxConfigError && e.path === "table",
+      );
+      assert.throws(
+        () => postgresStorage(asSql(sql), { schema: name }),
+        (e: unknown) => e instanceof OutboxConfigError && e.path === "schema",
+      );
       assert.throws(() => postgresSchema({ schema: name }), OutboxConfigError);
     }
-    assert.throws(() => postgresStorage({} as PostgresSql), (e: unknown) => e instanceof OutboxConfigError && e.path === "sql");
+    assert.throws(
+      () => postgresStorage({} as PostgresSql),
+      (e: unknown) => e instanceof OutboxConfigError && e.path === "sql",
+    );
     assert.throws(() => postgresStorage(asSql(async () => {})), OutboxConfigError);
     assert.throws(() => postgresStorage(asSql(sql), { notify: "yes" } as never), /notify must be a boolean/);
     assert.throws(() => postgresStorage(asSql(sql), { tabel: "x" } as never), /Unknown option "tabel"/);
@@ -51,44 +69,70 @@ test("postgres: topic, key, header and id values with SQL in them are stored and
     const outbox = createOutbox({ storage: postgresStorage(asSql(sql), { schema }), publisher: pub });
     await outbox.setup();
     const evil = `'); DROP TABLE "${schema}".outbox; --`;
-    await sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { id: evil, topic: "t'1", key: evil, headers: { "x-evil": evil }, payload: { evil } }));
+    await sql.begin((tx) =>
+      outbox.enqueue(tx as unknown as PostgresTx, {
+        id: evil,
+        topic: "t'1",
+        key: evil,
+        headers: { "x-evil": evil },
+        payload: { evil },
+      })
+    );
     await outbox.tick();
     assert.equal(pub.messages.length, 1);
     const m = pub.messages[0]!;
-    assert.deepEqual([m.id, m.topic, m.key, m.headers["x-evil"], (m.payload as { evil: string }).evil], [evil, "t'1", evil, evil, evil]);
+    assert.deepEqual([m.id, m.topic, m.key, m.headers["x-evil"], (m.payload as { evil: string }).evil], [
+      evil,
+      "t'1",
+      evil,
+      evil,
+      evil,
+    ]);
   }));
 
-test("postgres: start() wakes on NOTIFY when another process commits, long before its next poll", () =>
-  withSchema(async (sql, schema) => {
-    const writer = openSql(1);
-    try {
-      const published = Promise.withResolvers<string>();
-      const relay = createOutbox({ storage: postgresStorage(asSql(sql), { schema }), publisher: (m) => published.resolve(m.id) });
-      await relay.setup();
-      let listening = false;
-      const storage = postgresStorage(asSql(sql), { schema });
-      const listened: OutboxStorage<PostgresTx> = {
-        ...storage,
-        listen: async (onWake, signal) => {
-          await storage.listen!(onWake, signal);
-          listening = true;
-        },
-      };
-      const loop = createOutbox({ storage: listened, publisher: (m) => published.resolve(m.id) }).start({ minIdleMs: 60_000, maxIdleMs: 60_000 });
+test(
+  "postgres: start() wakes on NOTIFY when another process commits, long before its next poll",
+  () =>
+    withSchema(async (sql, schema) => {
+      const writer = openSql(1);
       try {
-        for (let i = 0; i < 200 && !listening; i++) await new Promise((r) => setTimeout(r, 5));
-        assert.ok(listening, "LISTEN is set up");
-        // A different outbox instance on another connection: no in-process hint, only NOTIFY.
-        const other = createOutbox({ storage: postgresStorage(asSql(writer), { schema }), publisher: () => {} });
-        await writer.begin((tx) => other.enqueue(tx as unknown as PostgresTx, { id: "notified", topic: "t", payload: 1 }));
-        assert.equal(await published.promise, "notified");
+        const published = Promise.withResolvers<string>();
+        const relay = createOutbox({
+          storage: postgresStorage(asSql(sql), { schema }),
+          publisher: (m) => published.resolve(m.id),
+        });
+        await relay.setup();
+        let listening = false;
+        const storage = postgresStorage(asSql(sql), { schema });
+        const listened: OutboxStorage<PostgresTx> = {
+          ...storage,
+          listen: async (onWake, signal) => {
+            await storage.listen!(onWake, signal);
+            listening = true;
+          },
+        };
+        const loop = createOutbox({ storage: listened, publisher: (m) => published.resolve(m.id) }).start({
+          minIdleMs: 60_000,
+          maxIdleMs: 60_000,
+        });
+        try {
+          for (let i = 0; i < 200 && !listening; i++) await new Promise((r) => setTimeout(r, 5));
+          assert.ok(listening, "LISTEN is set up");
+          // A different outbox instance on another connection: no in-process hint, only NOTIFY.
+          const other = createOutbox({ storage: postgresStorage(asSql(writer), { schema }), publisher: () => {} });
+          await writer.begin((tx) =>
+            other.enqueue(tx as unknown as PostgresTx, { id: "notified", topic: "t", payload: 1 })
+          );
+          assert.equal(await published.promise, "notified");
+        } finally {
+          await loop.stop();
+        }
       } finally {
-        await loop.stop();
+        await writer.end({ timeout: 1 });
       }
-    } finally {
-      await writer.end({ timeout: 1 });
-    }
-  }), { timeout: 10_000 });
+    }),
+  { timeout: 10_000 },
+);
 
 test("postgres: without LISTEN (PgBouncer in transaction mode) the relay still delivers by polling", () =>
   withSchema(async (sql, schema) => {
@@ -100,7 +144,11 @@ test("postgres: without LISTEN (PgBouncer in transaction mode) the relay still d
       listen: () => Promise.reject(new Error("LISTEN is not supported in transaction pooling mode")),
     };
     const errors: unknown[] = [];
-    const outbox = createOutbox({ storage: noListen, publisher: (m) => published.resolve(m.id), onError: (e) => errors.push(e) });
+    const outbox = createOutbox({
+      storage: noListen,
+      publisher: (m) => published.resolve(m.id),
+      onError: (e) => errors.push(e),
+    });
     const writer = createOutbox({ storage, publisher: () => {} });
     const loop = outbox.start({ minIdleMs: 5, maxIdleMs: 20 });
     try {
@@ -119,7 +167,10 @@ test("postgres: enqueue() with an id that exists keeps the caller's transaction 
     await outbox.enqueue(asSql(sql), { id: "taken", topic: "t", payload: 1 });
     await sql.begin(async (tx) => {
       const t = tx as unknown as PostgresTx;
-      await assert.rejects(() => outbox.enqueue(t, [{ id: "fresh", topic: "t", payload: 1 }, { id: "taken", topic: "t", payload: 2 }]), /"taken" is already in the outbox/);
+      await assert.rejects(
+        () => outbox.enqueue(t, [{ id: "fresh", topic: "t", payload: 1 }, { id: "taken", topic: "t", payload: 2 }]),
+        /"taken" is already in the outbox/,
+      );
       await outbox.enqueue(t, { id: "after", topic: "t", payload: 3 });
     });
     const rows = await outbox.inspect();
@@ -133,7 +184,10 @@ test("postgres: postgresSchema() returns the DDL setup() runs, and setup() accep
     const storage = postgresStorage(asSql(sql), { schema, table: "events" });
     assert.deepEqual(storage.schemaSql, ddl);
     await storage.setup();
-    const idx = await sql.unsafe(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'events' ORDER BY indexname`, [schema]);
+    const idx = await sql.unsafe(
+      `SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'events' ORDER BY indexname`,
+      [schema],
+    );
     assert.deepEqual(idx.map((r) => r.indexname), [
       "events_claim_idx",
       "events_id_key",
@@ -150,10 +204,17 @@ test("postgres: a table without the claim function (drizzle-kit, hand-written DD
     await storage.setup();
     const n = postgresNames(schema, "outbox");
     const functions = async () =>
-      (await sql.unsafe(`SELECT proname FROM pg_proc WHERE pronamespace = $1::regnamespace`, [`"${schema}"`])).map((r) => r.proname);
+      (await sql.unsafe(`SELECT proname FROM pg_proc WHERE pronamespace = $1::regnamespace`, [`"${schema}"`])).map((
+        r,
+      ) => r.proname);
     assert.deepEqual(await functions(), ["outbox_claim_v2"]);
     const outbox = createOutbox({ storage, publisher: () => {} });
-    const request = () => ({ now: Date.now(), limit: 10, token: crypto.randomUUID(), lockedUntil: Date.now() + 60_000 });
+    const request = () => ({
+      now: Date.now(),
+      limit: 10,
+      token: crypto.randomUUID(),
+      lockedUntil: Date.now() + 60_000,
+    });
 
     await sql.unsafe(`DROP FUNCTION ${n.claimFunction}`);
     await outbox.enqueue(asTx(sql), [{ topic: "t", key: "k", payload: 1 }, { topic: "t", key: "k", payload: 2 }]);
@@ -175,15 +236,29 @@ test("postgres: tables with 58–63 character names get every index and a claim 
     const storages = tables.map((table) => postgresStorage(asSql(sql), { schema, table }));
     for (const s of storages) await s.setup();
     for (const table of tables) {
-      const idx = await sql.unsafe(`SELECT count(*)::int AS n FROM pg_indexes WHERE schemaname = $1 AND tablename = $2`, [schema, table]);
+      const idx = await sql.unsafe(
+        `SELECT count(*)::int AS n FROM pg_indexes WHERE schemaname = $1 AND tablename = $2`,
+        [schema, table],
+      );
       assert.equal(idx[0]!.n, 6, `${table.length}-character table: pkey, unique id and the 4 outbox indexes`);
     }
-    const fns = await sql.unsafe(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = $1::regnamespace`, [`"${schema}"`]);
+    const fns = await sql.unsafe(`SELECT count(*)::int AS n FROM pg_proc WHERE pronamespace = $1::regnamespace`, [
+      `"${schema}"`,
+    ]);
     assert.equal(fns[0]!.n, tables.length, "one claim function per table");
     const outboxes = storages.map((storage) => createOutbox({ storage, publisher: () => {} }));
-    for (const [i, outbox] of outboxes.entries()) await outbox.enqueue(asTx(sql), { id: `in-${i}`, topic: "t", payload: i });
-    const request = () => ({ now: Date.now(), limit: 10, token: crypto.randomUUID(), lockedUntil: Date.now() + 60_000 });
-    for (const [i, storage] of storages.entries()) assert.deepEqual((await storage.claim(request())).map((r) => r.id), [`in-${i}`]);
+    for (const [i, outbox] of outboxes.entries()) {
+      await outbox.enqueue(asTx(sql), { id: `in-${i}`, topic: "t", payload: i });
+    }
+    const request = () => ({
+      now: Date.now(),
+      limit: 10,
+      token: crypto.randomUUID(),
+      lockedUntil: Date.now() + 60_000,
+    });
+    for (const [i, storage] of storages.entries()) {
+      assert.deepEqual((await storage.claim(request())).map((r) => r.id), [`in-${i}`]);
+    }
   }));
 
 test("postgres: claim, settle and cleanup queries use index scans", () =>
@@ -203,7 +278,9 @@ test("postgres: claim, settle and cleanup queries use index scans", () =>
       return rows.map((r) => String(r["QUERY PLAN"])).join("\n");
     };
     const q = relayQueries(n);
-    const claim = await plan(q.claim({ now: 1_000_000, limit: 100, token: "t", lockedUntil: 1_030_000, clock: "relay" }));
+    const claim = await plan(
+      q.claim({ now: 1_000_000, limit: 100, token: "t", lockedUntil: 1_030_000, clock: "relay" }),
+    );
     assert.match(claim, /Index (Only )?Scan using outbox_claim_idx/);
     assert.match(claim, /Index (Only )?Scan using outbox_key_idx/);
     // A full batch of 500: the plan must stay on the primary key (no nested loop over the batch twice).
@@ -237,7 +314,11 @@ test("postgres: a client made with fetch_types: false (as on Workers) enqueues, 
     const bare = postgres(PG_URL, { fetch_types: false, max: 2, onnotice: () => {} });
     try {
       const pub = memoryPublisher();
-      const outbox = createOutbox({ storage: postgresStorage(asSql(bare), { schema }), publisher: pub, onError: () => {} });
+      const outbox = createOutbox({
+        storage: postgresStorage(asSql(bare), { schema }),
+        publisher: pub,
+        onError: () => {},
+      });
       await outbox.setup();
       const tricky = { "x-q": 'say "hi" \\ {a,b}' };
       await bare.begin((tx) =>
@@ -249,7 +330,7 @@ test("postgres: a client made with fetch_types: false (as on Workers) enqueues, 
       await bare.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, { id: "id-3", topic: "t", payload: 3 }));
       const report = await outbox.tick();
       assert.equal(report.published, 3);
-      assert.deepEqual(pub.messages.map((m) => m.id).sort(), ["id \"1\", {x}", "id-2", "id-3"].sort());
+      assert.deepEqual(pub.messages.map((m) => m.id).sort(), ['id "1", {x}', "id-2", "id-3"].sort());
       assert.deepEqual(pub.messages.find((m) => m.id === 'id "1", {x}')!.headers, tricky);
       assert.equal(await outbox.requeue({ ids: ["nothing"] }), 0);
     } finally {

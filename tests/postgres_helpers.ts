@@ -4,12 +4,13 @@
  */
 
 import postgres from "postgres";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import type { StorageHarness } from "./conformance/storage.ts";
 
 /** Connection URL of the test database (override with OUTBOX_TEST_PG_URL). */
-export const PG_URL = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.OUTBOX_TEST_PG_URL ??
-  "postgres://postgres@127.0.0.1:5432/test";
+export const PG_URL =
+  (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.OUTBOX_TEST_PG_URL ??
+    "postgres://postgres@127.0.0.1:5432/test";
 
 let counter = 0;
 

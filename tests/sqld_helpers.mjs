@@ -73,7 +73,9 @@ function jwtKeys() {
   const { publicKey, privateKey } = generateKeyPairSync("ed25519");
   const key = /** @type {string} */ (publicKey.export({ format: "jwk" }).x);
   const part = (/** @type {object} */ value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const unsigned = `${part({ alg: "EdDSA", typ: "JWT" })}.${part({ a: "rw", exp: Math.floor(Date.now() / 1000) + 3_600 })}`;
+  const unsigned = `${part({ alg: "EdDSA", typ: "JWT" })}.${
+    part({ a: "rw", exp: Math.floor(Date.now() / 1000) + 3_600 })
+  }`;
   return { key, token: `${unsigned}.${sign(null, Buffer.from(unsigned), privateKey).toString("base64url")}` };
 }
 
@@ -146,7 +148,11 @@ async function launch(binary, dir, port, timeoutMs, auth) {
     {
       cwd: dir,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn", ...(auth ? { SQLD_AUTH_JWT_KEY: auth.key } : {}) },
+      env: {
+        ...process.env,
+        RUST_LOG: process.env.RUST_LOG ?? "warn",
+        ...(auth ? { SQLD_AUTH_JWT_KEY: auth.key } : {}),
+      },
     },
   );
   let output = "";

@@ -38,8 +38,8 @@ import {
   objectName,
   postgresErrors,
   postgresNames,
-  postgresStorage,
   type PostgresSql,
+  postgresStorage,
   type PostgresStorageOptions,
   unlessGone,
   writeRows,
@@ -147,9 +147,13 @@ export function pgOutboxTable(options: { schema?: string; table?: string } = {})
     check(`${name}_status_check`, sql`${sql.raw("status")} IN ('pending', 'processing', 'published', 'dead')`),
     check(`${name}_check`, sql.raw("(payload IS NULL) <> (payload_bytes IS NULL)")),
     index(objectName(name, "claim_idx")).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
-    index(objectName(name, "key_idx")).on(t.key, t.availableAt, t.seq).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
+    index(objectName(name, "key_idx")).on(t.key, t.availableAt, t.seq).where(
+      sql.raw("available_at IS NOT NULL AND key IS NOT NULL"),
+    ),
     index(objectName(name, "settled_idx")).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
-    index(objectName(name, "scheduled_idx")).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
+    index(objectName(name, "scheduled_idx")).on(t.deliverAt).where(
+      sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL"),
+    ),
   ];
   return schema === "public"
     ? pgTable(name, columns, (t) => extras(t as never))
@@ -201,10 +205,16 @@ export function drizzleSql(text: string, params: readonly unknown[]): SQL {
  * });
  * ```
  */
-export function drizzlePgStorage(db: DrizzlePgDatabase, options: PostgresStorageOptions = {}): OutboxStorage<DrizzlePgTransaction> {
+export function drizzlePgStorage(
+  db: DrizzlePgDatabase,
+  options: PostgresStorageOptions = {},
+): OutboxStorage<DrizzlePgTransaction> {
   const client = (db as { $client?: unknown })?.$client;
   if (typeof client !== "function" || typeof (client as unknown as PostgresSql).unsafe !== "function") {
-    throw new OutboxConfigError("drizzlePgStorage needs a drizzle database on the postgres-js driver: drizzle(postgres(url))", "db");
+    throw new OutboxConfigError(
+      "drizzlePgStorage needs a drizzle database on the postgres-js driver: drizzle(postgres(url))",
+      "db",
+    );
   }
   const base = postgresStorage(client as unknown as PostgresSql, options);
   const n = postgresNames(base.schema, base.table);
@@ -218,7 +228,9 @@ export function drizzlePgStorage(db: DrizzlePgDatabase, options: PostgresStorage
     name: "drizzle-postgres",
     async insert(tx, rows) {
       if (typeof tx !== "object" || tx === null || typeof tx.execute !== "function") {
-        throw new OutboxStorageError("enqueue needs a drizzle transaction (db.transaction(async (tx) => …)) or the db as its first argument");
+        throw new OutboxStorageError(
+          "enqueue needs a drizzle transaction (db.transaction(async (tx) => …)) or the db as its first argument",
+        );
       }
       try {
         if (tx === (db as unknown)) {

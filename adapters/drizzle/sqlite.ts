@@ -119,10 +119,14 @@ export function sqliteOutboxTable(options: { table?: string } = {}): SqliteOutbo
     check(`${name}_status_check`, sql.raw("status IN ('pending', 'processing', 'published', 'dead')")),
     uniqueIndex(`${name}_id_unique`).on(t.id),
     index(`${name}_claim_idx`).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
-    index(`${name}_key_idx`).on(t.key, t.availableAt, t.seq).where(sql.raw("available_at IS NOT NULL AND key IS NOT NULL")),
+    index(`${name}_key_idx`).on(t.key, t.availableAt, t.seq).where(
+      sql.raw("available_at IS NOT NULL AND key IS NOT NULL"),
+    ),
     index(`${name}_settled_idx`).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
     index(`${name}_locked_idx`).on(t.lockedBy).where(sql.raw("locked_by IS NOT NULL")),
-    index(`${name}_scheduled_idx`).on(t.deliverAt).where(sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL")),
+    index(`${name}_scheduled_idx`).on(t.deliverAt).where(
+      sql.raw("available_at IS NOT NULL AND deliver_at IS NOT NULL"),
+    ),
   ]);
 }
 
@@ -161,10 +165,16 @@ function drizzleSql(statement: InStatement | string): SQL {
  * @returns The storage; its transaction type is drizzle's transaction.
  * @throws {OutboxConfigError} When `db` does not run on a libSQL client.
  */
-export function drizzleSqliteStorage(db: DrizzleSqliteDatabase, options: LibsqlStorageOptions = {}): OutboxStorage<DrizzleSqliteTransaction> {
+export function drizzleSqliteStorage(
+  db: DrizzleSqliteDatabase,
+  options: LibsqlStorageOptions = {},
+): OutboxStorage<DrizzleSqliteTransaction> {
   const client = (db as { $client?: unknown })?.$client as Client | undefined;
   if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
-    throw new OutboxConfigError("drizzleSqliteStorage needs a drizzle database on the libsql driver: drizzle(createClient({ url }))", "db");
+    throw new OutboxConfigError(
+      "drizzleSqliteStorage needs a drizzle database on the libsql driver: drizzle(createClient({ url }))",
+      "db",
+    );
   }
   const base = libsqlStorage(client, options);
   const n = libsqlNames(base.table);
@@ -175,12 +185,16 @@ export function drizzleSqliteStorage(db: DrizzleSqliteDatabase, options: LibsqlS
     statements: undefined,
     async insert(tx, rows) {
       if (typeof tx !== "object" || tx === null || typeof tx.run !== "function") {
-        throw new OutboxStorageError("enqueue needs a drizzle transaction (db.transaction(async (tx) => …)) or the db as its first argument");
+        throw new OutboxStorageError(
+          "enqueue needs a drizzle transaction (db.transaction(async (tx) => …)) or the db as its first argument",
+        );
       }
       const statements = insertStatements(n, rows);
       try {
         if (tx === (db as unknown) && statements.length > 1) {
-          await db.transaction((inner) => runInsertStatements((s) => Promise.resolve(inner.run(drizzleSql(s))), statements));
+          await db.transaction((inner) =>
+            runInsertStatements((s) => Promise.resolve(inner.run(drizzleSql(s))), statements)
+          );
         } else {
           await runInsertStatements((s) => Promise.resolve(tx.run(drizzleSql(s))), statements);
         }

@@ -18,6 +18,10 @@ function missingTable(error: unknown): boolean {
  * @param explain Conditions the caller can act on, worded for its users.
  * @returns `wrap(what, error)`.
  */
-export function libsqlErrors(table: string, setup: string, explain?: (error: unknown) => string | undefined): WrapStorageError {
+export function libsqlErrors(
+  table: string,
+  setup: string,
+  explain?: (error: unknown) => string | undefined,
+): WrapStorageError {
   return storageErrors({ database: "libSQL", table, setup, missingTable, explain });
 }

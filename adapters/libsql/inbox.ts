@@ -107,8 +107,11 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
   // SQLite reports a primary-key violation as "UNIQUE constraint failed: <table>.<column>, …".
   const duplicateMessage = `UNIQUE constraint failed: ${n.bare}.consumer, ${n.bare}.id`.toLowerCase();
 
-  const wrap = libsqlErrors(n.table, "inbox.setup()", (error) =>
-    isClosedTransaction(error) ? "the transaction is already closed (committed or rolled back)" : undefined);
+  const wrap = libsqlErrors(
+    n.table,
+    "inbox.setup()",
+    (error) => isClosedTransaction(error) ? "the transaction is already closed (committed or rolled back)" : undefined,
+  );
   /** Runs one of the inbox's own statements, retrying while another writer holds the lock. */
   const withBusyRetry = busyRetry(client, busyTimeoutMs, wrap);
 
@@ -124,7 +127,7 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
     async record(tx: LibsqlInboxTx, entry: InboxEntry): Promise<boolean> {
       if (typeof tx !== "object" || tx === null || typeof (tx as Transaction).execute !== "function") {
         throw new OutboxStorageError(
-          "receive needs a libSQL transaction (await client.transaction(\"write\")) or client as its first argument",
+          'receive needs a libSQL transaction (await client.transaction("write")) or client as its first argument',
         );
       }
       try {
@@ -144,8 +147,10 @@ export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): L
     },
 
     async cleanup(request: InboxCleanupRequest): Promise<number> {
-      const rs = await withBusyRetry("clean up received message ids", () =>
-        client.execute({ sql: sql.cleanup, args: [request.before, request.limit] }));
+      const rs = await withBusyRetry(
+        "clean up received message ids",
+        () => client.execute({ sql: sql.cleanup, args: [request.before, request.limit] }),
+      );
       return rs.rowsAffected;
     },
   };

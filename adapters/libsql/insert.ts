@@ -40,7 +40,10 @@ export function insertStatements(n: LibsqlNames, rows: readonly NewOutboxRow[]):
  * its own; several get a savepoint, so a failure undoes all of them and nothing of the
  * caller's own work.
  */
-export async function runInsertStatements(exec: (statement: InStatement | string) => Promise<unknown>, statements: readonly InStatement[]): Promise<void> {
+export async function runInsertStatements(
+  exec: (statement: InStatement | string) => Promise<unknown>,
+  statements: readonly InStatement[],
+): Promise<void> {
   if (statements.length === 1) {
     await exec(statements[0]!);
     return;
@@ -57,14 +60,22 @@ export async function runInsertStatements(exec: (statement: InStatement | string
 }
 
 /** Maps an insert failure to the error a caller can act on. */
-export function insertError(error: unknown, rows: readonly NewOutboxRow[], otherwise: (error: unknown) => Error): Error {
+export function insertError(
+  error: unknown,
+  rows: readonly NewOutboxRow[],
+  otherwise: (error: unknown) => Error,
+): Error {
   const message = errorText(error);
   const code = errorCode(error);
   if (/UNIQUE constraint failed: .*\.id/i.test(message) || code === "SQLITE_CONSTRAINT_UNIQUE") {
     const ids = rows.length === 1 ? ` ${JSON.stringify(rows[0]!.id)}` : "";
-    return new OutboxMessageError(`Message id${ids} is already in the outbox; ids must be unique`, rows.length === 1 ? "id" : "", {
-      cause: error,
-    });
+    return new OutboxMessageError(
+      `Message id${ids} is already in the outbox; ids must be unique`,
+      rows.length === 1 ? "id" : "",
+      {
+        cause: error,
+      },
+    );
   }
   if (isClosedTransaction(error)) {
     return new OutboxStorageError("Could not enqueue: the transaction is already closed (committed or rolled back)", {

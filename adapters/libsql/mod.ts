@@ -140,7 +140,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     async insert(tx, rows) {
       if (typeof tx !== "object" || tx === null || typeof (tx as Transaction).execute !== "function") {
         throw new OutboxStorageError(
-          "enqueue needs a libSQL transaction (await client.transaction(\"write\")) or client as its first argument",
+          'enqueue needs a libSQL transaction (await client.transaction("write")) or client as its first argument',
         );
       }
       const statements = insertStatements(n, rows);
@@ -184,13 +184,19 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
 
     async cleanup(request: CleanupRequest): Promise<number> {
       return await cleanupSettled(request, async (status, before, limit) => {
-        const rs = await withBusyRetry("clean up settled messages", () => client.execute(q.cleanup(status, before, limit)));
+        const rs = await withBusyRetry(
+          "clean up settled messages",
+          () => client.execute(q.cleanup(status, before, limit)),
+        );
         return rs.rowsAffected;
       });
     },
 
     async stats(now: number): Promise<StorageStats> {
-      const [counts, oldest, blocked] = await withBusyRetry("read outbox stats", () => client.batch(q.stats(now), "read"));
+      const [counts, oldest, blocked] = await withBusyRetry(
+        "read outbox stats",
+        () => client.batch(q.stats(now), "read"),
+      );
       const by: Record<string, number> = { pending: 0, processing: 0, published: 0, dead: 0 };
       for (const row of counts!.rows) by[String(row.status)] = (by[String(row.status)] ?? 0) + num(row.n);
       const first = oldest!.rows[0];

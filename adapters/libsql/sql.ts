@@ -263,12 +263,16 @@ export function relayQueries(n: LibsqlNames): RelayQueries {
         );
       }
       if (retry.length) statements.push({ sql: text.retry, args: [t, JSON.stringify(retry), now] });
-      if (dead.length) statements.push({ sql: text.dead, args: [t, JSON.stringify(dead), now, r.onDead === "block" ? 1 : 0] });
+      if (dead.length) {
+        statements.push({ sql: text.dead, args: [t, JSON.stringify(dead), now, r.onDead === "block" ? 1 : 0] });
+      }
       if (release.length) statements.push({ sql: text.release, args: [t, JSON.stringify(release), now] });
       return statements;
     },
     cleanup: (status, before, limit) => ({ sql: text.cleanup, args: [status, before, limit] }),
-    stats: (now) => [{ sql: text.stats[0]!, args: [] }, { sql: text.stats[1]!, args: [now] }, { sql: text.stats[2]!, args: [] }],
+    stats: (
+      now,
+    ) => [{ sql: text.stats[0]!, args: [] }, { sql: text.stats[1]!, args: [now] }, { sql: text.stats[2]!, args: [] }],
     requeue: (r) => ({
       sql: text.requeue,
       args: [relayNow(r), r.status, r.topic ?? null, r.ids ? JSON.stringify(r.ids) : null],

@@ -37,11 +37,18 @@
  * @module
  */
 
-import type { JetStreamClient, JetStreamManager, JetStreamPublishOptions, PubAck, StreamConfig, StreamInfo } from "@nats-io/jetstream";
+import type {
+  JetStreamClient,
+  JetStreamManager,
+  JetStreamPublishOptions,
+  PubAck,
+  StreamConfig,
+  StreamInfo,
+} from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
 import { checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule, unchecked } from "../../src/rules.ts";
-import type { OutboxRecord, PublishContext, PublishOutcome, Publisher } from "../../src/types.ts";
+import type { OutboxRecord, PublishContext, Publisher, PublishOutcome } from "../../src/types.ts";
 
 /** Options of {@link jetstreamPublisher}. */
 export interface JetStreamPublisherOptions {
@@ -137,7 +144,10 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
     );
   }
   if (name === "JetStreamNotEnabled") {
-    return new PublishError(`JetStream is not enabled for this account on the server (publishing to "${subject}") (transient)`, { cause: error });
+    return new PublishError(
+      `JetStream is not enabled for this account on the server (publishing to "${subject}") (transient)`,
+      { cause: error },
+    );
   }
   const code = (error as { code?: unknown })?.code;
   if (name === "JetStreamApiError" && typeof code === "number") {
@@ -148,29 +158,44 @@ export function classifyJetStreamError(error: unknown, subject: string, size: nu
         { permanent: true, cause: error },
       );
     }
-    return new PublishError(`JetStream publish to "${subject}" failed: ${text} (API error ${code}) (transient)`, { cause: error });
-  }
-  if (/max_payload|maximum payload/i.test(text)) {
-    return new PublishError(`Message of ${size} bytes is larger than the server's max_payload; it can never be published as is`, {
-      permanent: true,
+    return new PublishError(`JetStream publish to "${subject}" failed: ${text} (API error ${code}) (transient)`, {
       cause: error,
     });
   }
-  if (/permissions? violation|authorization|not authorized|permission denied/i.test(text) || name === "PermissionViolationError") {
-    return new PublishError(`Not allowed to publish to subject "${subject}": ${text}`, { permanent: true, cause: error });
+  if (/max_payload|maximum payload/i.test(text)) {
+    return new PublishError(
+      `Message of ${size} bytes is larger than the server's max_payload; it can never be published as is`,
+      {
+        permanent: true,
+        cause: error,
+      },
+    );
+  }
+  if (
+    /permissions? violation|authorization|not authorized|permission denied/i.test(text) ||
+    name === "PermissionViolationError"
+  ) {
+    return new PublishError(`Not allowed to publish to subject "${subject}": ${text}`, {
+      permanent: true,
+      cause: error,
+    });
   }
   if (name === "TimeoutError" || /timeout/i.test(text)) {
     return new PublishError(`No ack from JetStream for "${subject}" in time (timeout) (transient)`, { cause: error });
   }
   if (/closed|draining|disconnect|reconnect/i.test(name + text)) {
-    return new PublishError(`NATS connection unavailable while publishing to "${subject}" (${text}) (transient)`, { cause: error });
+    return new PublishError(`NATS connection unavailable while publishing to "${subject}" (${text}) (transient)`, {
+      cause: error,
+    });
   }
   return new PublishError(`JetStream publish to "${subject}" failed: ${text} (transient)`, { cause: error });
 }
 
 const OPTION_RULES: Record<string, Rule> = {
   subject: (x, path) => {
-    if (typeof x !== "function") fail("subject must be a function (message) => string; use subjectPrefix for a prefix", path);
+    if (typeof x !== "function") {
+      fail("subject must be a function (message) => string; use subjectPrefix for a prefix", path);
+    }
   },
   subjectPrefix: (x, path) => {
     if (typeof x !== "string" || /\s/.test(x)) fail("subjectPrefix must be a string without whitespace", path);
@@ -203,7 +228,10 @@ function isJetStreamClient(value: unknown): value is JetStreamClient {
  */
 export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublisherOptions = {}): JetStreamPublisher {
   if (!isJetStreamClient(js)) {
-    throw new OutboxConfigError("jetstreamPublisher needs a JetStream client: jetstream(nc) from @nats-io/jetstream", "js");
+    throw new OutboxConfigError(
+      "jetstreamPublisher needs a JetStream client: jetstream(nc) from @nats-io/jetstream",
+      "js",
+    );
   }
   checkOptions("jetstreamPublisher", options, OPTION_RULES);
   const timeoutMs = options.timeoutMs ?? 5_000;
@@ -231,7 +259,10 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
 
   function afterAck(stream: string) {
     if (horizonMs === null || checked.has(stream)) return;
-    checkStream(stream).then((w) => w && warn?.(w), (e) => warn?.(`Could not check the duplicate window of stream "${stream}": ${errorText(e)}`));
+    checkStream(stream).then(
+      (w) => w && warn?.(w),
+      (e) => warn?.(`Could not check the duplicate window of stream "${stream}": ${errorText(e)}`),
+    );
   }
 
   // "No responders" means an election or a missing stream. Once per subject per minute
@@ -295,7 +326,9 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
       for (const [k, v] of entries) h.set(k, v);
       opts.headers = h;
     }
-    if (signal.aborted) throw new PublishError("Publish cancelled: the claim's lease is ending", { cause: signal.reason });
+    if (signal.aborted) {
+      throw new PublishError("Publish cancelled: the claim's lease is ending", { cause: signal.reason });
+    }
     let ack: PubAck;
     try {
       ack = await js.publish(subject, data, opts);

@@ -20,6 +20,10 @@ function missingTable(error: unknown): boolean {
  * @param explain Conditions the caller can act on, worded for its users.
  * @returns `wrap(what, error)`.
  */
-export function postgresErrors(n: PostgresNames, setup: string, explain?: (error: unknown) => string | undefined): WrapStorageError {
+export function postgresErrors(
+  n: PostgresNames,
+  setup: string,
+  explain?: (error: unknown) => string | undefined,
+): WrapStorageError {
   return storageErrors({ database: "Postgres", table: n.qualified, setup, missingTable, explain });
 }

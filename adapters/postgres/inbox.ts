@@ -20,7 +20,11 @@ import { transaction } from "./transaction.ts";
  */
 export interface PostgresInboxTx {
   /** Runs a query with bound parameters (postgres.js `sql.unsafe`). */
-  unsafe(query: string, parameters?: unknown[], options?: { prepare?: boolean }): PromiseLike<Record<string, unknown>[]>;
+  unsafe(
+    query: string,
+    parameters?: unknown[],
+    options?: { prepare?: boolean },
+  ): PromiseLike<Record<string, unknown>[]>;
 }
 
 /** The parts of a postgres.js `sql` instance the inbox uses. */
@@ -70,7 +74,10 @@ export interface PostgresInboxStorage extends InboxStorage<PostgresInboxTx, neve
  */
 export function postgresInboxSchema(options: { schema?: string; table?: string } = {}): string[] {
   return inboxCreateStatements(
-    postgresNames(checkIdentifier(options.schema ?? "public", "schema"), checkIdentifier(options.table ?? "outbox_inbox", "table")),
+    postgresNames(
+      checkIdentifier(options.schema ?? "public", "schema"),
+      checkIdentifier(options.table ?? "outbox_inbox", "table"),
+    ),
   );
 }
 
@@ -140,7 +147,9 @@ export function postgresInbox(sql: PostgresInboxSql, options: PostgresInboxOptio
 
     async record(tx: PostgresInboxTx, entry: InboxEntry): Promise<boolean> {
       if ((typeof tx !== "function" && (typeof tx !== "object" || tx === null)) || typeof tx.unsafe !== "function") {
-        throw new OutboxStorageError("receive needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument");
+        throw new OutboxStorageError(
+          "receive needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument",
+        );
       }
       try {
         const rows = await tx.unsafe(q.receive, [entry.consumer, entry.id, entry.receivedAt], PREPARE);

@@ -35,14 +35,22 @@ function base64(bytes: Uint8Array): string {
 }
 
 function duplicateError(id: string, count: number): OutboxMessageError {
-  return new OutboxMessageError(`Message id ${JSON.stringify(id)} is already in the outbox; ids must be unique`, count === 1 ? "id" : "");
+  return new OutboxMessageError(
+    `Message id ${JSON.stringify(id)} is already in the outbox; ids must be unique`,
+    count === 1 ? "id" : "",
+  );
 }
 
 /**
  * Inserts rows in one statement through `execute`; all or none. An id that is already
  * in the table raises `OutboxMessageError` without aborting the caller's transaction.
  */
-export async function writeRows(q: InsertQueries, rows: readonly NewOutboxRow[], notify: boolean, execute: Execute): Promise<void> {
+export async function writeRows(
+  q: InsertQueries,
+  rows: readonly NewOutboxRow[],
+  notify: boolean,
+  execute: Execute,
+): Promise<void> {
   const n = rows.length;
   if (n === 1) {
     const r = rows[0]!;
@@ -112,7 +120,9 @@ export function insertError(error: unknown, otherwise: (error: unknown) => Error
   const e = error as { code?: unknown; cause?: { code?: unknown } };
   const code = e?.code ?? e?.cause?.code;
   if (code === "25P02") {
-    return new OutboxStorageError("Could not enqueue: the transaction is aborted by an earlier error; roll it back", { cause: error });
+    return new OutboxStorageError("Could not enqueue: the transaction is aborted by an earlier error; roll it back", {
+      cause: error,
+    });
   }
   return otherwise(error);
 }

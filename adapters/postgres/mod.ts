@@ -50,7 +50,14 @@ import type {
 import { postgresErrors } from "./errors.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
 import { transaction } from "./transaction.ts";
-import { createStatements, NOT_READ_COMMITTED, postgresNames, relayQueries, setupLockSql, type SqlQuery } from "./sql.ts";
+import {
+  createStatements,
+  NOT_READ_COMMITTED,
+  postgresNames,
+  relayQueries,
+  setupLockSql,
+  type SqlQuery,
+} from "./sql.ts";
 
 /** A row as postgres.js returns it. */
 type Row = Record<string, unknown>;
@@ -71,7 +78,11 @@ export type PostgresTx = PostgresQueryable;
 export interface PostgresSql extends PostgresQueryable {
   begin<T>(cb: (tx: PostgresQueryable) => T | Promise<T>): Promise<unknown>;
   begin<T>(options: string, cb: (tx: PostgresQueryable) => T | Promise<T>): Promise<unknown>;
-  listen(channel: string, onnotify: (value: string) => void, onlisten?: () => void): PromiseLike<{ unlisten(): Promise<void> }>;
+  listen(
+    channel: string,
+    onnotify: (value: string) => void,
+    onlisten?: () => void,
+  ): PromiseLike<{ unlisten(): Promise<void> }>;
 }
 
 /**
@@ -120,7 +131,10 @@ const OPTION_RULES = { schema: identifier, table: identifier, notify: bool };
  */
 export function postgresSchema(options: { schema?: string; table?: string } = {}): string[] {
   return createStatements(
-    postgresNames(checkIdentifier(options.schema ?? "public", "schema"), checkIdentifier(options.table ?? "outbox", "table")),
+    postgresNames(
+      checkIdentifier(options.schema ?? "public", "schema"),
+      checkIdentifier(options.table ?? "outbox", "table"),
+    ),
   );
 }
 
@@ -140,7 +154,6 @@ function isPostgresSql(value: unknown): value is PostgresSql {
     typeof (value as unknown as PostgresSql).begin === "function" &&
     typeof (value as unknown as PostgresSql).listen === "function";
 }
-
 
 function fromBase64(text: string): Uint8Array {
   const binary = atob(text);
@@ -213,9 +226,12 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async insert(tx, rows) {
       if (typeof tx !== "function" && (typeof tx !== "object" || tx === null) || typeof tx.unsafe !== "function") {
-        throw new OutboxStorageError("enqueue needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument");
+        throw new OutboxStorageError(
+          "enqueue needs a postgres.js transaction (sql.begin(async (tx) => …)) or sql as its first argument",
+        );
       }
-      const write = (target: PostgresQueryable) => writeRows(inserts, rows, notify, (text, params) => target.unsafe(text, params, PREPARE));
+      const write = (target: PostgresQueryable) =>
+        writeRows(inserts, rows, notify, (text, params) => target.unsafe(text, params, PREPARE));
       try {
         if (isPostgresSql(tx)) {
           // No caller transaction: make the insert (and a compensation) atomic on its own.
@@ -264,7 +280,9 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
         id: String(row.id),
         topic: String(row.topic),
         key: str(row.key),
-        body: row.payload !== null && row.payload !== undefined ? String(row.payload) : fromBase64(String(row.payload_bytes ?? "")),
+        body: row.payload !== null && row.payload !== undefined
+          ? String(row.payload)
+          : fromBase64(String(row.payload_bytes ?? "")),
         headers: str(row.headers),
         attempts: num(row.attempts),
         createdAt: num(row.created_at),
@@ -277,11 +295,12 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
       // Under REPEATABLE READ a settle whose lease was taken meanwhile would fail on the
       // row (a serialization error) instead of leaving it to its new owner.
       const [row] = isolate
-        ? await transaction(sql, async (tx) => await tx.unsafe(settle.text, settle.values, PREPARE), READ_COMMITTED).catch(
-          (error: unknown): never => {
-            throw wrap("settle messages", error);
-          },
-        )
+        ? await transaction(sql, async (tx) => await tx.unsafe(settle.text, settle.values, PREPARE), READ_COMMITTED)
+          .catch(
+            (error: unknown): never => {
+              throw wrap("settle messages", error);
+            },
+          )
         : await run("settle messages", settle);
       return num(row?.n ?? 0);
     },

@@ -111,16 +111,24 @@ export function createStatements(n: PostgresNames): string[] {
 )`,
     // Claim scan: unsettled rows in seq order; due time and key in the index (index-only).
     // Plain key columns rather than INCLUDE, so drizzle-kit can declare the same index.
-    `CREATE INDEX IF NOT EXISTS ${n.index("claim_idx")} ON ${n.qualified} (seq, available_at, key) WHERE available_at IS NOT NULL`,
+    `CREATE INDEX IF NOT EXISTS ${
+      n.index("claim_idx")
+    } ON ${n.qualified} (seq, available_at, key) WHERE available_at IS NOT NULL`,
     // Per-key barrier: does the key have an unsettled row that is not claimable yet
     // (available_at > now) before this one? Ordered by available_at, the probe visits
     // only the key's waiting rows, not every claimable one ahead of it (which made a
     // hot key's batch quadratic).
-    `CREATE INDEX IF NOT EXISTS ${n.index("key_idx")} ON ${n.qualified} (key, available_at, seq) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
+    `CREATE INDEX IF NOT EXISTS ${
+      n.index("key_idx")
+    } ON ${n.qualified} (key, available_at, seq) WHERE available_at IS NOT NULL AND key IS NOT NULL`,
     // Retention cleanup and stats of settled rows.
-    `CREATE INDEX IF NOT EXISTS ${n.index("settled_idx")} ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
+    `CREATE INDEX IF NOT EXISTS ${
+      n.index("settled_idx")
+    } ON ${n.qualified} (status, settled_at) WHERE available_at IS NULL`,
     // Unsettled messages scheduled with deliverAt: stats' oldest-due age.
-    `CREATE INDEX IF NOT EXISTS ${n.index("scheduled_idx")} ON ${n.qualified} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
+    `CREATE INDEX IF NOT EXISTS ${
+      n.index("scheduled_idx")
+    } ON ${n.qualified} (deliver_at) WHERE available_at IS NOT NULL AND deliver_at IS NOT NULL`,
     dropOldClaimFunctionsSql(n),
     claimFunctionSql(n),
   ];
@@ -440,7 +448,9 @@ export function relayQueries(n: PostgresNames): RelayQueries {
     inspect: inspectSql(n),
   };
   // $1 now (NULL: the database's clock), $2 limit, $3 token, $4 lease in ms.
-  const claimValues = (r: ClaimRequest) => [r.clock === "relay" ? r.now : null, r.limit, r.token, r.lockedUntil - r.now];
+  const claimValues = (
+    r: ClaimRequest,
+  ) => [r.clock === "relay" ? r.now : null, r.limit, r.token, r.lockedUntil - r.now];
   return {
     claimLock: () => ({ text: text.claimLock, values: [] }),
     claim: (r) => ({ text: text.claim, values: claimValues(r) }),

@@ -72,12 +72,18 @@ export async function unlessGone<T>(work: Promise<T>): Promise<T> {
  * @param mode What follows BEGIN, e.g. `"isolation level read committed"`.
  */
 export async function transaction<Tx, T>(sql: BeginsTransactions<Tx>, fn: (tx: Tx) => Promise<T>): Promise<T>;
-export async function transaction<Tx, T>(sql: BeginsTransactionsInMode<Tx>, fn: (tx: Tx) => Promise<T>, mode: string): Promise<T>;
+export async function transaction<Tx, T>(
+  sql: BeginsTransactionsInMode<Tx>,
+  fn: (tx: Tx) => Promise<T>,
+  mode: string,
+): Promise<T>;
 export async function transaction<Tx, T>(
   sql: BeginsTransactions<Tx> | BeginsTransactionsInMode<Tx>,
   fn: (tx: Tx) => Promise<T>,
   mode?: string,
 ): Promise<T> {
   const body = (tx: Tx) => unlessGone(fn(tx));
-  return await (mode === undefined ? (sql as BeginsTransactions<Tx>).begin(body) : (sql as BeginsTransactionsInMode<Tx>).begin(mode, body)) as T;
+  return await (mode === undefined
+    ? (sql as BeginsTransactions<Tx>).begin(body)
+    : (sql as BeginsTransactionsInMode<Tx>).begin(mode, body)) as T;
 }

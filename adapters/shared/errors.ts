@@ -71,7 +71,9 @@ export type WrapStorageError = (what: string, error: unknown) => Error;
 export function storageErrors(source: StorageErrorSource): WrapStorageError {
   return (what, error) => {
     if (error instanceof OutboxStorageError || error instanceof OutboxMessageError) return error;
-    const reason = source.missingTable(error) ? `table ${source.table} does not exist; run ${source.setup} first` : source.explain?.(error);
+    const reason = source.missingTable(error)
+      ? `table ${source.table} does not exist; run ${source.setup} first`
+      : source.explain?.(error);
     const message = reason === undefined
       ? `Could not ${what} in ${source.database} table ${source.table}: ${errorText(error)}`
       : `Could not ${what}: ${reason}`;

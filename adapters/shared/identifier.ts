@@ -21,7 +21,9 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 export function checkIdentifier(value: unknown, path: string): string {
   if (typeof value !== "string" || !IDENTIFIER.test(value)) {
     throw new OutboxConfigError(
-      `${path} must be a plain SQL identifier (a letter or _, then letters, digits or _, at most 63), got ${JSON.stringify(value) ?? String(value)}`,
+      `${path} must be a plain SQL identifier (a letter or _, then letters, digits or _, at most 63), got ${
+        JSON.stringify(value) ?? String(value)
+      }`,
       path,
     );
   }

@@ -61,7 +61,10 @@ export async function cleanupSettled(
   deleteSettled: (status: "published" | "dead", before: number, limit: number) => Promise<number>,
 ): Promise<number> {
   let deleted = 0;
-  const steps: ["published" | "dead", number | null][] = [["published", request.publishedBefore], ["dead", request.deadBefore]];
+  const steps: ["published" | "dead", number | null][] = [["published", request.publishedBefore], [
+    "dead",
+    request.deadBefore,
+  ]];
   for (const [status, before] of steps) {
     const remaining = request.limit - deleted;
     if (remaining <= 0) break;

@@ -25,7 +25,11 @@ const outbox = createOutbox({
 });
 await outbox.setup();
 await client.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, total REAL NOT NULL)");
-await ensureStream(await jetstreamManager(nc), { name: env.STREAM ?? "ORDERS", subjects: [`${prefix}orders.>`], outbox });
+await ensureStream(await jetstreamManager(nc), {
+  name: env.STREAM ?? "ORDERS",
+  subjects: [`${prefix}orders.>`],
+  outbox,
+});
 
 // The relay: ticks until stopped, backing off to maxIdleMs when there is nothing to do.
 const relay = outbox.start({ maxIdleMs: 250 });
@@ -42,7 +46,9 @@ async function createOrder(request: Request): Promise<Response> {
     await tx.commit();
   } catch (error) {
     // Not committed: neither the order nor its event exists.
-    if (/UNIQUE|PRIMARY KEY/i.test(String(error))) return Response.json({ error: `Order ${id} exists` }, { status: 409 });
+    if (/UNIQUE|PRIMARY KEY/i.test(String(error))) {
+      return Response.json({ error: `Order ${id} exists` }, { status: 409 });
+    }
     throw error;
   } finally {
     tx.close();

@@ -25,7 +25,8 @@ import { createInbox } from "../../inbox/mod.ts";
 import { libsqlInbox } from "../../adapters/libsql/mod.ts";
 import { ensureStream } from "../../adapters/nats/mod.ts";
 
-const NATS_URL = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.NATS_URL ?? "127.0.0.1:4222";
+const NATS_URL = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.NATS_URL ??
+  "127.0.0.1:4222";
 const STREAM = "INBOX_DEMO";
 const SUBJECT = "demo.inbox.payments";
 const CONSUMER = "billing";
@@ -57,7 +58,12 @@ await inbox.setup();
 const nc = await connect({ servers: NATS_URL });
 const jsm = await jetstreamManager(nc);
 const js = jetstream(nc);
-await ensureStream(jsm, { name: STREAM, subjects: ["demo.inbox.>"], storage: StorageType.Memory, duplicateWindowMs: 120_000 });
+await ensureStream(jsm, {
+  name: STREAM,
+  subjects: ["demo.inbox.>"],
+  storage: StorageType.Memory,
+  duplicateWindowMs: 120_000,
+});
 await jsm.streams.purge(STREAM); // leftovers of an earlier run
 await jsm.consumers.delete(STREAM, CONSUMER).catch(() => {});
 await jsm.consumers.add(STREAM, {
@@ -75,7 +81,9 @@ for (const p of payments) {
   await js.publish(SUBJECT, JSON.stringify(p), { msgID: ids.get(p.payment)! });
 }
 const again = await js.publish(SUBJECT, JSON.stringify(payments[2]), { msgID: ids.get("p-3")! });
-console.log(`published p-1 … p-5; p-3 published again with the same id → duplicate: ${again.duplicate} (JetStream dropped it)`);
+console.log(
+  `published p-1 … p-5; p-3 published again with the same id → duplicate: ${again.duplicate} (JetStream dropped it)`,
+);
 
 // --- The consumer. -------------------------------------------------------------------
 const faults = new Map([
@@ -89,7 +97,8 @@ async function apply(id: string, p: Payment, failBeforeCommit: boolean): Promise
   try {
     if (!(await inbox.receive(tx, id))) return false; // handled before: nothing to do
     await tx.execute({
-      sql: "INSERT INTO accounts (id, balance) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET balance = balance + excluded.balance",
+      sql:
+        "INSERT INTO accounts (id, balance) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET balance = balance + excluded.balance",
       args: [p.account, p.amount],
     });
     if (failBeforeCommit) throw new Error("handler failed (simulated)");
@@ -149,7 +158,10 @@ const once = JSON.stringify(balances) === JSON.stringify(expected);
 console.log(`${deliveries} deliveries of ${payments.length} payments; balances ${JSON.stringify(balances)}`);
 console.log(once ? "each payment applied exactly once ✓" : `expected ${JSON.stringify(expected)} ✗`);
 const inboxRows = await client.execute("SELECT count(*) AS n FROM outbox_inbox");
-console.log(`inbox: ${inboxRows.rows[0]!.n} ids kept for ${inbox.keepMs / 86_400_000} days; cleanup() now deletes ${await inbox.cleanup()}`);
+console.log(
+  `inbox: ${inboxRows.rows[0]!.n} ids kept for ${inbox.keepMs / 86_400_000} days; cleanup() now deletes ${await inbox
+    .cleanup()}`,
+);
 
 await jsm.consumers.delete(STREAM, CONSUMER).catch(() => {});
 await jsm.streams.delete(STREAM).catch(() => {});

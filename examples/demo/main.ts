@@ -46,7 +46,9 @@ const outbox = createOutbox({
   retention: { publishedMs: 3_600_000 }, // keep published rows for an hour so stats() counts them
 });
 
-await client.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, total REAL NOT NULL, status TEXT NOT NULL)");
+await client.execute(
+  "CREATE TABLE orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, total REAL NOT NULL, status TEXT NOT NULL)",
+);
 await outbox.setup();
 console.log(`@x/outbox demo: an order service on embedded libSQL (${join(dir, "orders.db")})\n`);
 console.log("Writing (each order row and its event in one transaction):");
@@ -101,12 +103,20 @@ console.log("  o-4  committed as one client.batch([insert order, ...outbox.state
   try {
     await tx.execute({ sql: "INSERT INTO orders VALUES ('o-5', 'erin', 18, 'new')" });
     try {
-      await outbox.enqueue(tx, { topic: "orders.created", key: "o-5", payload: { id: "o-5", customer: "erin", total: -18 } });
+      await outbox.enqueue(tx, {
+        topic: "orders.created",
+        key: "o-5",
+        payload: { id: "o-5", customer: "erin", total: -18 },
+      });
     } catch (error) {
       if (!(error instanceof OutboxMessageError)) throw error;
       console.log(`  o-5  rejected before commit: ${error.name}: ${error.message}`);
     }
-    await outbox.enqueue(tx, { topic: "orders.created", key: "o-5", payload: { id: "o-5", customer: "erin", total: 18 } });
+    await outbox.enqueue(tx, {
+      topic: "orders.created",
+      key: "o-5",
+      payload: { id: "o-5", customer: "erin", total: 18 },
+    });
     await tx.commit();
     console.log("  o-5  same transaction, corrected event: committed");
   } finally {
@@ -140,7 +150,9 @@ console.log(`  start() … stop(): the retry went out; the loop stopped cleanly\
 
 console.log("Published, in the order the broker received them:");
 for (const m of broker.messages) {
-  console.log(`  ${m.topic.padEnd(15)} ${String(m.key).padEnd(4)} ${JSON.stringify(m.payload)}  (attempt ${m.attempts})`);
+  console.log(
+    `  ${m.topic.padEnd(15)} ${String(m.key).padEnd(4)} ${JSON.stringify(m.payload)}  (attempt ${m.attempts})`,
+  );
 }
 const order = (key: string) => broker.messages.filter((m) => m.key === key).map((m) => m.topic).join(" → ");
 console.log(`Per key: o-1 ${order("o-1")}; o-2 ${order("o-2")}`);
@@ -151,8 +163,10 @@ await rm(dir, { recursive: true, force: true });
 
 // Fail loudly if the story did not go as told (the demo doubles as a smoke test).
 const expected = ["o-1", "o-2", "o-4", "o-5"].length + 2;
-if (broker.messages.length !== expected || stats.published !== expected || stats.pending + stats.processing !== 0 ||
-  order("o-2") !== "orders.created → orders.paid" || order("o-1") !== "orders.created → orders.paid") {
+if (
+  broker.messages.length !== expected || stats.published !== expected || stats.pending + stats.processing !== 0 ||
+  order("o-2") !== "orders.created → orders.paid" || order("o-1") !== "orders.created → orders.paid"
+) {
   console.error(`\nUnexpected result: ${broker.messages.length} published, stats ${format(stats)}`);
   // deno-lint-ignore no-process-global
   process.exitCode = 1;

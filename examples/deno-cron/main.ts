@@ -36,7 +36,9 @@ export async function createRelay(options: RelayOptions) {
   /** The cron handler: one relay pass within the budget. */
   const relayHandler = async (): Promise<TickReport> => {
     const report = await outbox.tick({ budgetMs: options.budgetMs ?? 50_000 });
-    if (report.claimed > 0) console.log(`relay: published ${report.published} of ${report.claimed} in ${report.durationMs} ms`);
+    if (report.claimed > 0) {
+      console.log(`relay: published ${report.published} of ${report.claimed} in ${report.durationMs} ms`);
+    }
     return report;
   };
   return { client, outbox, relayHandler };

@@ -29,7 +29,11 @@ const outbox = createOutbox({
 });
 await outbox.setup(); // creates the schema too
 await sql`CREATE TABLE IF NOT EXISTS ${sql(schema)}.orders (id text PRIMARY KEY, total numeric NOT NULL)`;
-await ensureStream(await jetstreamManager(nc), { name: env.STREAM ?? "ORDERS", subjects: [`${prefix}orders.>`], outbox });
+await ensureStream(await jetstreamManager(nc), {
+  name: env.STREAM ?? "ORDERS",
+  subjects: [`${prefix}orders.>`],
+  outbox,
+});
 
 // The relay: LISTENs for enqueues, polls as a backstop, until stopped.
 const relay = outbox.start({ maxIdleMs: 1_000 });

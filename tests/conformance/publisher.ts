@@ -79,8 +79,16 @@ export function publisherConformance(name: string, factory: () => Promise<Publis
     });
 
   it("publish() stores the payload, the headers and the message id as the dedup id", async (h) => {
-    const json = record(h.topic, { id: "json-1", payload: { order: "o-1", total: 12.5 }, headers: { "x-trace-id": "t-1", "content-type": "application/json" } });
-    const bytes = record(h.topic, { id: "bytes-1", payload: new Uint8Array([0, 1, 255]), body: new Uint8Array([0, 1, 255]) });
+    const json = record(h.topic, {
+      id: "json-1",
+      payload: { order: "o-1", total: 12.5 },
+      headers: { "x-trace-id": "t-1", "content-type": "application/json" },
+    });
+    const bytes = record(h.topic, {
+      id: "bytes-1",
+      payload: new Uint8Array([0, 1, 255]),
+      body: new Uint8Array([0, 1, 255]),
+    });
     await h.publisher.publish(json, context);
     await h.publisher.publish(bytes, context);
     const stored = await h.read();
@@ -112,7 +120,10 @@ export function publisherConformance(name: string, factory: () => Promise<Publis
   it("a message nothing accepts fails (permanently unless the broker cannot tell it from an outage), with a reason in plain words", async (h) => {
     const m = record(h.unroutableTopic, { id: "nowhere" });
     const permanent = (h.unroutable ?? "permanent") === "permanent";
-    await assert.rejects(() => h.publisher.publish(m, context), (e: unknown) => isPermanentError(e) === permanent && /stream|route|subject/i.test(String(e)));
+    await assert.rejects(
+      () => h.publisher.publish(m, context),
+      (e: unknown) => isPermanentError(e) === permanent && /stream|route|subject/i.test(String(e)),
+    );
     if (h.publisher.publishRun) {
       const [outcome] = await h.publisher.publishRun([m], context);
       assert.equal(outcome!.ok, false);
@@ -123,6 +134,9 @@ export function publisherConformance(name: string, factory: () => Promise<Publis
   it("a publish whose ack does not arrive in time fails transiently (it will be retried)", async (h) => {
     if (!h.timingOut) return;
     const slow = await h.timingOut();
-    await assert.rejects(() => slow.publish(record(h.topic, { id: "slow" }), context), (e: unknown) => !isPermanentError(e) && /time/i.test(String(e)));
+    await assert.rejects(
+      () => slow.publish(record(h.topic, { id: "slow" }), context),
+      (e: unknown) => !isPermanentError(e) && /time/i.test(String(e)),
+    );
   });
 }

@@ -10,15 +10,9 @@
  */
 
 import assert from "node:assert/strict";
-import {
-  createOutbox,
-  memoryPublisher,
-  OutboxConfigError,
-  OutboxMessageError,
-  type OutboxStorage,
-} from "../../mod.ts";
+import { createOutbox, memoryPublisher, OutboxConfigError, OutboxMessageError, type OutboxStorage } from "../../mod.ts";
 import { libsqlSchema, libsqlStorage } from "../../adapters/libsql/mod.ts";
-import { postgresSchema, postgresStorage, type PostgresSql } from "../../adapters/postgres/mod.ts";
+import { postgresSchema, type PostgresSql, postgresStorage } from "../../adapters/postgres/mod.ts";
 import { ensureStream, jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import type { StorageHarness } from "../conformance/storage.ts";
 import { prepareMessages } from "../../src/message.ts";
@@ -104,43 +98,109 @@ test("faults: bad input: options the core suite does not try are rejected with O
   }
   assert.throws(() => createOutbox(null as never), OutboxConfigError);
   assert.throws(() => createOutbox("storage" as never), OutboxConfigError);
-  assert.throws(() => createOutbox({ storage: stub, publisher: 42 } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "publisher");
+  assert.throws(
+    () => createOutbox({ storage: stub, publisher: 42 } as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "publisher",
+  );
   // Options of the outbox's own methods.
   const outbox = createOutbox({ storage: stub, publisher });
-  await assert.rejects(() => outbox.requeue({ status: "pending" as never }), (e: unknown) => e instanceof OutboxConfigError && e.path === "status");
-  await assert.rejects(() => outbox.requeue({ ids: "a" as never }), (e: unknown) => e instanceof OutboxMessageError && e.path === "ids");
-  assert.throws(() => outbox.statements({ topic: "t", payload: 1 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "storage");
+  await assert.rejects(
+    () => outbox.requeue({ status: "pending" as never }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "status",
+  );
+  await assert.rejects(
+    () => outbox.requeue({ ids: "a" as never }),
+    (e: unknown) => e instanceof OutboxMessageError && e.path === "ids",
+  );
+  assert.throws(
+    () => outbox.statements({ topic: "t", payload: 1 }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "storage",
+  );
   await assert.rejects(() => outbox.inspect(), (e: unknown) => e instanceof OutboxConfigError && e.path === "storage");
   // start() idle waits become timer delays: above 2^31−1 ms (or NaN) a timer fires at once
   // and the loop would poll without pause.
-  for (const [options, path] of [
-    [{ minIdleMs: 2 ** 31 }, "minIdleMs"],
-    [{ maxIdleMs: Infinity }, "maxIdleMs"],
-    [{ maxIdleMs: NaN }, "maxIdleMs"],
-    [{ onTick: "log" }, "onTick"],
-    [{ signal: {} }, "signal"],
-    [{ idleMs: 5 }, "idleMs"],
-  ] as const) {
-    assert.throws(() => outbox.start(options as never), (e: unknown) => e instanceof OutboxConfigError && e.path === path, JSON.stringify(options));
+  for (
+    const [options, path] of [
+      [{ minIdleMs: 2 ** 31 }, "minIdleMs"],
+      [{ maxIdleMs: Infinity }, "maxIdleMs"],
+      [{ maxIdleMs: NaN }, "maxIdleMs"],
+      [{ onTick: "log" }, "onTick"],
+      [{ signal: {} }, "signal"],
+      [{ idleMs: 5 }, "idleMs"],
+    ] as const
+  ) {
+    assert.throws(
+      () => outbox.start(options as never),
+      (e: unknown) => e instanceof OutboxConfigError && e.path === path,
+      JSON.stringify(options),
+    );
   }
-  for (const [options, path] of [[{ budgetMs: NaN }, "budgetMs"], [{ maxBatches: 0 }, "maxBatches"], [{ budget: 1 }, "budget"]] as const) {
-    await assert.rejects(() => outbox.tick(options as never), (e: unknown) => e instanceof OutboxConfigError && e.path === path, JSON.stringify(options));
+  for (
+    const [options, path] of [[{ budgetMs: NaN }, "budgetMs"], [{ maxBatches: 0 }, "maxBatches"], [
+      { budget: 1 },
+      "budget",
+    ]] as const
+  ) {
+    await assert.rejects(
+      () => outbox.tick(options as never),
+      (e: unknown) => e instanceof OutboxConfigError && e.path === path,
+      JSON.stringify(options),
+    );
   }
   // Adapter and publisher factories.
   const client = { execute() {}, batch() {}, transaction() {} } as never;
-  assert.throws(() => libsqlStorage(null as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "client");
-  assert.throws(() => libsqlStorage(client, { busyTimeoutMs: -1 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "busyTimeoutMs");
-  assert.throws(() => libsqlStorage(client, { busyTimeoutMs: "5s" } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "busyTimeoutMs");
-  assert.throws(() => libsqlStorage(client, { schema: "x" } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "schema");
+  assert.throws(
+    () => libsqlStorage(null as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "client",
+  );
+  assert.throws(
+    () => libsqlStorage(client, { busyTimeoutMs: -1 }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "busyTimeoutMs",
+  );
+  assert.throws(
+    () => libsqlStorage(client, { busyTimeoutMs: "5s" } as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "busyTimeoutMs",
+  );
+  assert.throws(
+    () => libsqlStorage(client, { schema: "x" } as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "schema",
+  );
   assert.throws(() => libsqlStorage(client, "outbox" as never), OutboxConfigError);
   const js = { publish() {} } as never;
-  assert.throws(() => jetstreamPublisher(js, { maxInFlight: 0 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "maxInFlight");
-  assert.throws(() => jetstreamPublisher(js, { maxInFlight: 1.5 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "maxInFlight");
-  assert.throws(() => jetstreamPublisher(js, { timeoutMs: NaN }), (e: unknown) => e instanceof OutboxConfigError && e.path === "timeoutMs");
-  assert.throws(() => jetstreamPublisher(js, { timeoutMs: 2 ** 31 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "timeoutMs");
-  assert.throws(() => jetstreamPublisher(js, { subjectPrefix: 5 } as never), (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix");
-  assert.throws(() => jetstreamPublisher(js, { subjectPrefix: "a\tb" }), (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix");
-  await assert.rejects(() => ensureStream({} as never, { name: "S", subjects: ["s.>"], outbox: { retryHorizonMs: 200_000 }, duplicateWindowMs: 200_000 }), (e: unknown) => e instanceof OutboxConfigError && e.path === "duplicateWindowMs");
+  assert.throws(
+    () => jetstreamPublisher(js, { maxInFlight: 0 }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "maxInFlight",
+  );
+  assert.throws(
+    () => jetstreamPublisher(js, { maxInFlight: 1.5 }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "maxInFlight",
+  );
+  assert.throws(
+    () => jetstreamPublisher(js, { timeoutMs: NaN }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "timeoutMs",
+  );
+  assert.throws(
+    () => jetstreamPublisher(js, { timeoutMs: 2 ** 31 }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "timeoutMs",
+  );
+  assert.throws(
+    () => jetstreamPublisher(js, { subjectPrefix: 5 } as never),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix",
+  );
+  assert.throws(
+    () => jetstreamPublisher(js, { subjectPrefix: "a\tb" }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "subjectPrefix",
+  );
+  await assert.rejects(
+    () =>
+      ensureStream({} as never, {
+        name: "S",
+        subjects: ["s.>"],
+        outbox: { retryHorizonMs: 200_000 },
+        duplicateWindowMs: 200_000,
+      }),
+    (e: unknown) => e instanceof OutboxConfigError && e.path === "duplicateWindowMs",
+  );
 });
 
 /** deliverAt values no Date can hold, and what must be said about each. */
@@ -176,14 +236,24 @@ test("faults: bad input: deliverAt outside the Date range, lone surrogates and l
   for (const [deliverAt, quoted] of BAD_DELIVER_AT) {
     const what = `deliverAt ${String(deliverAt)}`;
     await rejects({ topic: "t", payload: 1, deliverAt }, "deliverAt", quoted, what);
-    await rejects([{ topic: "t", payload: 1 }, { topic: "t", payload: 1, deliverAt }], "[1].deliverAt", quoted, `${what} in a list`);
+    await rejects(
+      [{ topic: "t", payload: 1 }, { topic: "t", payload: 1, deliverAt }],
+      "[1].deliverAt",
+      quoted,
+      `${what} in a list`,
+    );
   }
   for (const bad of LONE_SURROGATES) {
     const what = JSON.stringify(bad);
     // The message quotes the value JSON-escaped, so the surrogate shows as \udxxx.
     const quoted = /\\ud[89a-f][0-9a-f]{2}/;
     await rejects({ topic: bad, payload: 1 }, "topic", quoted, `topic ${what}`);
-    await rejects([{ topic: "t", payload: 1 }, { topic: bad, payload: 1 }], "[1].topic", quoted, `topic ${what} in a list`);
+    await rejects(
+      [{ topic: "t", payload: 1 }, { topic: bad, payload: 1 }],
+      "[1].topic",
+      quoted,
+      `topic ${what} in a list`,
+    );
     await rejects({ topic: "t", key: bad, payload: 1 }, "key", quoted, `key ${what}`);
     await rejects({ id: bad, topic: "t", payload: 1 }, "id", quoted, `id ${what}`);
     await rejects({ topic: "t", headers: { "x-a": bad }, payload: 1 }, "headers.x-a", quoted, `header value ${what}`);
@@ -203,7 +273,8 @@ test("faults: bad input: deliverAt outside the Date range, lone surrogates and l
   assert.equal(resolveOptions({ storage: stub, publisher, leaseMs: 2_147_483_647 }).leaseMs, 2_147_483_647);
   assert.throws(
     () => createOutbox({ storage: stub, publisher, leaseMs: 2 ** 31 }),
-    (e: unknown) => e instanceof OutboxConfigError && e.path === "leaseMs" && /2147483648/.test(e.message) && /timer/.test(e.message),
+    (e: unknown) =>
+      e instanceof OutboxConfigError && e.path === "leaseMs" && /2147483648/.test(e.message) && /timer/.test(e.message),
   );
 });
 
@@ -212,7 +283,9 @@ test("faults: bad input: a leaseMs of 2^31−1 ms, the longest timer delay, stil
   try {
     const pub = memoryPublisher();
     const outbox = createOutbox({ storage: h.storage, publisher: pub, leaseMs: 2_147_483_647 });
-    await h.commit((tx) => outbox.enqueue(tx, [{ id: "a", topic: "t", key: "k", payload: 1 }, { id: "b", topic: "t", key: "k", payload: 2 }]));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "a", topic: "t", key: "k", payload: 1 }, { id: "b", topic: "t", key: "k", payload: 2 }])
+    );
     const report = await outbox.tick();
     assert.equal(report.published, 2);
     assert.equal(report.retried, 0);
@@ -223,15 +296,36 @@ test("faults: bad input: a leaseMs of 2^31−1 ms, the longest timer delay, stil
 });
 
 test("faults: bad input: identifier injection is refused by every factory and DDL helper before any SQL runs", () => {
-  const sql = Object.assign(async () => [], { unsafe: async () => [], begin: async () => [], listen: async () => ({ unlisten: async () => {} }) });
+  const sql = Object.assign(async () => [], {
+    unsafe: async () => [],
+    begin: async () => [],
+    listen: async () => ({ unlisten: async () => {} }),
+  });
   const client = { execute() {}, batch() {}, transaction() {} } as never;
   for (const name of EVIL_IDENTIFIERS) {
-    const is = (path: string) => (e: unknown) => e instanceof OutboxConfigError && e.path === path && /plain SQL identifier/.test(e.message);
-    assert.throws(() => libsqlStorage(client, { table: name as string }), is("table"), `libsqlStorage table ${String(name)}`);
+    const is = (path: string) => (e: unknown) =>
+      e instanceof OutboxConfigError && e.path === path && /plain SQL identifier/.test(e.message);
+    assert.throws(
+      () => libsqlStorage(client, { table: name as string }),
+      is("table"),
+      `libsqlStorage table ${String(name)}`,
+    );
     assert.throws(() => libsqlSchema({ table: name as string }), is("table"), `libsqlSchema table ${String(name)}`);
-    assert.throws(() => postgresStorage(sql as unknown as PostgresSql, { table: name as string }), is("table"), `postgresStorage table ${String(name)}`);
-    assert.throws(() => postgresStorage(sql as unknown as PostgresSql, { schema: name as string }), is("schema"), `postgresStorage schema ${String(name)}`);
-    assert.throws(() => postgresSchema({ schema: name as string }), is("schema"), `postgresSchema schema ${String(name)}`);
+    assert.throws(
+      () => postgresStorage(sql as unknown as PostgresSql, { table: name as string }),
+      is("table"),
+      `postgresStorage table ${String(name)}`,
+    );
+    assert.throws(
+      () => postgresStorage(sql as unknown as PostgresSql, { schema: name as string }),
+      is("schema"),
+      `postgresStorage schema ${String(name)}`,
+    );
+    assert.throws(
+      () => postgresSchema({ schema: name as string }),
+      is("schema"),
+      `postgresSchema schema ${String(name)}`,
+    );
     assert.throws(() => postgresSchema({ table: name as string }), is("table"), `postgresSchema table ${String(name)}`);
   }
   // The longest legal names work, and are quoted.
@@ -241,7 +335,7 @@ test("faults: bad input: identifier injection is refused by every factory and DD
 /** The value catalogue: SQL, quoting and placeholder characters in every value field. */
 const EVIL_VALUES = [
   "'); DROP TABLE orders; --",
-  "\" OR 1=1 --",
+  '" OR 1=1 --',
   "$1",
   "?",
   "\\'",
@@ -251,41 +345,49 @@ const EVIL_VALUES = [
 ];
 
 async function catalogue<Tx>(name: string, make: () => Promise<StorageHarness<Tx>>) {
-  test(`faults: bad input (${name}): SQL in topic, key, id, header and payload values goes through verbatim, end to end into JetStream`, async () => {
-    const h = await make();
-    const s = await natsStream();
-    try {
-      const outbox = createOutbox({ storage: h.storage, publisher: jetstreamPublisher(s.js), onError: (e) => console.error(e) });
-      const messages = EVIL_VALUES.map((evil, i) => ({
-        id: `${evil}#${i}`,
-        // Topics are subjects: printable, no whitespace; NATS tokens are separated by dots.
-        topic: `${s.prefix}.${encodeURIComponent(evil).replace(/[.*>%]/g, "_")}`,
-        key: evil,
-        headers: { "x-evil": evil, "x-i": String(i) },
-        payload: { evil, nested: [evil, { [evil]: evil }] },
-      }));
-      await h.commit(async (tx) => {
-        await h.insertOrder(tx, "o-1");
-        await outbox.enqueue(tx, messages);
-        await h.insertOrder(tx, "o-2");
-      });
-      assert.equal(await h.orderCount(), 2, "the business rows committed with the messages");
-      const report = await outbox.tick();
-      assert.equal(report.published, messages.length);
-      const stored = await s.read();
-      assert.deepEqual(stored.map((m) => m.id), messages.map((m) => m.id), "ids unchanged, in order");
-      const decoder = new TextDecoder();
-      for (const [i, m] of stored.entries()) {
-        assert.equal(m.subject, messages[i]!.topic);
-        assert.equal(m.headers["x-evil"], EVIL_VALUES[i]);
-        assert.deepEqual(JSON.parse(decoder.decode(m.data)), messages[i]!.payload);
+  test(
+    `faults: bad input (${name}): SQL in topic, key, id, header and payload values goes through verbatim, end to end into JetStream`,
+    async () => {
+      const h = await make();
+      const s = await natsStream();
+      try {
+        const outbox = createOutbox({
+          storage: h.storage,
+          publisher: jetstreamPublisher(s.js),
+          onError: (e) => console.error(e),
+        });
+        const messages = EVIL_VALUES.map((evil, i) => ({
+          id: `${evil}#${i}`,
+          // Topics are subjects: printable, no whitespace; NATS tokens are separated by dots.
+          topic: `${s.prefix}.${encodeURIComponent(evil).replace(/[.*>%]/g, "_")}`,
+          key: evil,
+          headers: { "x-evil": evil, "x-i": String(i) },
+          payload: { evil, nested: [evil, { [evil]: evil }] },
+        }));
+        await h.commit(async (tx) => {
+          await h.insertOrder(tx, "o-1");
+          await outbox.enqueue(tx, messages);
+          await h.insertOrder(tx, "o-2");
+        });
+        assert.equal(await h.orderCount(), 2, "the business rows committed with the messages");
+        const report = await outbox.tick();
+        assert.equal(report.published, messages.length);
+        const stored = await s.read();
+        assert.deepEqual(stored.map((m) => m.id), messages.map((m) => m.id), "ids unchanged, in order");
+        const decoder = new TextDecoder();
+        for (const [i, m] of stored.entries()) {
+          assert.equal(m.subject, messages[i]!.topic);
+          assert.equal(m.headers["x-evil"], EVIL_VALUES[i]);
+          assert.deepEqual(JSON.parse(decoder.decode(m.data)), messages[i]!.payload);
+        }
+        assert.equal((await outbox.stats()).pending, 0, "the outbox table is intact");
+      } finally {
+        await s.close();
+        await h.close();
       }
-      assert.equal((await outbox.stats()).pending, 0, "the outbox table is intact");
-    } finally {
-      await s.close();
-      await h.close();
-    }
-  }, { timeout: 30_000 });
+    },
+    { timeout: 30_000 },
+  );
 
   test(`faults: bad input (${name}): deliverAt beyond the Date range and lone surrogates are refused before any SQL; the transaction still inserts and commits`, async () => {
     const h = await make();
@@ -303,7 +405,11 @@ async function catalogue<Tx>(name: string, make: () => Promise<StorageHarness<Tx
           [[{ topic: "t", payload: 1 }, { topic: "t", key: "k\uDC00", payload: 1 }], "[1].key"],
         ];
         for (const [message, path] of refused) {
-          await assert.rejects(() => outbox.enqueue(tx, message as never), (e: unknown) => e instanceof OutboxMessageError && e.path === path, path);
+          await assert.rejects(
+            () => outbox.enqueue(tx, message as never),
+            (e: unknown) => e instanceof OutboxMessageError && e.path === path,
+            path,
+          );
         }
         // The same transaction goes on: on Postgres a failed statement would have aborted it.
         await h.insertOrder(tx, "after");
@@ -324,71 +430,98 @@ async function catalogue<Tx>(name: string, make: () => Promise<StorageHarness<Tx
     }
   });
 
-  test(`faults: bad input (${name}): payloads at the size limit work, one byte over is refused, and the transaction goes on`, async () => {
-    const h = await make();
-    try {
-      const pub = memoryPublisher();
-      const limit = 1024 * 1024;
-      const outbox = createOutbox({ storage: h.storage, publisher: pub });
-      const big = createOutbox({ storage: h.storage, publisher: pub, maxPayloadBytes: 8 * limit });
-      const atLimit = "x".repeat(limit - 2); // JSON adds the two quotes
-      const bytes = new Uint8Array(limit).map((_, i) => i % 251);
-      const multibyte = "é".repeat(limit / 2); // limit chars of UTF-16, 2 bytes each in UTF-8 → over
-      await h.commit(async (tx) => {
-        await h.insertOrder(tx, "before");
-        await outbox.enqueue(tx, [{ id: "json-at-limit", topic: "t", payload: atLimit }, { id: "bytes-at-limit", topic: "t", payload: bytes }]);
-        const refused: [unknown, string][] = [
-          [{ topic: "t", payload: atLimit + "x" }, "payload"],
-          [{ topic: "t", payload: new Uint8Array(limit + 1) }, "payload"],
-          [{ topic: "t", payload: multibyte }, "payload"],
-          [[{ topic: "t", payload: 1 }, { topic: "t", payload: { deep: [atLimit] } }], "[1].payload"],
-        ];
-        for (const [message, path] of refused) {
-          await assert.rejects(() => outbox.enqueue(tx, message as never), (e: unknown) => e instanceof OutboxMessageError && e.path === path && /over the limit/.test(e.message), path);
-        }
-        await big.enqueue(tx, { id: "eight-mib", topic: "t", payload: { blob: "y".repeat(8 * limit - 20) } });
-        await h.insertOrder(tx, "after");
-      });
-      assert.equal(await h.orderCount(), 2);
-      const report = await outbox.tick();
-      assert.equal(report.published, 3);
-      const byId = new Map(pub.messages.map((m) => [m.id, m]));
-      assert.equal(byId.get("json-at-limit")!.payload, atLimit);
-      assert.deepEqual(byId.get("bytes-at-limit")!.payload, bytes);
-      assert.equal((byId.get("eight-mib")!.payload as { blob: string }).blob.length, 8 * limit - 20);
-    } finally {
-      await h.close();
-    }
-  }, { timeout: 60_000 });
+  test(
+    `faults: bad input (${name}): payloads at the size limit work, one byte over is refused, and the transaction goes on`,
+    async () => {
+      const h = await make();
+      try {
+        const pub = memoryPublisher();
+        const limit = 1024 * 1024;
+        const outbox = createOutbox({ storage: h.storage, publisher: pub });
+        const big = createOutbox({ storage: h.storage, publisher: pub, maxPayloadBytes: 8 * limit });
+        const atLimit = "x".repeat(limit - 2); // JSON adds the two quotes
+        const bytes = new Uint8Array(limit).map((_, i) => i % 251);
+        const multibyte = "é".repeat(limit / 2); // limit chars of UTF-16, 2 bytes each in UTF-8 → over
+        await h.commit(async (tx) => {
+          await h.insertOrder(tx, "before");
+          await outbox.enqueue(tx, [{ id: "json-at-limit", topic: "t", payload: atLimit }, {
+            id: "bytes-at-limit",
+            topic: "t",
+            payload: bytes,
+          }]);
+          const refused: [unknown, string][] = [
+            [{ topic: "t", payload: atLimit + "x" }, "payload"],
+            [{ topic: "t", payload: new Uint8Array(limit + 1) }, "payload"],
+            [{ topic: "t", payload: multibyte }, "payload"],
+            [[{ topic: "t", payload: 1 }, { topic: "t", payload: { deep: [atLimit] } }], "[1].payload"],
+          ];
+          for (const [message, path] of refused) {
+            await assert.rejects(
+              () => outbox.enqueue(tx, message as never),
+              (e: unknown) => e instanceof OutboxMessageError && e.path === path && /over the limit/.test(e.message),
+              path,
+            );
+          }
+          await big.enqueue(tx, { id: "eight-mib", topic: "t", payload: { blob: "y".repeat(8 * limit - 20) } });
+          await h.insertOrder(tx, "after");
+        });
+        assert.equal(await h.orderCount(), 2);
+        const report = await outbox.tick();
+        assert.equal(report.published, 3);
+        const byId = new Map(pub.messages.map((m) => [m.id, m]));
+        assert.equal(byId.get("json-at-limit")!.payload, atLimit);
+        assert.deepEqual(byId.get("bytes-at-limit")!.payload, bytes);
+        assert.equal((byId.get("eight-mib")!.payload as { blob: string }).blob.length, 8 * limit - 20);
+      } finally {
+        await h.close();
+      }
+    },
+    { timeout: 60_000 },
+  );
 
-  test(`faults: bad input (${name}): 10,000 messages in one transaction with business rows; a rejected 10,000-message enqueue loses nothing else`, async () => {
-    const h = await make();
-    try {
-      let published = 0;
-      const outbox = createOutbox({ storage: h.storage, publisher: () => void published++, batchSize: 1_000 });
-      const many = (tag: string) => Array.from({ length: 10_000 }, (_, i) => ({ id: `${tag}-${i}`, topic: "bulk", key: `k${i % 100}`, payload: { i } }));
-      await h.commit((tx) => outbox.enqueue(tx, { id: "taken", topic: "t", payload: 0 }));
-      await h.commit(async (tx) => {
-        await h.insertOrder(tx, "first");
-        await outbox.enqueue(tx, many("ok"));
-        // Invalid last message: refused before anything of it is written.
-        const bad = many("bad") as { id: string; topic: string; key: string; payload: unknown }[];
-        bad[9_999]!.payload = { n: 1n };
-        await assert.rejects(() => outbox.enqueue(tx, bad), (e: unknown) => e instanceof OutboxMessageError && e.path === "[9999].payload.n");
-        // An id the table already holds: refused by the database, compensated by the adapter.
-        const clash = many("clash");
-        clash[5_000]!.id = "taken";
-        await assert.rejects(() => outbox.enqueue(tx, clash), (e: unknown) => e instanceof OutboxMessageError);
-        await h.insertOrder(tx, "second");
-      });
-      assert.equal(await h.orderCount(), 2, "both business rows committed");
-      assert.equal((await outbox.stats()).pending, 10_001, "the valid 10,000 (and the earlier one), nothing of the refused batches");
-      await outbox.tick({ budgetMs: 60_000 });
-      assert.equal(published, 10_001);
-    } finally {
-      await h.close();
-    }
-  }, { timeout: 90_000 });
+  test(
+    `faults: bad input (${name}): 10,000 messages in one transaction with business rows; a rejected 10,000-message enqueue loses nothing else`,
+    async () => {
+      const h = await make();
+      try {
+        let published = 0;
+        const outbox = createOutbox({ storage: h.storage, publisher: () => void published++, batchSize: 1_000 });
+        const many = (tag: string) =>
+          Array.from(
+            { length: 10_000 },
+            (_, i) => ({ id: `${tag}-${i}`, topic: "bulk", key: `k${i % 100}`, payload: { i } }),
+          );
+        await h.commit((tx) => outbox.enqueue(tx, { id: "taken", topic: "t", payload: 0 }));
+        await h.commit(async (tx) => {
+          await h.insertOrder(tx, "first");
+          await outbox.enqueue(tx, many("ok"));
+          // Invalid last message: refused before anything of it is written.
+          const bad = many("bad") as { id: string; topic: string; key: string; payload: unknown }[];
+          bad[9_999]!.payload = { n: 1n };
+          await assert.rejects(
+            () => outbox.enqueue(tx, bad),
+            (e: unknown) => e instanceof OutboxMessageError && e.path === "[9999].payload.n",
+          );
+          // An id the table already holds: refused by the database, compensated by the adapter.
+          const clash = many("clash");
+          clash[5_000]!.id = "taken";
+          await assert.rejects(() => outbox.enqueue(tx, clash), (e: unknown) => e instanceof OutboxMessageError);
+          await h.insertOrder(tx, "second");
+        });
+        assert.equal(await h.orderCount(), 2, "both business rows committed");
+        assert.equal(
+          (await outbox.stats()).pending,
+          10_001,
+          "the valid 10,000 (and the earlier one), nothing of the refused batches",
+        );
+        await outbox.tick({ budgetMs: 60_000 });
+        assert.equal(published, 10_001);
+      } finally {
+        await h.close();
+      }
+    },
+    { timeout: 90_000 },
+  );
 }
 
 catalogue("libsql", () => libsqlHarness());

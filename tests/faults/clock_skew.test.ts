@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { type Client, createClient } from "@libsql/client";
 import { createOutbox, type Outbox, type OutboxRecord, type OutboxStorage, type PublishContext } from "../../mod.ts";
 import { libsqlStorage } from "../../adapters/libsql/mod.ts";
-import { postgresStorage, type PostgresSql } from "../../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage } from "../../adapters/postgres/mod.ts";
 import { test } from "../harness.ts";
 import { openSql, uniqueSchema } from "../postgres_helpers.ts";
 import { startSqld } from "../sqld_helpers.mjs";
@@ -23,9 +23,11 @@ const SKEW_MS = 60_000;
 const LEASE_MS = 800;
 const MESSAGES = 400;
 const KEYS = 16;
-const clock = ((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.OUTBOX_SKEW_CLOCK ?? "storage") as
-  | "storage"
-  | "relay";
+const clock =
+  ((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.OUTBOX_SKEW_CLOCK ??
+    "storage") as
+      | "storage"
+      | "relay";
 
 interface Run {
   readonly published: number;
@@ -35,7 +37,10 @@ interface Run {
   readonly takeovers: number;
 }
 
-async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxStorage<Tx, unknown>], writer: Tx): Promise<Run> {
+async function skewedRelays<Tx>(
+  storages: [OutboxStorage<Tx, unknown>, OutboxStorage<Tx, unknown>],
+  writer: Tx,
+): Promise<Run> {
   const log: { id: string; key: string; n: number; relay: number }[] = [];
   const inFlight = new Map<string, number>();
   const overlaps: string[] = [];
@@ -56,7 +61,9 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
       if (roll < 0.03) {
         // A relay that pauses past its lease: the publish is abandoned at the lease's end.
         stalls++;
-        await new Promise<void>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }));
+        await new Promise<void>((_, reject) =>
+          signal.addEventListener("abort", () => reject(signal.reason), { once: true })
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 0));
       if (roll > 0.92) throw new Error("injected transient failure");
@@ -121,10 +128,19 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
     for (let i = 0; i < MESSAGES; i += 40) {
       await outboxes[(i / 40) % 2]!.enqueue(
         writer,
-        Array.from({ length: 40 }, (_, j) => ({ id: `m${i + j}`, topic: "t", key: `k${(i + j) % KEYS}`, payload: i + j })),
+        Array.from(
+          { length: 40 },
+          (_, j) => ({ id: `m${i + j}`, topic: "t", key: `k${(i + j) % KEYS}`, payload: i + j }),
+        ),
       );
     }
-    const timeout = setTimeout(() => done.reject(new Error(`Only ${seen.size} of ${MESSAGES} messages were published, or the table did not drain, in 60 s`)), 60_000);
+    const timeout = setTimeout(
+      () =>
+        done.reject(
+          new Error(`Only ${seen.size} of ${MESSAGES} messages were published, or the table did not drain, in 60 s`),
+        ),
+      60_000,
+    );
     try {
       await done.promise;
       // Rows whose settle landed late go out once more when their lease ends; wait for
@@ -145,7 +161,11 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
     // At least once: after a takeover a batch may go out again (in order, and a broker
     // that dedups by id drops it), but each message's first delivery keeps enqueue order.
     const expected = Array.from({ length: MESSAGES }, (_, i) => i).filter((i) => i % KEYS === k);
-    assert.deepEqual([...new Set(ns)], expected, `key k${k}: every message, first delivered in enqueue order: ${ns.join(",")}`);
+    assert.deepEqual(
+      [...new Set(ns)],
+      expected,
+      `key k${k}: every message, first delivered in enqueue order: ${ns.join(",")}`,
+    );
   }
   assert.equal((await outboxes[0].stats()).dead, 0);
   assert.ok(stalls > 0, "some publishes stalled past their lease");
@@ -163,30 +183,42 @@ async function skewedRelays<Tx>(storages: [OutboxStorage<Tx, unknown>, OutboxSto
   return { published: log.length, lost, stalls, pauses, takeovers };
 }
 
-test(`postgres: relays 60 s ahead and 60 s behind keep per-key order and never share a lease (clock: ${clock})`, async () => {
-  const schema = uniqueSchema("skew");
-  const sqls = [openSql(4), openSql(4), openSql(2)];
-  try {
-    const [a, b] = sqls.map((sql) => postgresStorage(sql as unknown as PostgresSql, { schema }));
-    await a!.setup();
-    const run = await skewedRelays([a!, b!], sqls[2] as unknown as never);
-    console.log(`postgres skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.takeovers} messages taken over by the other relay`);
-  } finally {
-    await sqls[2]!.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-    await Promise.all(sqls.map((s) => s.end({ timeout: 1 })));
-  }
-}, { timeout: 90_000 });
+test(
+  `postgres: relays 60 s ahead and 60 s behind keep per-key order and never share a lease (clock: ${clock})`,
+  async () => {
+    const schema = uniqueSchema("skew");
+    const sqls = [openSql(4), openSql(4), openSql(2)];
+    try {
+      const [a, b] = sqls.map((sql) => postgresStorage(sql as unknown as PostgresSql, { schema }));
+      await a!.setup();
+      const run = await skewedRelays([a!, b!], sqls[2] as unknown as never);
+      console.log(
+        `postgres skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.takeovers} messages taken over by the other relay`,
+      );
+    } finally {
+      await sqls[2]!.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+      await Promise.all(sqls.map((s) => s.end({ timeout: 1 })));
+    }
+  },
+  { timeout: 90_000 },
+);
 
-test(`libsql over HTTP (sqld): relays 60 s ahead and 60 s behind keep per-key order and never share a lease (clock: ${clock})`, async () => {
-  const sqld = await startSqld();
-  const clients: Client[] = [0, 1, 2].map(() => createClient({ url: sqld.url }));
-  try {
-    const [a, b] = clients.map((client) => libsqlStorage(client));
-    await a!.setup();
-    const run = await skewedRelays([a!, b!], clients[2]!);
-    console.log(`sqld skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.takeovers} messages taken over by the other relay`);
-  } finally {
-    for (const c of clients) c.close();
-    await sqld.stop();
-  }
-}, { timeout: 90_000 });
+test(
+  `libsql over HTTP (sqld): relays 60 s ahead and 60 s behind keep per-key order and never share a lease (clock: ${clock})`,
+  async () => {
+    const sqld = await startSqld();
+    const clients: Client[] = [0, 1, 2].map(() => createClient({ url: sqld.url }));
+    try {
+      const [a, b] = clients.map((client) => libsqlStorage(client));
+      await a!.setup();
+      const run = await skewedRelays([a!, b!], clients[2]!);
+      console.log(
+        `sqld skew: ${run.published} publishes of ${MESSAGES} messages, ${run.stalls} publishes stalled past the lease, ${run.pauses} settles landed after it, ${run.takeovers} messages taken over by the other relay`,
+      );
+    } finally {
+      for (const c of clients) c.close();
+      await sqld.stop();
+    }
+  },
+  { timeout: 90_000 },
+);

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -42,12 +42,21 @@ export class Ledger {
  * rolled-back message is, no id is stored twice, and each key's messages are stored in
  * enqueue order. `dead` lists ids allowed to be missing (they went dead on purpose).
  */
-export function checkStream(stored: readonly ReadMessage[], ledger: Ledger, what: string, dead: ReadonlySet<string> = new Set()): void {
+export function checkStream(
+  stored: readonly ReadMessage[],
+  ledger: Ledger,
+  what: string,
+  dead: ReadonlySet<string> = new Set(),
+): void {
   const ids = stored.map((m) => m.id ?? "");
   const seen = new Set(ids);
   assert.equal(seen.size, ids.length, `${what}: the stream holds no duplicates (${ids.length - seen.size} found)`);
   const missing = ledger.committed.filter((id) => !seen.has(id) && !dead.has(id));
-  assert.deepEqual(missing.slice(0, 10), [], `${what}: every committed message reached the stream (${missing.length} missing)`);
+  assert.deepEqual(
+    missing.slice(0, 10),
+    [],
+    `${what}: every committed message reached the stream (${missing.length} missing)`,
+  );
   const leaked = ids.filter((id) => ledger.rolledBack.has(id));
   assert.deepEqual(leaked, [], `${what}: nothing rolled back reached the stream`);
   const committed = new Set(ledger.committed);
@@ -91,8 +100,21 @@ export function portOpen(port: number): Promise<boolean> {
  * A private nats-server (own port and store directory), as in tests/nats_restart.test.ts.
  * `extraArgs` are appended to the command line (cluster settings, a server name).
  */
-export async function startNatsServer(port: number, store: string, extraArgs: readonly string[] = []): Promise<ChildProcess> {
-  const server = spawn("/usr/sbin/nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store, ...extraArgs], { stdio: "ignore" });
+export async function startNatsServer(
+  port: number,
+  store: string,
+  extraArgs: readonly string[] = [],
+): Promise<ChildProcess> {
+  const server = spawn("/usr/sbin/nats-server", [
+    "-a",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-js",
+    "-sd",
+    store,
+    ...extraArgs,
+  ], { stdio: "ignore" });
   try {
     await until(`nats-server to listen on port ${port}`, () => portOpen(port));
   } catch (error) {
@@ -189,17 +211,24 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     mkdirSync(store);
     const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`).join(",");
     const args = [
-      "--server_name", name,
-      "--cluster_name", clusterName,
-      "--cluster", `nats://127.0.0.1:${clusterPorts[i]}`,
-      "--routes", routes,
-      "-l", join(root, `${name}.log`),
+      "--server_name",
+      name,
+      "--cluster_name",
+      clusterName,
+      "--cluster",
+      `nats://127.0.0.1:${clusterPorts[i]}`,
+      "--routes",
+      routes,
+      "-l",
+      join(root, `${name}.log`),
     ];
     nodes.push({ server: { name, port: await freePort(), process: null }, args, store });
   }
   const node = (name: string) => {
     const found = nodes.find((n) => n.server.name === name);
-    if (!found) throw new Error(`No server named "${name}" in this cluster (${nodes.map((n) => n.server.name).join(", ")})`);
+    if (!found) {
+      throw new Error(`No server named "${name}" in this cluster (${nodes.map((n) => n.server.name).join(", ")})`);
+    }
     return found;
   };
   const cluster: NatsCluster = {

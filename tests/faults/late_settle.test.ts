@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { createOutbox, type OutboxRecord } from "../../mod.ts";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../../adapters/postgres/mod.ts";
 import { postgresNames } from "../../adapters/postgres/sql.ts";
 import { test } from "../harness.ts";
 import { until } from "./helpers.ts";
@@ -23,7 +23,12 @@ import { openSql, PG_URL, uniqueSchema } from "../postgres_helpers.ts";
 const LEVELS = ["read committed", "repeatable read", "serializable"] as const;
 
 function relaySql(level: (typeof LEVELS)[number]): postgres.Sql {
-  return postgres(PG_URL, { max: 3, onnotice: () => {}, idle_timeout: 5, connection: { default_transaction_isolation: level } });
+  return postgres(PG_URL, {
+    max: 3,
+    onnotice: () => {},
+    idle_timeout: 5,
+    connection: { default_transaction_isolation: level },
+  });
 }
 
 for (const level of LEVELS) {
@@ -48,7 +53,9 @@ for (const level of LEVELS) {
       // A third connection holds n's row, as A's settle would while it is written.
       holder = await admin.reserve();
       await holder.unsafe("BEGIN");
-      await holder.unsafe(`SELECT 1 FROM ${postgresNames(schema, "outbox").qualified} WHERE seq = $1 FOR UPDATE`, [n!.seq]);
+      await holder.unsafe(`SELECT 1 FROM ${postgresNames(schema, "outbox").qualified} WHERE seq = $1 FOR UPDATE`, [
+        n!.seq,
+      ]);
 
       // A's settle arrives after the lease ended (t + 1,000): n goes back to pending for a minute.
       const late = t + 2_000;
@@ -59,15 +66,23 @@ for (const level of LEVELS) {
         settlements: [{ seq: n!.seq, outcome: "retry", availableAt: late + 60_000, error: "failed, and settled late" }],
         clock: "relay",
       });
-      await until("A's settle waits", async () =>
-        (await admin.unsafe(`SELECT count(*)::int AS c FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%rty AS%'`))[0]!.c === 1);
+      await until(
+        "A's settle waits",
+        async () =>
+          (await admin.unsafe(
+            `SELECT count(*)::int AS c FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%rty AS%'`,
+          ))[0]!.c === 1,
+      );
 
       // B claims meanwhile, its lease clock past A's lease end.
       let claimDone = false;
-      const claimed = b.claim({ token: "B", now: late, lockedUntil: late + 1_000, limit: 10, clock: "relay" }).finally(() => claimDone = true);
+      const claimed = b.claim({ token: "B", now: late, lockedUntil: late + 1_000, limit: 10, clock: "relay" }).finally(
+        () => claimDone = true,
+      );
       await until("B's claim waits for the settle, or returns", async () =>
         claimDone ||
-        (await admin.unsafe(`SELECT count(*)::int AS c FROM pg_stat_activity WHERE wait_event = 'advisory'`))[0]!.c === 1);
+        (await admin.unsafe(`SELECT count(*)::int AS c FROM pg_stat_activity WHERE wait_event = 'advisory'`))[0]!.c ===
+          1);
 
       await holder.unsafe("COMMIT");
       holder.release();
@@ -76,7 +91,9 @@ for (const level of LEVELS) {
       assert.deepEqual((await claimed).map((r) => r.id), [], "n+1 must wait behind n, which is pending again");
 
       // A minute later n is due, and n+1 comes with it, behind it.
-      const after = (await b.claim({ token: "B2", now: late + 60_001, lockedUntil: late + 61_001, limit: 10, clock: "relay" })).sort((x, y) => x.seq - y.seq);
+      const after =
+        (await b.claim({ token: "B2", now: late + 60_001, lockedUntil: late + 61_001, limit: 10, clock: "relay" }))
+          .sort((x, y) => x.seq - y.seq);
       assert.deepEqual(after.map((r) => r.id), ["n", "n+1"]);
     } finally {
       if (holder) {
@@ -115,7 +132,10 @@ for (const level of LEVELS) {
         for (let i = 0; i < total; i += 30) {
           await outboxes[0]!.enqueue(
             admin as unknown as PostgresTx,
-            Array.from({ length: 30 }, (_, j) => ({ id: `m${i + j}`, topic: "t", key: `k${(i + j) % 10}`, payload: i + j })),
+            Array.from(
+              { length: 30 },
+              (_, j) => ({ id: `m${i + j}`, topic: "t", key: `k${(i + j) % 10}`, payload: i + j }),
+            ),
           );
         }
         await all.promise;

@@ -21,9 +21,16 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { createOutbox, type OutboxRecord, type OutboxStorage, type PublishContext, type PublishOutcome, type Publisher } from "../../mod.ts";
+import {
+  createOutbox,
+  type OutboxRecord,
+  type OutboxStorage,
+  type PublishContext,
+  type Publisher,
+  type PublishOutcome,
+} from "../../mod.ts";
 import { libsqlStorage } from "../../adapters/libsql/mod.ts";
-import { postgresStorage, type PostgresSql, type PostgresTx } from "../../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage, type PostgresTx } from "../../adapters/postgres/mod.ts";
 import { ensureStream, type JetStreamPublisher, jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import { test } from "../harness.ts";
 import { openClient, tempDatabase } from "../libsql_helpers.ts";
@@ -53,7 +60,11 @@ interface Attempt {
 function recording(inner: JetStreamPublisher): Publisher & { readonly attempts: Attempt[] } {
   const attempts: Attempt[] = [];
   const note = (startedAt: number, outcome: PublishOutcome) =>
-    attempts.push({ startedAt, endedAt: Date.now(), error: outcome.ok ? null : String((outcome.error as Error)?.message ?? outcome.error) });
+    attempts.push({
+      startedAt,
+      endedAt: Date.now(),
+      error: outcome.ok ? null : String((outcome.error as Error)?.message ?? outcome.error),
+    });
   return {
     attempts,
     async publish(message: OutboxRecord, context: PublishContext) {
@@ -88,7 +99,10 @@ interface Failures {
  * recovery), and the attempts that failed in between; `null` until such an ack.
  */
 function summarize(attempts: readonly Attempt[], killAt: number): { recoveredAt: number; failures: Failures } | null {
-  const first = attempts.filter((a) => a.error === null && a.startedAt >= killAt).reduce<number | null>((m, a) => (m === null || a.endedAt < m ? a.endedAt : m), null);
+  const first = attempts.filter((a) => a.error === null && a.startedAt >= killAt).reduce<number | null>(
+    (m, a) => (m === null || a.endedAt < m ? a.endedAt : m),
+    null,
+  );
   if (first === null) return null;
   const failed = attempts.filter((a) => a.error !== null && a.endedAt >= killAt && a.endedAt <= first);
   return {
@@ -106,11 +120,17 @@ async function streamLeader(jsm: JetStreamManager, stream: string): Promise<stri
 }
 
 /** Whether the stream has a leader and `followers` current replicas (besides the leader). */
-async function streamHealthy(jsm: JetStreamManager, stream: string, followers: number, including?: string): Promise<boolean> {
+async function streamHealthy(
+  jsm: JetStreamManager,
+  stream: string,
+  followers: number,
+  including?: string,
+): Promise<boolean> {
   const cluster = (await jsm.streams.info(stream)).cluster;
   const replicas = cluster?.replicas ?? [];
   const current = replicas.filter((r) => r.current && !r.offline);
-  return cluster?.leader !== undefined && current.length === followers && (including === undefined || current.some((r) => r.name === including));
+  return cluster?.leader !== undefined && current.length === followers &&
+    (including === undefined || current.some((r) => r.name === including));
 }
 
 /**
@@ -160,7 +180,13 @@ async function clusterRun<Tx>(
     await outbox.setup();
     // R3 on file storage, with a dedup window of twice the retry horizon (at least 2 min).
     await until("the R3 stream to be created", async () => {
-      await ensureStream(manager, { name, subjects: [`${subject}.>`], outbox, num_replicas: 3, storage: "file" as never });
+      await ensureStream(manager, {
+        name,
+        subjects: [`${subject}.>`],
+        outbox,
+        num_replicas: 3,
+        storage: "file" as never,
+      });
       return true;
     }, 30_000);
     await until("the stream to have a leader and two current followers", () => streamHealthy(manager, name, 2), 30_000);
@@ -217,12 +243,20 @@ async function clusterRun<Tx>(
       return true;
     }, 30_000);
     const leaderElectedMs = Date.now() - leaderKillAt;
-    await waitFor("a publish started after the leader kill to be acked", () => summarize(publisher.attempts, leaderKillAt) !== null, 30_000);
+    await waitFor(
+      "a publish started after the leader kill to be acked",
+      () => summarize(publisher.attempts, leaderKillAt) !== null,
+      30_000,
+    );
     const leaderKill = summarize(publisher.attempts, leaderKillAt)!;
 
     // 2. The old leader comes back and catches up as a follower: 3 of 3 again.
     await cluster.restart(oldLeader);
-    await waitFor(`${oldLeader} to rejoin as a current follower`, () => streamHealthy(manager, name, 2, oldLeader), 30_000);
+    await waitFor(
+      `${oldLeader} to rejoin as a current follower`,
+      () => streamHealthy(manager, name, 2, oldLeader),
+      30_000,
+    );
 
     // 3. SIGKILL a follower: 2 of 3 keep quorum, the leader stays.
     allowed = 3_000;
@@ -232,7 +266,11 @@ async function clusterRun<Tx>(
     const clientOnAtFollowerKill = conn.info?.server_name;
     await cluster.kill(follower);
     const followerKillAt = Date.now();
-    await waitFor("a publish started after the follower kill to be acked", () => summarize(publisher.attempts, followerKillAt) !== null, 30_000);
+    await waitFor(
+      "a publish started after the follower kill to be acked",
+      () => summarize(publisher.attempts, followerKillAt) !== null,
+      30_000,
+    );
     const followerKill = summarize(publisher.attempts, followerKillAt)!;
     const leaderAfterFollowerKill = await streamLeader(manager, name);
 
@@ -250,22 +288,34 @@ async function clusterRun<Tx>(
     assert.equal(stats.dead, 0, `${label}: nothing went dead (${stats.dead} dead)`);
     const stored = await readStream(manager, name);
     assert.equal(ledger.committed.length, TOTAL);
-    assert.equal(stored.length, TOTAL, `${label}: the stream holds every committed message once (${stored.length} stored)`);
+    assert.equal(
+      stored.length,
+      TOTAL,
+      `${label}: the stream holds every committed message once (${stored.length} stored)`,
+    );
     checkStream(stored, ledger, `${label} cluster`);
     assert.ok(
       leaderKill.failures.noResponders + leaderKill.failures.timeouts + leaderKill.failures.other > 0,
       `${label}: the leader kill made publishes fail (else the test did not exercise an election)`,
     );
     assert.deepEqual(errors, [], `${label}: failed publishes are outcomes, not relay errors`);
-    assert.deepEqual(warnings.filter((w) => !/dropped the publish as a duplicate/.test(w)), [], `${label}: no configuration warnings`);
+    assert.deepEqual(
+      warnings.filter((w) => !/dropped the publish as a duplicate/.test(w)),
+      [],
+      `${label}: no configuration warnings`,
+    );
 
     const f = (x: Failures) => `${x.noResponders} no responders, ${x.timeouts} timeouts, ${x.other} other`;
     const retried = publisher.attempts.filter((a) => a.error !== null).length;
     console.log(
       `[faults] nats cluster (${label}): ${TOTAL} messages, ${KEYS} keys, R3 stream on 3 servers (ready in ${readyMs} ms); ` +
         `leader ${oldLeader} SIGKILLed (client on ${clientOnAtLeaderKill}): new leader ${newLeader} after ${leaderElectedMs} ms, ` +
-        `publishes acked again after ${leaderKill.recoveredAt - leaderKillAt} ms (${f(leaderKill.failures)} meanwhile); ` +
-        `follower ${follower} SIGKILLed (client on ${clientOnAtFollowerKill}, leader then ${leaderAfterFollowerKill}): publishes acked again after ${followerKill.recoveredAt - followerKillAt} ms ` +
+        `publishes acked again after ${leaderKill.recoveredAt - leaderKillAt} ms (${
+          f(leaderKill.failures)
+        } meanwhile); ` +
+        `follower ${follower} SIGKILLed (client on ${clientOnAtFollowerKill}, leader then ${leaderAfterFollowerKill}): publishes acked again after ${
+          followerKill.recoveredAt - followerKillAt
+        } ms ` +
         `(${f(followerKill.failures)}); ${retried} failed attempts in all, 0 dead, 0 stored twice, key order held` +
         (warnings.length > 0 ? `; ${warnings.length} duplicate-drop warning(s)` : ""),
     );
@@ -278,29 +328,37 @@ async function clusterRun<Tx>(
   }
 }
 
-test("faults: a JetStream cluster loses its stream leader, then a follower, mid-run (relay from Postgres): nothing dead, every message once, key order held", async () => {
-  const sql = openSql(4);
-  const schema = uniqueSchema("nclu");
-  try {
-    await sql.unsafe(`CREATE SCHEMA "${schema}"`);
-    await clusterRun(
-      "postgres",
-      postgresStorage(sql as unknown as PostgresSql, { schema, table: "cluster_outbox" }),
-      (write) => sql.begin((tx) => write(tx as unknown as PostgresTx)),
-    );
-  } finally {
-    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-    await sql.end({ timeout: 1 });
-  }
-}, { timeout: 90_000 });
+test(
+  "faults: a JetStream cluster loses its stream leader, then a follower, mid-run (relay from Postgres): nothing dead, every message once, key order held",
+  async () => {
+    const sql = openSql(4);
+    const schema = uniqueSchema("nclu");
+    try {
+      await sql.unsafe(`CREATE SCHEMA "${schema}"`);
+      await clusterRun(
+        "postgres",
+        postgresStorage(sql as unknown as PostgresSql, { schema, table: "cluster_outbox" }),
+        (write) => sql.begin((tx) => write(tx as unknown as PostgresTx)),
+      );
+    } finally {
+      await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
+      await sql.end({ timeout: 1 });
+    }
+  },
+  { timeout: 90_000 },
+);
 
-test("faults: a JetStream cluster loses its stream leader, then a follower, mid-run (relay from libSQL): nothing dead, every message once, key order held", async () => {
-  const { url, dir } = tempDatabase();
-  const client = await openClient(url);
-  try {
-    await clusterRun("libsql", libsqlStorage(client, { table: "cluster_outbox" }), (write) => write(client));
-  } finally {
-    client.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}, { timeout: 90_000 });
+test(
+  "faults: a JetStream cluster loses its stream leader, then a follower, mid-run (relay from libSQL): nothing dead, every message once, key order held",
+  async () => {
+    const { url, dir } = tempDatabase();
+    const client = await openClient(url);
+    try {
+      await clusterRun("libsql", libsqlStorage(client, { table: "cluster_outbox" }), (write) => write(client));
+    } finally {
+      client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  { timeout: 90_000 },
+);

@@ -29,13 +29,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { rmSync } from "node:fs";
 import type { Client } from "@libsql/client";
-import {
-  createOutbox,
-  type OutboxRecord,
-  type OutboxStorage,
-  type PublishOutcome,
-  PublishError,
-} from "../../mod.ts";
+import { createOutbox, type OutboxRecord, type OutboxStorage, PublishError, type PublishOutcome } from "../../mod.ts";
 import { libsqlStorage, type LibsqlTx } from "../../adapters/libsql/mod.ts";
 import { runtime, test } from "../harness.ts";
 import { openClient, tempDatabase } from "../libsql_helpers.ts";
@@ -60,13 +54,40 @@ type Command =
 
 const relayArb = fc.integer({ min: 0, max: 2 });
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ t: fc.constant("enqueue" as const), keys: fc.array(fc.constantFrom(...KEYS), { minLength: 1, maxLength: 4 }), rollback: fc.constantFrom(false, false, false, true) }) },
-  { weight: 5, arbitrary: fc.record({ t: fc.constant("tick" as const), relay: relayArb, batches: fc.integer({ min: 1, max: 3 }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      t: fc.constant("enqueue" as const),
+      keys: fc.array(fc.constantFrom(...KEYS), { minLength: 1, maxLength: 4 }),
+      rollback: fc.constantFrom(false, false, false, true),
+    }),
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({ t: fc.constant("tick" as const), relay: relayArb, batches: fc.integer({ min: 1, max: 3 }) }),
+  },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("parallel" as const), relays: fc.tuple(relayArb, relayArb) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("crash" as const), relay: relayArb, limit: fc.integer({ min: 1, max: 3 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ t: fc.constant("crash" as const), relay: relayArb, limit: fc.integer({ min: 1, max: 3 }) }),
+  },
   { weight: 2, arbitrary: fc.record({ t: fc.constant("advance" as const), ms: fc.integer({ min: 0, max: 2_500 }) }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant("publishFault" as const), kind: fc.constantFrom<PublishFault>("transient", "permanent", "ackLost"), count: fc.integer({ min: 1, max: 3 }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant("storageFault" as const), relay: relayArb, op: fc.constantFrom<StorageFault>("claimBefore", "claimAfter", "settleBefore", "settleAfter") }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      t: fc.constant("publishFault" as const),
+      kind: fc.constantFrom<PublishFault>("transient", "permanent", "ackLost"),
+      count: fc.integer({ min: 1, max: 3 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant("storageFault" as const),
+      relay: relayArb,
+      op: fc.constantFrom<StorageFault>("claimBefore", "claimAfter", "settleBefore", "settleAfter"),
+    }),
+  },
 );
 
 /** A storage that throws once, before or after the real call, when armed. */
@@ -140,150 +161,180 @@ class ModelStream {
   }
 }
 
-test("faults: property: under generated schedules of crashes, clock jumps, publisher and storage failures, the invariants hold", async () => {
-  const { url, dir } = tempDatabase();
-  const clients: Client[] = [];
-  for (let i = 0; i < 3; i++) clients.push(await openClient(url));
-  let run = 0;
-  let generated = 0;
-  const seed = Number(process.env.OUTBOX_FC_SEED ?? Date.now() % 2 ** 31);
-  const totals = { published: 0, dead: 0, rolledBack: 0, crashes: 0, tickErrors: 0, resent: 0 };
-  try {
-    await fc.assert(
-      fc.asyncProperty(fc.array(commandArb, { minLength: 5, maxLength: 60 }), fc.boolean(), async (commands, pipelined) => {
-        const table = `p${run++}`;
-        const clock = { value: Date.UTC(2030, 0, 1) };
-        const start = clock.value;
-        const stream = new ModelStream(clock);
-        const publisher = pipelined
-          ? { publish: async (m: OutboxRecord) => stream.publish(m), publishRun: async (ms: readonly OutboxRecord[]) => stream.run(ms) }
-          : { publish: async (m: OutboxRecord) => stream.publish(m) };
-        const storages = clients.map((c) => faulty(libsqlStorage(c, { table }) as OutboxStorage<LibsqlTx, unknown>));
-        await storages[0]!.storage.setup();
-        const relays = storages.map((s, i) =>
-          createOutbox<LibsqlTx, unknown>({
-            storage: s.storage,
-            publisher,
-            now: () => clock.value,
-            leaseMs: LEASE_MS,
-            retry: RETRY,
-            batchSize: 5,
-            relayId: `r${i}`,
-            onError: () => {},
-          })
-        );
-        const committed: string[] = [];
-        const rolledBack = new Set<string>();
-        const keyOrder = new Map<string, string[]>();
-        let n = 0;
-        const tick = async (i: number, maxBatches = 1) => {
-          try {
-            // Several batches in one tick: the relay may claim the next while one is published.
-            await relays[i]!.tick({ maxBatches });
-          } catch {
-            totals.tickErrors++; // a tick may reject (storage failure); it must not lose anything
-          }
-        };
-        const everyStep = () => {
-          const ids = stream.stored.map((s) => s.id);
-          assert.equal(new Set(ids).size, ids.length, "the stream holds no duplicates");
-          assert.ok(!ids.some((id) => rolledBack.has(id)), "nothing rolled back reaches the stream");
-        };
-
-        for (const c of commands) {
-          switch (c.t) {
-            case "enqueue": {
-              const messages = c.keys.map((key) => ({ id: `${table}-${n++}`, topic: "t", key, payload: n }));
-              const tx = await clients[0]!.transaction("write");
+test(
+  "faults: property: under generated schedules of crashes, clock jumps, publisher and storage failures, the invariants hold",
+  async () => {
+    const { url, dir } = tempDatabase();
+    const clients: Client[] = [];
+    for (let i = 0; i < 3; i++) clients.push(await openClient(url));
+    let run = 0;
+    let generated = 0;
+    const seed = Number(process.env.OUTBOX_FC_SEED ?? Date.now() % 2 ** 31);
+    const totals = { published: 0, dead: 0, rolledBack: 0, crashes: 0, tickErrors: 0, resent: 0 };
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(commandArb, { minLength: 5, maxLength: 60 }),
+          fc.boolean(),
+          async (commands, pipelined) => {
+            const table = `p${run++}`;
+            const clock = { value: Date.UTC(2030, 0, 1) };
+            const start = clock.value;
+            const stream = new ModelStream(clock);
+            const publisher = pipelined
+              ? {
+                publish: async (m: OutboxRecord) => stream.publish(m),
+                publishRun: async (ms: readonly OutboxRecord[]) => stream.run(ms),
+              }
+              : { publish: async (m: OutboxRecord) => stream.publish(m) };
+            const storages = clients.map((c) =>
+              faulty(libsqlStorage(c, { table }) as OutboxStorage<LibsqlTx, unknown>)
+            );
+            await storages[0]!.storage.setup();
+            const relays = storages.map((s, i) =>
+              createOutbox<LibsqlTx, unknown>({
+                storage: s.storage,
+                publisher,
+                now: () => clock.value,
+                leaseMs: LEASE_MS,
+                retry: RETRY,
+                batchSize: 5,
+                relayId: `r${i}`,
+                onError: () => {},
+              })
+            );
+            const committed: string[] = [];
+            const rolledBack = new Set<string>();
+            const keyOrder = new Map<string, string[]>();
+            let n = 0;
+            const tick = async (i: number, maxBatches = 1) => {
               try {
-                await relays[0]!.enqueue(tx, messages);
-                if (c.rollback) await tx.rollback();
-                else await tx.commit();
-              } finally {
-                tx.close();
+                // Several batches in one tick: the relay may claim the next while one is published.
+                await relays[i]!.tick({ maxBatches });
+              } catch {
+                totals.tickErrors++; // a tick may reject (storage failure); it must not lose anything
               }
-              if (c.rollback) {
-                for (const m of messages) rolledBack.add(m.id);
-              } else {
-                for (const m of messages) {
-                  committed.push(m.id);
-                  if (m.key) keyOrder.set(m.key, [...(keyOrder.get(m.key) ?? []), m.id]);
-                }
-              }
-              break;
-            }
-            case "tick":
-              await tick(c.relay, c.batches);
-              break;
-            case "parallel":
-              await Promise.all(c.relays.map((r) => tick(r)));
-              break;
-            case "crash":
-              totals.crashes++;
-              await storages[c.relay]!.storage.claim({ token: `crash-${n++}`, now: clock.value, lockedUntil: clock.value + LEASE_MS, limit: c.limit, clock: "relay" })
-                .catch(() => {}); // an armed claim fault may fire here too
-              break;
-            case "advance":
-              clock.value += c.ms;
-              break;
-            case "publishFault":
-              for (let i = 0; i < c.count; i++) stream.faults.push(c.kind);
-              break;
-            case "storageFault":
-              storages[c.relay]!.arm(c.op);
-              break;
-          }
-          everyStep();
-        }
+            };
+            const everyStep = () => {
+              const ids = stream.stored.map((s) => s.id);
+              assert.equal(new Set(ids).size, ids.length, "the stream holds no duplicates");
+              assert.ok(!ids.some((id) => rolledBack.has(id)), "nothing rolled back reaches the stream");
+            };
 
-        // Drain: publisher faults off (armed storage faults fire at most once more), time moves, relays tick until nothing waits (bounded).
-        stream.faults = [];
-        for (let i = 0; i < 200; i++) {
-          const stats = await relays[0]!.stats();
-          if (stats.pending + stats.processing === 0) break;
-          clock.value += 1_000;
-          await tick(i % 3);
-        }
-        everyStep();
-        assert.ok(clock.value - start < WINDOW_MS, "the schedule stays inside the dedup window (a precondition, not a finding)");
-        const rows = await relays[0]!.inspect();
-        for (const row of rows) assert.equal(row.status, "dead", `only dead rows remain; ${row.id} is ${row.status}`);
-        assert.ok(!rows.some((r) => rolledBack.has(r.id)), "no rolled-back row in the table");
-        const dead = new Set(rows.map((r) => r.id));
-        const inStream = new Set(stream.stored.map((s) => s.id));
-        const lost = committed.filter((id) => !inStream.has(id) && !dead.has(id));
-        assert.deepEqual(lost, [], "every committed message is in the stream or dead");
-        const position = new Map(stream.stored.map((s, i) => [s.id, i]));
-        for (const [key, order] of keyOrder) {
-          const sent = order.filter((id) => position.has(id));
-          const got = [...sent].sort((a, b) => position.get(a)! - position.get(b)!);
-          assert.deepEqual(got, sent, `order of key ${key} in the stream`);
-        }
-        generated++;
-        totals.published += inStream.size;
-        totals.dead += dead.size;
-        totals.rolledBack += rolledBack.size;
-        totals.resent += stream.calls - inStream.size;
-        await clients[0]!.execute(`DROP TABLE "${table}"`);
-      }),
-      { numRuns: 300, seed, endOnFailure: true },
-    ).catch((error) => {
-      // Printed here as well: the report must survive a runner that dies at exit.
-      console.error(`[faults] property failed (reproduce with OUTBOX_FC_SEED=${seed}):`, error);
-      throw error;
-    });
-    console.log(
-      `[faults] property: ${generated} schedules; ${totals.published} messages in the stream, ${totals.dead} dead, ` +
-        `${totals.rolledBack} rolled back, ${totals.crashes} crashes, ${totals.tickErrors} ticks failed, ${totals.resent} publish calls beyond the first per message`,
-    );
-    assert.ok(totals.dead > 0 && totals.crashes > 0 && totals.tickErrors > 0 && totals.resent > 0, "the schedules reached every fault");
-  } finally {
-    for (const c of clients) c.close();
-    rmSync(dir, { recursive: true, force: true });
-    // Deno 2.9 with @libsql/client's native driver dies with SIGSEGV (exit 139) when the
-    // process exits right after a client that ran a few hundred statements was closed;
-    // a moment's pause after close() avoids it. (Not the outbox: a bare loop of
-    // enqueue + tick on one client does the same.)
-    if (runtime === "deno") await new Promise((r) => setTimeout(r, 300));
-  }
-}, { timeout: 90_000 });
+            for (const c of commands) {
+              switch (c.t) {
+                case "enqueue": {
+                  const messages = c.keys.map((key) => ({ id: `${table}-${n++}`, topic: "t", key, payload: n }));
+                  const tx = await clients[0]!.transaction("write");
+                  try {
+                    await relays[0]!.enqueue(tx, messages);
+                    if (c.rollback) await tx.rollback();
+                    else await tx.commit();
+                  } finally {
+                    tx.close();
+                  }
+                  if (c.rollback) {
+                    for (const m of messages) rolledBack.add(m.id);
+                  } else {
+                    for (const m of messages) {
+                      committed.push(m.id);
+                      if (m.key) keyOrder.set(m.key, [...(keyOrder.get(m.key) ?? []), m.id]);
+                    }
+                  }
+                  break;
+                }
+                case "tick":
+                  await tick(c.relay, c.batches);
+                  break;
+                case "parallel":
+                  await Promise.all(c.relays.map((r) => tick(r)));
+                  break;
+                case "crash":
+                  totals.crashes++;
+                  await storages[c.relay]!.storage.claim({
+                    token: `crash-${n++}`,
+                    now: clock.value,
+                    lockedUntil: clock.value + LEASE_MS,
+                    limit: c.limit,
+                    clock: "relay",
+                  })
+                    .catch(() => {}); // an armed claim fault may fire here too
+                  break;
+                case "advance":
+                  clock.value += c.ms;
+                  break;
+                case "publishFault":
+                  for (let i = 0; i < c.count; i++) stream.faults.push(c.kind);
+                  break;
+                case "storageFault":
+                  storages[c.relay]!.arm(c.op);
+                  break;
+              }
+              everyStep();
+            }
+
+            // Drain: publisher faults off (armed storage faults fire at most once more), time moves, relays tick until nothing waits (bounded).
+            stream.faults = [];
+            for (let i = 0; i < 200; i++) {
+              const stats = await relays[0]!.stats();
+              if (stats.pending + stats.processing === 0) break;
+              clock.value += 1_000;
+              await tick(i % 3);
+            }
+            everyStep();
+            assert.ok(
+              clock.value - start < WINDOW_MS,
+              "the schedule stays inside the dedup window (a precondition, not a finding)",
+            );
+            const rows = await relays[0]!.inspect();
+            for (const row of rows) {
+              assert.equal(row.status, "dead", `only dead rows remain; ${row.id} is ${row.status}`);
+            }
+            assert.ok(
+              !rows.some((r) => rolledBack.has(r.id)),
+              "no rolled-back row in the table",
+            );
+            const dead = new Set(rows.map((r) => r.id));
+            const inStream = new Set(stream.stored.map((s) => s.id));
+            const lost = committed.filter((id) => !inStream.has(id) && !dead.has(id));
+            assert.deepEqual(lost, [], "every committed message is in the stream or dead");
+            const position = new Map(stream.stored.map((s, i) => [s.id, i]));
+            for (const [key, order] of keyOrder) {
+              const sent = order.filter((id) => position.has(id));
+              const got = [...sent].sort((a, b) => position.get(a)! - position.get(b)!);
+              assert.deepEqual(got, sent, `order of key ${key} in the stream`);
+            }
+            generated++;
+            totals.published += inStream.size;
+            totals.dead += dead.size;
+            totals.rolledBack += rolledBack.size;
+            totals.resent += stream.calls - inStream.size;
+            await clients[0]!.execute(`DROP TABLE "${table}"`);
+          },
+        ),
+        { numRuns: 300, seed, endOnFailure: true },
+      ).catch((error) => {
+        // Printed here as well: the report must survive a runner that dies at exit.
+        console.error(`[faults] property failed (reproduce with OUTBOX_FC_SEED=${seed}):`, error);
+        throw error;
+      });
+      console.log(
+        `[faults] property: ${generated} schedules; ${totals.published} messages in the stream, ${totals.dead} dead, ` +
+          `${totals.rolledBack} rolled back, ${totals.crashes} crashes, ${totals.tickErrors} ticks failed, ${totals.resent} publish calls beyond the first per message`,
+      );
+      assert.ok(
+        totals.dead > 0 && totals.crashes > 0 && totals.tickErrors > 0 && totals.resent > 0,
+        "the schedules reached every fault",
+      );
+    } finally {
+      for (const c of clients) c.close();
+      rmSync(dir, { recursive: true, force: true });
+      // Deno 2.9 with @libsql/client's native driver dies with SIGSEGV (exit 139) when the
+      // process exits right after a client that ran a few hundred statements was closed;
+      // a moment's pause after close() avoids it. (Not the outbox: a bare loop of
+      // enqueue + tick on one client does the same.)
+      if (runtime === "deno") await new Promise((r) => setTimeout(r, 300));
+    }
+  },
+  { timeout: 90_000 },
+);

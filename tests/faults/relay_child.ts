@@ -10,7 +10,7 @@ import postgres from "postgres";
 import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { createOutbox, type OutboxRecord, type PublishContext } from "../../mod.ts";
-import { postgresStorage, type PostgresSql } from "../../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage } from "../../adapters/postgres/mod.ts";
 import { jetstreamPublisher } from "../../adapters/nats/mod.ts";
 
 const env = (name: string): string => {

@@ -28,7 +28,15 @@ after(async () => {
 function startServer() {
   const child = spawn(process.execPath, ["examples/node/server.mjs"], {
     cwd: root,
-    env: { ...process.env, PORT: "0", DATABASE_URL, DATABASE_SCHEMA: schema, NATS_URL, STREAM: stream, SUBJECT_PREFIX: prefix },
+    env: {
+      ...process.env,
+      PORT: "0",
+      DATABASE_URL,
+      DATABASE_SCHEMA: schema,
+      NATS_URL,
+      STREAM: stream,
+      SUBJECT_PREFIX: prefix,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
@@ -65,50 +73,72 @@ async function readStream(jsm) {
   const out = [];
   for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
     const m = await jsm.streams.getMessage(stream, { seq });
-    if (m) out.push({ subject: m.subject, id: m.header?.get("Nats-Msg-Id"), payload: JSON.parse(new TextDecoder().decode(m.data)) });
+    if (m) {
+      out.push({
+        subject: m.subject,
+        id: m.header?.get("Nats-Msg-Id"),
+        payload: JSON.parse(new TextDecoder().decode(m.data)),
+      });
+    }
   }
   return out;
 }
 
-test("node example: POST /orders → one Postgres transaction → start() relays each committed order's event to JetStream once", { timeout: 60_000 }, async () => {
-  const nc = await connect({ servers: NATS_URL });
-  const jsm = await jetstreamManager(nc);
-  const server = startServer();
-  try {
-    const url = await server.ready;
-    const post = (body) =>
-      fetch(`${url}/orders`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    for (let i = 1; i <= 5; i++) {
-      const response = await post({ id: `o-${i}`, total: i * 10 });
-      assert.equal(response.status, 201, await response.text());
-    }
-    assert.equal((await post({ id: "o-3", total: 999 })).status, 409, "a repeated id is refused");
-    assert.equal((await post({ total: "many" })).status, 400, "a bad body is refused");
+test(
+  "node example: POST /orders → one Postgres transaction → start() relays each committed order's event to JetStream once",
+  { timeout: 60_000 },
+  async () => {
+    const nc = await connect({ servers: NATS_URL });
+    const jsm = await jetstreamManager(nc);
+    const server = startServer();
+    try {
+      const url = await server.ready;
+      const post = (body) =>
+        fetch(`${url}/orders`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      for (let i = 1; i <= 5; i++) {
+        const response = await post({ id: `o-${i}`, total: i * 10 });
+        assert.equal(response.status, 201, await response.text());
+      }
+      assert.equal((await post({ id: "o-3", total: 999 })).status, 409, "a repeated id is refused");
+      assert.equal((await post({ total: "many" })).status, 400, "a bad body is refused");
 
-    const deadline = Date.now() + 15_000;
-    let events = [];
-    while (events.length < 5 && Date.now() < deadline) {
+      const deadline = Date.now() + 15_000;
+      let events = [];
+      while (events.length < 5 && Date.now() < deadline) {
+        events = await readStream(jsm);
+        if (events.length < 5) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500)); // nothing more may arrive
       events = await readStream(jsm);
-      if (events.length < 5) await new Promise((resolve) => setTimeout(resolve, 100));
+      // Each order is its own key: events of different keys have no order between them.
+      assert.deepEqual(
+        events.map((e) => e.payload.id).sort(),
+        ["o-1", "o-2", "o-3", "o-4", "o-5"],
+        "each committed order once",
+      );
+      assert.equal(
+        events.find((e) => e.payload.id === "o-3")?.payload.total,
+        30,
+        "o-3 keeps its committed total, not the refused one",
+      );
+      for (const event of events) {
+        assert.equal(event.subject, `${prefix}orders.created`);
+        assert.ok(event.id, "Nats-Msg-Id set");
+      }
+      const orders = await sql`SELECT id FROM ${sql(schema)}.orders ORDER BY id`;
+      assert.equal(orders.length, 5);
+      assert.equal((await fetch(`${url}/stats`)).status, 200, "GET /stats answers");
+    } catch (error) {
+      console.error(server.output());
+      throw error;
+    } finally {
+      await server.stop();
+      await jsm.streams.delete(stream).catch(() => {});
+      await nc.close();
     }
-    await new Promise((resolve) => setTimeout(resolve, 500)); // nothing more may arrive
-    events = await readStream(jsm);
-    // Each order is its own key: events of different keys have no order between them.
-    assert.deepEqual(events.map((e) => e.payload.id).sort(), ["o-1", "o-2", "o-3", "o-4", "o-5"], "each committed order once");
-    assert.equal(events.find((e) => e.payload.id === "o-3")?.payload.total, 30, "o-3 keeps its committed total, not the refused one");
-    for (const event of events) {
-      assert.equal(event.subject, `${prefix}orders.created`);
-      assert.ok(event.id, "Nats-Msg-Id set");
-    }
-    const orders = await sql`SELECT id FROM ${sql(schema)}.orders ORDER BY id`;
-    assert.equal(orders.length, 5);
-    assert.equal((await fetch(`${url}/stats`)).status, 200, "GET /stats answers");
-  } catch (error) {
-    console.error(server.output());
-    throw error;
-  } finally {
-    await server.stop();
-    await jsm.streams.delete(stream).catch(() => {});
-    await nc.close();
-  }
-});
+  },
+);

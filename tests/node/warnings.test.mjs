@@ -32,12 +32,18 @@ test("Node: start() with default options relays 3,000 messages over 200 keys to 
   const stream = token.toUpperCase();
   const jsm = await jetstreamManager(nc);
   try {
-    const outbox = createOutbox({ storage: libsqlStorage(client), publisher: jetstreamPublisher(jetstream(nc), { subjectPrefix: `${token}.` }) });
+    const outbox = createOutbox({
+      storage: libsqlStorage(client),
+      publisher: jetstreamPublisher(jetstream(nc), { subjectPrefix: `${token}.` }),
+    });
     await outbox.setup();
     await ensureStream(jsm, { name: stream, subjects: [`${token}.>`], outbox });
     const total = 3_000;
     for (let i = 0; i < total; i += 500) {
-      await outbox.enqueue(client, Array.from({ length: 500 }, (_, j) => ({ topic: "orders", key: `k${(i + j) % 200}`, payload: { n: i + j } })));
+      await outbox.enqueue(
+        client,
+        Array.from({ length: 500 }, (_, j) => ({ topic: "orders", key: `k${(i + j) % 200}`, payload: { n: i + j } })),
+      );
     }
     const relay = outbox.start();
     try {

@@ -64,7 +64,9 @@ function postgresBackend() {
   const schema = `cf_worker_${process.pid}_${Date.now().toString(36)}`;
   const sql = postgres(DATABASE_URL, { max: 2, onnotice: () => {} });
   const count = async (where) =>
-    (await sql`SELECT count(*)::int AS count FROM ${sql(schema)}.outbox ${where === "pending" ? sql`WHERE status = 'pending'` : sql``}`)[0].count;
+    (await sql`SELECT count(*)::int AS count FROM ${sql(schema)}.outbox ${
+      where === "pending" ? sql`WHERE status = 'pending'` : sql``
+    }`)[0].count;
   const outbox = createOutbox({ storage: postgresStorage(sql, { schema }), publisher: () => {} });
   return {
     async setup() {
@@ -87,7 +89,8 @@ function postgresBackend() {
     async enqueueOutside(message) {
       await sql.begin((tx) => outbox.enqueue(tx, message));
     },
-    firstTick: "new TCP connection through cloudflare:sockets, Postgres startup and type fetch, claim/publish/settle of 1",
+    firstTick:
+      "new TCP connection through cloudflare:sockets, Postgres startup and type fetch, claim/publish/settle of 1",
     async teardown() {
       await sql`DROP SCHEMA IF EXISTS ${sql(schema)} CASCADE`;
       await sql.end();
@@ -102,7 +105,8 @@ function tursoBackend() {
   /** @type {import("@libsql/client").Client | undefined} */
   let client;
   let outbox;
-  const count = async (where = "") => Number((await client.execute(`SELECT count(*) AS n FROM outbox ${where}`)).rows[0].n);
+  const count = async (where = "") =>
+    Number((await client.execute(`SELECT count(*) AS n FROM outbox ${where}`)).rows[0].n);
   return {
     async setup() {
       sqld = await startSqld({ auth: true });
@@ -127,7 +131,10 @@ function tursoBackend() {
       return { status: String(row.status), attempts: Number(row.attempts) };
     },
     async makeDue() {
-      await client.execute({ sql: "UPDATE outbox SET available_at = ? WHERE available_at IS NOT NULL", args: [Date.now()] });
+      await client.execute({
+        sql: "UPDATE outbox SET available_at = ? WHERE available_at IS NOT NULL",
+        args: [Date.now()],
+      });
     },
     async enqueueOutside(message) {
       await client.batch(outbox.statements(message), "write");
@@ -211,15 +218,19 @@ function workerScenario(name, makeBackend) {
       return { ...result, ms: performance.now() - started };
     }
 
-    test(`workerd (${name}): POST /orders commits the order and its event together; nothing is published before a tick`, { timeout: 30_000 }, async () => {
-      for (let i = 1; i <= 3; i++) {
-        const { status } = await postOrder({ id: `o-${i}`, total: i * 10 });
-        assert.equal(status, 201);
-      }
-      assert.deepEqual(await backend.orderIds(), ["o-1", "o-2", "o-3"]);
-      assert.equal(await backend.pendingRows(), 3);
-      assert.equal(received.length, 0);
-    });
+    test(
+      `workerd (${name}): POST /orders commits the order and its event together; nothing is published before a tick`,
+      { timeout: 30_000 },
+      async () => {
+        for (let i = 1; i <= 3; i++) {
+          const { status } = await postOrder({ id: `o-${i}`, total: i * 10 });
+          assert.equal(status, 201);
+        }
+        assert.deepEqual(await backend.orderIds(), ["o-1", "o-2", "o-3"]);
+        assert.equal(await backend.pendingRows(), 3);
+        assert.equal(received.length, 0);
+      },
+    );
 
     test(`workerd (${name}): a failed order (duplicate id) leaves no event behind`, { timeout: 30_000 }, async () => {
       const { status } = await postOrder({ id: "o-1", total: 99 });
@@ -228,15 +239,21 @@ function workerScenario(name, makeBackend) {
       assert.deepEqual(await backend.orderIds(), ["o-1", "o-2", "o-3"]);
     });
 
-    test(`workerd (${name}): an order whose event cannot be written is not committed either`, { timeout: 30_000 }, async () => {
-      // Here the order's INSERT succeeds and the event's fails after it (the test trigger).
-      const { status } = await postOrder({ id: "o-rejected", total: 1 });
-      assert.equal(status, 500);
-      assert.deepEqual(await backend.orderIds(), ["o-1", "o-2", "o-3"], "the order was rolled back with its event");
-      assert.equal(await backend.outboxRows(), 3);
-    });
+    test(
+      `workerd (${name}): an order whose event cannot be written is not committed either`,
+      { timeout: 30_000 },
+      async () => {
+        // Here the order's INSERT succeeds and the event's fails after it (the test trigger).
+        const { status } = await postOrder({ id: "o-rejected", total: 1 });
+        assert.equal(status, 500);
+        assert.deepEqual(await backend.orderIds(), ["o-1", "o-2", "o-3"], "the order was rolled back with its event");
+        assert.equal(await backend.outboxRows(), 3);
+      },
+    );
 
-    test(`workerd (${name}): scheduled() runs ctx.waitUntil(outbox.tick()) and the webhook gets every event once`, { timeout: 30_000 }, async () => {
+    test(`workerd (${name}): scheduled() runs ctx.waitUntil(outbox.tick()) and the webhook gets every event once`, {
+      timeout: 30_000,
+    }, async () => {
       const first = await scheduled();
       timings.firstScheduledMs = first.ms;
       assert.equal(first.outcome, "ok");
@@ -257,23 +274,29 @@ function workerScenario(name, makeBackend) {
       assert.equal(received.length, 3, "an idle tick publishes nothing again");
     });
 
-    test(`workerd (${name}): a webhook failure leaves the event pending for a later tick`, { timeout: 30_000 }, async () => {
-      failNext = 1;
-      assert.equal((await postOrder({ id: "o-4", total: 40 })).status, 201);
-      const warm = await scheduled();
-      timings.warmScheduledMs = warm.ms;
-      assert.equal(warm.outcome, "ok");
-      assert.equal(received.length, 3);
-      assert.deepEqual(await backend.onlyRow(), { status: "pending", attempts: 1 });
-      await backend.makeDue();
-      assert.equal((await scheduled()).outcome, "ok");
-      assert.deepEqual(received.slice(0, 3).map((event) => event.key).sort(), ["o-1", "o-2", "o-3"]);
-      assert.equal(received[3]?.key, "o-4", "the retried event went out in the later tick");
-      assert.equal(received.length, 4);
-      assert.equal(await backend.outboxRows(), 0);
-    });
+    test(
+      `workerd (${name}): a webhook failure leaves the event pending for a later tick`,
+      { timeout: 30_000 },
+      async () => {
+        failNext = 1;
+        assert.equal((await postOrder({ id: "o-4", total: 40 })).status, 201);
+        const warm = await scheduled();
+        timings.warmScheduledMs = warm.ms;
+        assert.equal(warm.outcome, "ok");
+        assert.equal(received.length, 3);
+        assert.deepEqual(await backend.onlyRow(), { status: "pending", attempts: 1 });
+        await backend.makeDue();
+        assert.equal((await scheduled()).outcome, "ok");
+        assert.deepEqual(received.slice(0, 3).map((event) => event.key).sort(), ["o-1", "o-2", "o-3"]);
+        assert.equal(received[3]?.key, "o-4", "the retried event went out in the later tick");
+        assert.equal(received.length, 4);
+        assert.equal(await backend.outboxRows(), 0);
+      },
+    );
 
-    test(`workerd (${name}): cold start — a fresh isolate's first scheduled() publishes a waiting event`, { timeout: 30_000 }, async (t) => {
+    test(`workerd (${name}): cold start — a fresh isolate's first scheduled() publishes a waiting event`, {
+      timeout: 30_000,
+    }, async (t) => {
       // The event comes from outside this isolate, as after a deploy or an evicted isolate.
       await backend.enqueueOutside({ topic: "orders.created", key: "o-5", payload: { id: "o-5", total: 50 } });
       const started = performance.now();

@@ -124,7 +124,7 @@ export default {
     if (request.method === "POST" && url.pathname === "/orders") {
       const body = await request.json().catch(() => null) as Partial<Order> | null;
       const total = Number(body?.total);
-      if (!body || !Number.isFinite(total)) return json({ error: "Send {\"total\": number}" }, 400);
+      if (!body || !Number.isFinite(total)) return json({ error: 'Send {"total": number}' }, 400);
       const order: Order = { id: typeof body.id === "string" ? body.id : crypto.randomUUID(), total };
       const store = openStore(env);
       try {

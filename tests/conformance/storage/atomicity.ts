@@ -47,7 +47,9 @@ export function atomicityTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const pub = memoryPublisher();
     const outbox = make(h, clock, pub);
     const bytes = new Uint8Array([0, 1, 2, 250, 255]);
-    const [a, b] = await h.commit((tx) => outbox.enqueue(tx, [{ topic: "bin", payload: bytes }, { topic: "json", payload: "x" }]));
+    const [a, b] = await h.commit((tx) =>
+      outbox.enqueue(tx, [{ topic: "bin", payload: bytes }, { topic: "json", payload: "x" }])
+    );
     assert.match(a!, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.ok(a! < b!, "ids generated in one enqueue increase");
     await outbox.tick();
@@ -157,7 +159,11 @@ export function atomicityTests<Tx>({ it, make }: StorageSuite<Tx>): void {
       ["invalid deliverAt", { topic: "t", payload: 1, deliverAt: new Date("nope") }, "deliverAt"],
       ["not an object", "orders.created", ""],
       ["second of two invalid", [{ topic: "t", payload: 1 }, { topic: "", payload: 1 }], "[1].topic"],
-      ["duplicate ids in one call", [{ id: "a", topic: "t", payload: 1 }, { id: "a", topic: "t", payload: 2 }], "[1].id"],
+      [
+        "duplicate ids in one call",
+        [{ id: "a", topic: "t", payload: 1 }, { id: "a", topic: "t", payload: 2 }],
+        "[1].id",
+      ],
     ];
     await h.commit(async (tx) => {
       for (const [what, message, path] of bad) {

@@ -13,7 +13,9 @@ export function budgetAndStartTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const clock = new Clock();
     const pub = recorder(() => void clock.advance(1_000));
     const outbox = make(h, clock, pub, { concurrency: 1 });
-    await h.commit((tx) => outbox.enqueue(tx, Array.from({ length: 10 }, (_, i) => ({ id: `b${i}`, topic: "t", payload: i }))));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, Array.from({ length: 10 }, (_, i) => ({ id: `b${i}`, topic: "t", payload: i })))
+    );
     const report = await outbox.tick({ budgetMs: 2_500 });
     assert.equal(report.published, 3);
     assert.equal(report.released, 7);
@@ -38,7 +40,9 @@ export function budgetAndStartTests<Tx>({ it, make }: StorageSuite<Tx>): void {
         return new Promise<void>((resolve) => setTimeout(resolve, 60));
       },
     });
-    await h.commit((tx) => outbox.enqueue(tx, [{ id: "slow-1", topic: "t", payload: 1 }, { id: "slow-2", topic: "t", payload: 2 }]));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "slow-1", topic: "t", payload: 1 }, { id: "slow-2", topic: "t", payload: 2 }])
+    );
     const report = await outbox.tick({ budgetMs: 10 });
     assert.deepEqual([report.published, report.retried, report.released], [1, 0, 1]);
     const rows = await outbox.inspect();
@@ -78,7 +82,11 @@ export function budgetAndStartTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     assert.equal(relay.running, false);
     assert.deepEqual(log, ["slow"], "nothing new starts after stop()");
     const rows = await outbox.inspect();
-    assert.deepEqual(rows.map((r) => [r.id, r.status, r.attempts]), [["next", "pending", 0]], "the unstarted message is released");
+    assert.deepEqual(
+      rows.map((r) => [r.id, r.status, r.attempts]),
+      [["next", "pending", 0]],
+      "the unstarted message is released",
+    );
   });
 
   it("start() stops on an AbortSignal and keeps running through storage errors", async (h) => {
@@ -111,30 +119,41 @@ export function budgetAndStartTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     assert.match(String(errors[0]), /connection reset/);
   });
 
-  it("a storage call that never returns does not stall start(): it is reported after the lease and the loop goes on", async (h) => {
-    let hung = false;
-    const storage: OutboxStorage<Tx, unknown> = {
-      ...h.storage,
-      claim: (request) => {
-        if (!hung) {
-          hung = true;
-          return new Promise(() => {}); // a query lost by the driver
-        }
-        return h.storage.claim(request);
-      },
-    };
-    const errors: unknown[] = [];
-    const published = Promise.withResolvers<string>();
-    const outbox = createOutbox<Tx, unknown>({ storage, leaseMs: 200, publisher: (m) => published.resolve(m.id), onError: (e) => errors.push(e) });
-    await h.commit((tx) => outbox.enqueue(tx, { id: "after-stall", topic: "t", payload: 1 }));
-    const relay = outbox.start({ minIdleMs: 1, maxIdleMs: 5 });
-    try {
-      assert.equal(await published.promise, "after-stall");
-      assert.ok(errors.some((e) => e instanceof OutboxStorageError && /did not complete within 200 ms/.test(e.message)));
-    } finally {
-      await relay.stop();
-    }
-  }, 10_000);
+  it(
+    "a storage call that never returns does not stall start(): it is reported after the lease and the loop goes on",
+    async (h) => {
+      let hung = false;
+      const storage: OutboxStorage<Tx, unknown> = {
+        ...h.storage,
+        claim: (request) => {
+          if (!hung) {
+            hung = true;
+            return new Promise(() => {}); // a query lost by the driver
+          }
+          return h.storage.claim(request);
+        },
+      };
+      const errors: unknown[] = [];
+      const published = Promise.withResolvers<string>();
+      const outbox = createOutbox<Tx, unknown>({
+        storage,
+        leaseMs: 200,
+        publisher: (m) => published.resolve(m.id),
+        onError: (e) => errors.push(e),
+      });
+      await h.commit((tx) => outbox.enqueue(tx, { id: "after-stall", topic: "t", payload: 1 }));
+      const relay = outbox.start({ minIdleMs: 1, maxIdleMs: 5 });
+      try {
+        assert.equal(await published.promise, "after-stall");
+        assert.ok(
+          errors.some((e) => e instanceof OutboxStorageError && /did not complete within 200 ms/.test(e.message)),
+        );
+      } finally {
+        await relay.stop();
+      }
+    },
+    10_000,
+  );
 
   it("start() picks up a message enqueued in this process without waiting out its idle interval", async (h) => {
     const firstClaim = Promise.withResolvers<void>();

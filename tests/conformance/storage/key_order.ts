@@ -13,7 +13,10 @@ export function keyOrderTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const clock = new Clock();
     // Every third publish fails transiently: failures land on every key at some point.
     const pub = recorder((_m, call) => call % 3 === 1 ? new Error("transient") : undefined);
-    const outbox = make(h, clock, pub, { batchSize: 7, retry: { maxAttempts: 100, baseDelayMs: 10, maxDelayMs: 10, jitter: 0 } });
+    const outbox = make(h, clock, pub, {
+      batchSize: 7,
+      retry: { maxAttempts: 100, baseDelayMs: 10, maxDelayMs: 10, jitter: 0 },
+    });
     const expected = new Map<string, string[]>();
     for (let t = 0; t < 6; t++) {
       await h.commit(async (tx) => {
@@ -69,11 +72,17 @@ export function keyOrderTests<Tx>({ it, make }: StorageSuite<Tx>): void {
       publish: () => Promise.reject(new Error("unused")),
       // a2 fails; a3 was accepted anyway (already in the broker); a4 failed too.
       publishRun: (messages) =>
-        Promise.resolve(messages.map((m) =>
-          m.id === "a2" || m.id === "a4" ? { ok: false as const, error: new Error(`lost ${m.id}`) } : { ok: true as const }
-        )),
+        Promise.resolve(
+          messages.map((m) =>
+            m.id === "a2" || m.id === "a4"
+              ? { ok: false as const, error: new Error(`lost ${m.id}`) }
+              : { ok: true as const }
+          ),
+        ),
     });
-    await h.commit((tx) => outbox.enqueue(tx, ["a1", "a2", "a3", "a4"].map((id, i) => ({ id, topic: "t", key: "A", payload: i }))));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, ["a1", "a2", "a3", "a4"].map((id, i) => ({ id, topic: "t", key: "A", payload: i })))
+    );
     const report = await outbox.tick();
     assert.deepEqual([report.published, report.retried, report.released], [2, 1, 1]);
     const rows = await outbox.inspect();
@@ -102,18 +111,23 @@ export function keyOrderTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     }, { batchSize: 9, retry: { maxAttempts: 100, baseDelayMs: 10, maxDelayMs: 10, jitter: 0 } });
     const expected = new Map<string, string[]>();
     await h.commit((tx) =>
-      outbox.enqueue(tx, Array.from({ length: 60 }, (_, i) => {
-        const key = i % 5 === 0 ? null : `k${i % 4}`;
-        if (key) expected.set(key, [...(expected.get(key) ?? []), `p${i}`]);
-        return { id: `p${i}`, topic: "t", key, payload: i };
-      }))
+      outbox.enqueue(
+        tx,
+        Array.from({ length: 60 }, (_, i) => {
+          const key = i % 5 === 0 ? null : `k${i % 4}`;
+          if (key) expected.set(key, [...(expected.get(key) ?? []), `p${i}`]);
+          return { id: `p${i}`, topic: "t", key, payload: i };
+        }),
+      )
     );
     for (let round = 0; round < 300 && (await outbox.stats()).pending > 0; round++) {
       await outbox.tick({ maxBatches: 1 });
       clock.advance(10);
     }
     assert.equal(new Set(ids(log)).size, 60);
-    for (const [key, order] of expected) assert.deepEqual(ids(log.filter((m) => m.key === key)), order, `order of ${key}`);
+    for (const [key, order] of expected) {
+      assert.deepEqual(ids(log.filter((m) => m.key === key)), order, `order of ${key}`);
+    }
   });
 
   it("a failed message holds back later messages of its key until it is published; other keys flow", async (h) => {
@@ -140,7 +154,11 @@ export function keyOrderTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     assert.equal(first.released, 2);
     assert.deepEqual(ids(pub.log).sort(), ["b1", "u1"]);
     const held = await outbox.inspect();
-    assert.deepEqual(held.map((r) => [r.id, r.status, r.attempts]), [["a1", "pending", 1], ["a2", "pending", 0], ["a3", "pending", 0]]);
+    assert.deepEqual(held.map((r) => [r.id, r.status, r.attempts]), [["a1", "pending", 1], ["a2", "pending", 0], [
+      "a3",
+      "pending",
+      0,
+    ]]);
     assert.equal(held[0]!.lastError, "broker hiccup");
     assert.equal((await outbox.tick()).claimed, 0, "a2 and a3 wait behind a1's back-off");
     clock.advance(1_000);
@@ -152,7 +170,9 @@ export function keyOrderTests<Tx>({ it, make }: StorageSuite<Tx>): void {
 
   it("a message that goes dead releases its key: later messages follow in the same tick", async (h) => {
     const clock = new Clock();
-    const pub = recorder((m) => m.id === "a1" ? new PublishError("No stream for subject t", { permanent: true }) : undefined);
+    const pub = recorder((m) =>
+      m.id === "a1" ? new PublishError("No stream for subject t", { permanent: true }) : undefined
+    );
     const outbox = make(h, clock, pub);
     await h.commit((tx) =>
       outbox.enqueue(tx, [
@@ -174,7 +194,9 @@ export function keyOrderTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const clock = new Clock();
     const pub = memoryPublisher();
     const outbox = make(h, clock, pub, { batchSize: 100 });
-    await h.commit((tx) => outbox.enqueue(tx, Array.from({ length: 60 }, (_, i) => ({ id: `h${i}`, topic: "t", key: "hot", payload: i }))));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, Array.from({ length: 60 }, (_, i) => ({ id: `h${i}`, topic: "t", key: "hot", payload: i })))
+    );
     const report = await outbox.tick({ maxBatches: 1 });
     assert.equal(report.batches, 1);
     assert.equal(report.published, 60);

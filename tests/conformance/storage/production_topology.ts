@@ -28,7 +28,11 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
     aOpen!.resolve();
     const aReport = await aTick;
     assert.equal(aReport.lost, 1, "a's late settle must not match b's claim");
-    assert.deepEqual((await a.inspect()).map((r) => [r.id, r.status]), [["m", "processing"]], "b still holds the lease");
+    assert.deepEqual(
+      (await a.inspect()).map((r) => [r.id, r.status]),
+      [["m", "processing"]],
+      "b still holds the lease",
+    );
     bOpen!.resolve();
     const bReport = await bTick;
     assert.equal(bReport.lost, 0);
@@ -36,11 +40,16 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
     assert.equal((await a.stats()).pending + (await a.stats()).processing, 0);
   });
 
-  it("retry.onDead \"block\": a dead message holds back its key until it is requeued; other keys flow", async (h) => {
+  it('retry.onDead "block": a dead message holds back its key until it is requeued; other keys flow', async (h) => {
     const clock = new Clock();
     let broken = true;
-    const pub = recorder((m) => broken && m.id === "a1" ? new PublishError("Rejected by the broker", { permanent: true }) : undefined);
-    const outbox = make(h, clock, pub, { retry: { maxAttempts: 5, baseDelayMs: 1_000, maxDelayMs: 8_000, jitter: 0, onDead: "block" }, retention: { deadMs: 0 } });
+    const pub = recorder((m) =>
+      broken && m.id === "a1" ? new PublishError("Rejected by the broker", { permanent: true }) : undefined
+    );
+    const outbox = make(h, clock, pub, {
+      retry: { maxAttempts: 5, baseDelayMs: 1_000, maxDelayMs: 8_000, jitter: 0, onDead: "block" },
+      retention: { deadMs: 0 },
+    });
     await h.commit((tx) =>
       outbox.enqueue(tx, [
         { id: "a1", topic: "t", key: "A", payload: 1 },
@@ -60,7 +69,10 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
     assert.equal(stats.dead, 1);
     assert.equal(stats.blockedKeys, 1);
     assert.equal(stats.pending, 2);
-    assert.deepEqual((await outbox.inspect()).map((r) => [r.id, r.status]), [["a1", "dead"], ["a2", "pending"], ["a3", "pending"]]);
+    assert.deepEqual((await outbox.inspect()).map((r) => [r.id, r.status]), [["a1", "dead"], ["a2", "pending"], [
+      "a3",
+      "pending",
+    ]]);
     broken = false;
     assert.equal(await outbox.requeue({ status: "dead" }), 1);
     await outbox.tick();
@@ -70,11 +82,18 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
     assert.equal(stats.pending + stats.dead, 0);
   });
 
-  it("retry.onDead \"block\" blocks nothing for an unkeyed dead message", async (h) => {
+  it('retry.onDead "block" blocks nothing for an unkeyed dead message', async (h) => {
     const clock = new Clock();
     const pub = recorder((m) => m.id === "u1" ? new PublishError("Rejected", { permanent: true }) : undefined);
     const outbox = make(h, clock, pub, { retry: { onDead: "block" } });
-    await h.commit((tx) => outbox.enqueue(tx, [{ id: "u1", topic: "t", payload: 1 }, { id: "u2", topic: "t", payload: 2 }, { id: "k1", topic: "t", key: "K", payload: 3 }]));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "u1", topic: "t", payload: 1 }, { id: "u2", topic: "t", payload: 2 }, {
+        id: "k1",
+        topic: "t",
+        key: "K",
+        payload: 3,
+      }])
+    );
     await outbox.tick();
     assert.deepEqual(ids(pub.log).sort(), ["k1", "u2"]);
     const stats = await outbox.stats();
@@ -135,7 +154,10 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
       assert.equal(relay.running, false);
       assert.ok(errors.some((e) => /claim failed once/.test(String(e))));
       assert.ok(errors.some((e) => /onTick throws/.test(String(e))), "a throwing onTick goes to onError");
-      assert.ok(printed.some((args) => args.some((a) => /onError itself throws/.test(String(a)))), "a throwing onError is printed");
+      assert.ok(
+        printed.some((args) => args.some((a) => /onError itself throws/.test(String(a)))),
+        "a throwing onError is printed",
+      );
     } finally {
       console.error = original;
     }
@@ -167,26 +189,61 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
   it("on the storage's clock, a relay clock an hour off neither claims early nor steals a live lease", async (h) => {
     const hour = 3_600_000;
     const pub = memoryPublisher();
-    const ahead = createOutbox<Tx, unknown>({ storage: h.storage, publisher: pub, now: () => Date.now() + hour, clock: "storage", leaseMs: 60_000, onError: () => {} });
-    const behind = createOutbox<Tx, unknown>({ storage: await h.connect(), publisher: pub, now: () => Date.now() - hour, clock: "storage", leaseMs: 60_000, onError: () => {} });
+    const ahead = createOutbox<Tx, unknown>({
+      storage: h.storage,
+      publisher: pub,
+      now: () => Date.now() + hour,
+      clock: "storage",
+      leaseMs: 60_000,
+      onError: () => {},
+    });
+    const behind = createOutbox<Tx, unknown>({
+      storage: await h.connect(),
+      publisher: pub,
+      now: () => Date.now() - hour,
+      clock: "storage",
+      leaseMs: 60_000,
+      onError: () => {},
+    });
     // Written by the clock that runs ahead: due at once all the same. Scheduled in ten
     // minutes by the one behind: due in ten minutes on the database's clock.
     await h.commit((tx) => ahead.enqueue(tx, { id: "now", topic: "t", key: "K", payload: 1 }));
-    await h.commit((tx) => behind.enqueue(tx, { id: "later", topic: "t", key: "L", payload: 2, deliverAt: Date.now() + 600_000 }));
+    await h.commit((tx) =>
+      behind.enqueue(tx, { id: "later", topic: "t", key: "L", payload: 2, deliverAt: Date.now() + 600_000 })
+    );
     // A claim by the relay an hour ahead, as a paused relay would hold it.
-    const leased = await h.storage.claim({ token: "paused", now: Date.now() + hour, lockedUntil: Date.now() + hour + 60_000, limit: 10, clock: "storage" });
+    const leased = await h.storage.claim({
+      token: "paused",
+      now: Date.now() + hour,
+      lockedUntil: Date.now() + hour + 60_000,
+      limit: 10,
+      clock: "storage",
+    });
     assert.deepEqual(leased.map((r) => r.id), ["now"], "due on the database's clock; the scheduled one is not");
     const [row] = await ahead.inspect();
     const leaseEnd = row!.availableAt!;
-    assert.ok(Math.abs(leaseEnd - (Date.now() + 60_000)) < 30_000, `the lease ends leaseMs from the database's now, not the relay's (${leaseEnd - Date.now()} ms)`);
+    assert.ok(
+      Math.abs(leaseEnd - (Date.now() + 60_000)) < 30_000,
+      `the lease ends leaseMs from the database's now, not the relay's (${leaseEnd - Date.now()} ms)`,
+    );
     // The relay an hour ahead would see that lease as long expired, and the scheduled
     // message as due, on its own clock.
     assert.equal((await ahead.tick()).claimed, 0);
     assert.equal((await behind.tick()).claimed, 0);
     assert.equal(pub.messages.length, 0);
-    const settled = await h.storage.settle({ token: "paused", now: Date.now() + hour, deletePublished: true, settlements: [{ seq: leased[0]!.seq, outcome: "retry", availableAt: Date.now() + hour, error: "x" }], clock: "storage" });
+    const settled = await h.storage.settle({
+      token: "paused",
+      now: Date.now() + hour,
+      deletePublished: true,
+      settlements: [{ seq: leased[0]!.seq, outcome: "retry", availableAt: Date.now() + hour, error: "x" }],
+      clock: "storage",
+    });
     assert.equal(settled, 1);
-    assert.equal((await behind.tick()).published, 1, "a retry due at once on the relay's terms is due at once on the database's");
+    assert.equal(
+      (await behind.tick()).published,
+      1,
+      "a retry due at once on the relay's terms is due at once on the database's",
+    );
     assert.deepEqual(pub.messages.map((m) => m.id), ["now"]);
   });
 }

@@ -20,8 +20,15 @@ export function retentionTests<Tx>({ it, make }: StorageSuite<Tx>): void {
   it("retention keeps published and dead rows for their time, then deletes them in bounded batches", async (h) => {
     const clock = new Clock();
     const pub = recorder((m) => m.topic === "bad" ? new PublishError("rejected", { permanent: true }) : undefined);
-    const outbox = make(h, clock, pub, { retention: { publishedMs: 1_000, deadMs: 5_000, intervalMs: 0, batchSize: 3 } });
-    await h.commit((tx) => outbox.enqueue(tx, [...Array.from({ length: 5 }, (_, i) => ({ topic: "ok", payload: i })), { topic: "bad", payload: 0 }]));
+    const outbox = make(h, clock, pub, {
+      retention: { publishedMs: 1_000, deadMs: 5_000, intervalMs: 0, batchSize: 3 },
+    });
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [...Array.from({ length: 5 }, (_, i) => ({ topic: "ok", payload: i })), {
+        topic: "bad",
+        payload: 0,
+      }])
+    );
     await outbox.tick();
     let stats = await outbox.stats();
     assert.deepEqual([stats.published, stats.dead, stats.pending], [5, 1, 0]);

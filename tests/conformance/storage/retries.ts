@@ -12,7 +12,9 @@ export function retryTests<Tx>({ it, make }: StorageSuite<Tx>): void {
   it("a failing message is retried with exponential back-off, then goes dead with lastError", async (h) => {
     const clock = new Clock();
     const pub = recorder(() => new Error("connection refused"));
-    const outbox = make(h, clock, pub, { retry: { maxAttempts: 3, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0 } });
+    const outbox = make(h, clock, pub, {
+      retry: { maxAttempts: 3, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0 },
+    });
     await h.commit((tx) => outbox.enqueue(tx, { id: "r", topic: "t", payload: 1 }));
     assert.equal((await outbox.tick()).retried, 1);
     let [row] = await outbox.inspect();
@@ -36,9 +38,15 @@ export function retryTests<Tx>({ it, make }: StorageSuite<Tx>): void {
 
   it("a permanent error sends a message straight to dead", async (h) => {
     const clock = new Clock();
-    const pub = recorder((m) => m.id === "p1" ? new PublishError("Message over max_payload", { permanent: true }) : Object.assign(new Error("not authorized"), { permanent: true }));
+    const pub = recorder((m) =>
+      m.id === "p1"
+        ? new PublishError("Message over max_payload", { permanent: true })
+        : Object.assign(new Error("not authorized"), { permanent: true })
+    );
     const outbox = make(h, clock, pub);
-    await h.commit((tx) => outbox.enqueue(tx, [{ id: "p1", topic: "t", payload: 1 }, { id: "p2", topic: "t", payload: 1 }]));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "p1", topic: "t", payload: 1 }, { id: "p2", topic: "t", payload: 1 }])
+    );
     const report = await outbox.tick();
     assert.equal(report.dead, 2);
     const rows = await outbox.inspect();
@@ -50,7 +58,9 @@ export function retryTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const clock = new Clock();
     const pub = memoryPublisher();
     const outbox = make(h, clock, pub, { filter: (m) => m.topic !== "internal" });
-    await h.commit((tx) => outbox.enqueue(tx, [{ id: "i", topic: "internal", payload: 1 }, { id: "e", topic: "external", payload: 1 }]));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "i", topic: "internal", payload: 1 }, { id: "e", topic: "external", payload: 1 }])
+    );
     const report = await outbox.tick();
     assert.equal(report.filtered, 1);
     assert.equal(report.published, 1);
@@ -69,7 +79,9 @@ export function retryTests<Tx>({ it, make }: StorageSuite<Tx>): void {
         return m.id === "hangs" ? new Promise<void>(() => {}) : Promise.resolve();
       },
     });
-    await h.commit((tx) => outbox.enqueue(tx, [{ id: "hangs", topic: "t", payload: 1 }, { id: "fine", topic: "t", payload: 2 }]));
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "hangs", topic: "t", payload: 1 }, { id: "fine", topic: "t", payload: 2 }])
+    );
     const report = await outbox.tick();
     assert.equal(report.published, 1);
     assert.equal(report.retried, 1);

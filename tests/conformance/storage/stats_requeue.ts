@@ -14,7 +14,15 @@ export function statsRequeueTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const pub = recorder((m) => m.topic === "bad" ? new PublishError("no", { permanent: true }) : undefined);
     const outbox = make(h, clock, pub, { retention: { publishedMs: 60_000 } });
     let stats = await outbox.stats();
-    assert.deepEqual(stats, { pending: 0, processing: 0, published: 0, dead: 0, oldestPendingAt: null, oldestPendingAgeMs: 0, blockedKeys: 0 });
+    assert.deepEqual(stats, {
+      pending: 0,
+      processing: 0,
+      published: 0,
+      dead: 0,
+      oldestPendingAt: null,
+      oldestPendingAgeMs: 0,
+      blockedKeys: 0,
+    });
     const t0 = clock.value;
     await h.commit((tx) => outbox.enqueue(tx, [{ topic: "ok", payload: 1 }, { topic: "bad", payload: 1 }]));
     clock.advance(1_000);
@@ -28,7 +36,13 @@ export function statsRequeueTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing, stats.published, stats.dead], [1, 0, 1, 1]);
     assert.equal(stats.oldestPendingAgeMs, 0, "the one left is scheduled for later");
-    await h.storage.claim({ token: "z:1", now: clock.value + 20_000, lockedUntil: clock.value + 50_000, limit: 10, clock: "relay" });
+    await h.storage.claim({
+      token: "z:1",
+      now: clock.value + 20_000,
+      lockedUntil: clock.value + 50_000,
+      limit: 10,
+      clock: "relay",
+    });
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing], [0, 1]);
   });
@@ -53,7 +67,9 @@ export function statsRequeueTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     assert.equal(stats.oldestPendingAgeMs, 86_400_000 - 3_600_000 + 5_000);
     await outbox.tick();
     await h.commit((tx) => outbox.enqueue(tx, { topic: "later", payload: 1, deliverAt: clock.value - 1 }));
-    const due = await h.commit((tx) => outbox.enqueue(tx, { topic: "soon", payload: 1, deliverAt: clock.value + 10_000 }));
+    const due = await h.commit((tx) =>
+      outbox.enqueue(tx, { topic: "soon", payload: 1, deliverAt: clock.value + 10_000 })
+    );
     clock.advance(12_000);
     stats = await outbox.stats();
     assert.equal(stats.pending, 2);
