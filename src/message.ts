@@ -38,6 +38,17 @@ function quote(value: unknown): string {
   return value === null ? "null" : typeof value === "object" ? "an object" : `${typeof value} ${String(value)}`;
 }
 
+/** An id or key: a non-empty string of at most `max` characters that every storage keeps as it is. */
+function storableString(value: unknown, field: "id" | "key", max: number, at: (field: string) => string): string {
+  if (typeof value !== "string" || value.length === 0 || value.length > max) {
+    fail(`Message ${field} must be a non-empty string of at most ${max} characters, got ${quote(value)}`, at(field));
+  }
+  if (UNSTORABLE.test(value)) {
+    fail(`Message ${field} ${quote(value)} must not contain NUL or unpaired surrogate characters`, at(field));
+  }
+  return value;
+}
+
 /** Settings `prepareMessages` needs from the outbox. */
 export interface PrepareSettings {
   readonly schemas: MessageSchemas | undefined;
@@ -96,29 +107,8 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     fail(`Message topic ${quote(topic)} must not contain unpaired surrogate characters`, at("topic"));
   }
 
-  let id: string;
-  if (m.id === undefined) {
-    id = uuidv7(settings.now);
-  } else {
-    if (typeof m.id !== "string" || m.id.length === 0 || m.id.length > MAX_ID) {
-      fail(`Message id must be a non-empty string of at most ${MAX_ID} characters, got ${quote(m.id)}`, at("id"));
-    }
-    if (UNSTORABLE.test(m.id)) {
-      fail(`Message id ${quote(m.id)} must not contain NUL or unpaired surrogate characters`, at("id"));
-    }
-    id = m.id;
-  }
-
-  let key: string | null = null;
-  if (m.key !== undefined && m.key !== null) {
-    if (typeof m.key !== "string" || m.key.length === 0 || m.key.length > MAX_KEY) {
-      fail(`Message key must be a non-empty string of at most ${MAX_KEY} characters, got ${quote(m.key)}`, at("key"));
-    }
-    if (UNSTORABLE.test(m.key)) {
-      fail(`Message key ${quote(m.key)} must not contain NUL or unpaired surrogate characters`, at("key"));
-    }
-    key = m.key;
-  }
+  const id = m.id === undefined ? uuidv7(settings.now) : storableString(m.id, "id", MAX_ID, at);
+  const key = m.key === undefined || m.key === null ? null : storableString(m.key, "key", MAX_KEY, at);
 
   let headers: string | null = null;
   if (m.headers !== undefined && m.headers !== null) {
