@@ -2,6 +2,7 @@
  * Drizzle definitions and storage for SQLite / libSQL (drizzle-orm/sqlite-core, libsql driver).
  */
 
+import { hasMethods } from "../shared/client.ts";
 import type { Client, InStatement } from "@libsql/client";
 import {
   type BuildColumns,
@@ -170,7 +171,7 @@ export function drizzleSqliteStorage(
   options: LibsqlStorageOptions = {},
 ): OutboxStorage<DrizzleSqliteTransaction> {
   const client = (db as { $client?: unknown })?.$client as Client | undefined;
-  if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
+  if (!client || !hasMethods(client, "execute", "batch")) {
     throw new OutboxConfigError(
       "drizzleSqliteStorage needs a drizzle database on the libsql driver: drizzle(createClient({ url }))",
       "db",

@@ -7,6 +7,7 @@
  * in a `client.batch([...], "write")` with the message's effects.
  */
 
+import { hasMethods } from "../shared/client.ts";
 import type { Client, InStatement, Transaction } from "@libsql/client";
 import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../inbox/mod.ts";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
@@ -95,7 +96,7 @@ export function libsqlInboxSchema(options: { table?: string } = {}): string[] {
  * ```
  */
 export function libsqlInbox(client: Client, options: LibsqlInboxOptions = {}): LibsqlInboxStorage {
-  if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
+  if (!hasMethods(client, "execute", "batch")) {
     throw new OutboxConfigError("libsqlInbox needs a @libsql/client Client (createClient({ url }))", "client");
   }
   checkOptions("libsqlInbox", options, { table: identifier, busyTimeoutMs: busyTimeout });

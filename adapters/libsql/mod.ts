@@ -35,6 +35,7 @@
  * @module
  */
 
+import { hasMethods } from "../shared/client.ts";
 import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/client";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkOptions } from "../../src/rules.ts";
@@ -114,7 +115,7 @@ function asBody(value: unknown): string | Uint8Array {
  * @throws {OutboxConfigError} When `client` is not a libSQL client or `table` is not a plain identifier.
  */
 export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}): LibsqlStorage {
-  if (!client || typeof client.execute !== "function" || typeof client.batch !== "function") {
+  if (!hasMethods(client, "execute", "batch")) {
     throw new OutboxConfigError("libsqlStorage needs a @libsql/client Client (createClient({ url }))", "client");
   }
   checkOptions("libsqlStorage", options, { table: identifier, busyTimeoutMs: busyTimeout });

@@ -4,6 +4,7 @@
  * transaction (`sql.begin(async (tx) => …)`).
  */
 
+import { hasMethods } from "../shared/client.ts";
 import type { InboxCleanupRequest, InboxEntry, InboxStorage } from "../../inbox/mod.ts";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkOptions } from "../../src/rules.ts";
@@ -82,9 +83,7 @@ export function postgresInboxSchema(options: { schema?: string; table?: string }
 }
 
 function isPostgresSql(value: unknown): value is PostgresInboxSql {
-  return typeof value === "function" &&
-    typeof (value as unknown as PostgresInboxSql).unsafe === "function" &&
-    typeof (value as unknown as PostgresInboxSql).begin === "function";
+  return typeof value === "function" && hasMethods(value, "unsafe", "begin");
 }
 
 /**

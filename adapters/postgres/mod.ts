@@ -31,6 +31,7 @@
  * @module
  */
 
+import { hasMethods } from "../shared/client.ts";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { bool, checkOptions } from "../../src/rules.ts";
 import { errorCode } from "../shared/errors.ts";
@@ -149,10 +150,7 @@ function missingFunction(error: unknown): boolean {
 }
 
 function isPostgresSql(value: unknown): value is PostgresSql {
-  return typeof value === "function" &&
-    typeof (value as unknown as PostgresSql).unsafe === "function" &&
-    typeof (value as unknown as PostgresSql).begin === "function" &&
-    typeof (value as unknown as PostgresSql).listen === "function";
+  return typeof value === "function" && hasMethods(value, "unsafe", "begin", "listen");
 }
 
 function fromBase64(text: string): Uint8Array {
