@@ -102,7 +102,7 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       woken = false;
       let report: TickReport;
       try {
-        report = await runTick(ctx, { maxBatches: 1, signal: stopSignal, budgetMs: Infinity });
+        report = await runTick(ctx, { maxBatches: 16, signal: stopSignal, budgetMs: Infinity });
         failures = 0;
       } catch (error) {
         ctx.options.onError(error, { phase: "tick" });

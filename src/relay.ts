@@ -225,12 +225,22 @@ async function runCleanup(ctx: RelayContext, now: number): Promise<number> {
 }
 
 function toRecord(row: ClaimedRow): OutboxRecord {
+  // Publishers send `body`; the payload is parsed only if something reads it (a filter,
+  // a function publisher), which saves a JSON.parse per message on the hot path.
+  let payload: unknown;
+  let decoded = false;
   return {
     id: row.id,
     seq: row.seq,
     topic: row.topic,
     key: row.key,
-    payload: decodeBody(row.body),
+    get payload() {
+      if (!decoded) {
+        payload = decodeBody(row.body);
+        decoded = true;
+      }
+      return payload;
+    },
     body: row.body,
     headers: row.headers ? JSON.parse(row.headers) as Record<string, string> : {},
     attempts: row.attempts,

@@ -38,7 +38,7 @@ export interface OutboxRecord {
   readonly topic: string;
   /** The ordering key, or `null`. */
   readonly key: string | null;
-  /** The decoded payload: the parsed JSON value, or the bytes. */
+  /** The decoded payload: the parsed JSON value, or the bytes (parsed on first read). */
   readonly payload: unknown;
   /** The encoded payload as stored: JSON text, or bytes. Publishers send this. */
   readonly body: string | Uint8Array;
