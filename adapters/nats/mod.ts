@@ -352,19 +352,25 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
     async publishRun(messages: readonly OutboxRecord[], context: PublishContext): Promise<PublishOutcome[]> {
       // Each send() writes its message to the connection synchronously, in call order,
       // so the server receives (and the stream stores) a key's run in order. Acks are
-      // awaited together, at most maxInFlight outstanding.
-      const outcomes: Promise<PublishOutcome>[] = new Array(messages.length);
-      const inFlight: Promise<unknown>[] = [];
-      for (let i = 0; i < messages.length; i++) {
-        if (inFlight.length >= maxInFlight) await inFlight.shift();
-        const p = send(messages[i]!, context.signal).then(
-          (): PublishOutcome => ({ ok: true }),
-          (error): PublishOutcome => ({ ok: false, error }),
-        );
-        outcomes[i] = p;
-        inFlight.push(p);
+      // counted as they come, at most maxInFlight outstanding: no promise per outcome.
+      const n = messages.length;
+      const outcomes: PublishOutcome[] = new Array(n);
+      let settled = 0;
+      let sent = 0;
+      let wake: (() => void) | null = null;
+      const done = (i: number, outcome: PublishOutcome) => {
+        outcomes[i] = outcome;
+        settled++;
+        wake?.();
+      };
+      const waitForOne = () => new Promise<void>((resolve) => (wake = resolve));
+      for (; sent < n; sent++) {
+        while (sent - settled >= maxInFlight) await waitForOne();
+        const i = sent;
+        send(messages[i]!, context.signal).then(() => done(i, OK), (error) => done(i, { ok: false, error }));
       }
-      return await Promise.all(outcomes);
+      while (settled < n) await waitForOne();
+      return outcomes;
     },
     async check({ retryHorizonMs, warn: report }) {
       horizonMs = retryHorizonMs;
@@ -379,6 +385,9 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
     },
   } satisfies JetStreamPublisher & { check: NonNullable<Publisher["check"]> };
 }
+
+/** The outcome of every accepted publish (shared: outcomes are read-only). */
+const OK: PublishOutcome = { ok: true };
 
 /** Options of {@link ensureStream}. */
 export interface EnsureStreamOptions extends Partial<Omit<StreamConfig, "name" | "subjects" | "duplicate_window">> {
