@@ -155,3 +155,167 @@ export async function cpuSnapshot(): Promise<{ self: number; pg: number; nats: n
   }
   return { self, pg: pgMs, nats: natsMs };
 }
+
+// ---- CPU of other processes, from /proc (Linux) ----
+
+/** Clock ticks per second of the times in /proc/<pid>/stat (USER_HZ; 100 on Linux). */
+const USER_HZ = 100;
+
+/** One process's /proc/<pid>/stat: name, parent, own CPU ms and CPU ms of its reaped children. */
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  ppid: number;
+  /** utime + stime, ms. */
+  cpuMs: number;
+  /** cutime + cstime (children it has waited for), ms. */
+  childrenMs: number;
+}
+
+type ReadFile = (path: string, encoding: "utf8") => string;
+function procStatSync(readFileSync: ReadFile, pid: number): ProcStat | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  const close = stat.lastIndexOf(")");
+  const comm = stat.slice(stat.indexOf("(") + 1, close);
+  const f = stat.slice(close + 2).split(" "); // f[0] = state (field 3)
+  const tick = 1000 / USER_HZ;
+  return {
+    pid,
+    comm,
+    ppid: Number(f[1]),
+    cpuMs: (Number(f[11]) + Number(f[12])) * tick, // fields 14, 15: utime, stime
+    childrenMs: (Number(f[13]) + Number(f[14])) * tick, // fields 16, 17: cutime, cstime
+  };
+}
+
+/**
+ * Pid of the process listening on a local TCP port: the LISTEN socket's inode from
+ * /proc/net/tcp{,6}, then the process holding it in /proc/<pid>/fd (needs root or the
+ * same user). Falls back to a process named `comm` whose command line names the port,
+ * then to the only process named `comm`. Null when not found.
+ */
+export async function listenerPid(port: number, comm: string): Promise<number | null> {
+  const fs = await import("node:fs");
+  const inodes = new Set<string>();
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length > 9 && c[1]!.endsWith(`:${hex}`) && c[3] === "0A") inodes.add(`socket:[${c[9]}]`);
+    }
+  }
+  const pids = procPids(fs.readdirSync);
+  if (inodes.size > 0) {
+    for (const pid of pids) {
+      let fds: string[];
+      try {
+        fds = fs.readdirSync(`/proc/${pid}/fd`);
+      } catch {
+        continue;
+      }
+      for (const fd of fds) {
+        try {
+          if (inodes.has(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))) return pid;
+        } catch {
+          // closed meanwhile
+        }
+      }
+    }
+  }
+  const named = pids.filter((pid) => procStatSync(fs.readFileSync, pid)?.comm === comm);
+  for (const pid of named) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (cmd.some((a) => a === String(port) || a.endsWith(`:${port}`) || a === `--port=${port}`)) return pid;
+    } catch {
+      continue;
+    }
+  }
+  return named.length === 1 ? named[0]! : null;
+}
+
+function procPids(readdirSync: (path: string) => string[]): number[] {
+  try {
+    return readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** CPU ms so far of one server process, and of a postmaster with all its children. */
+export interface ServerCpu {
+  /** nats-server: utime + stime, ms. */
+  nats: number;
+  /**
+   * Every postgres process: the postmaster's own and reaped children's time, plus the
+   * live children's (backends, walwriter, checkpointer, autovacuum …), ms.
+   */
+  pgAll: number;
+  /** Live children of the postmaster: pid → CPU ms. */
+  pgByPid: Map<number, number>;
+}
+
+/**
+ * Synchronous snapshot of server CPU (so it can be taken inside a callback at the
+ * exact end of a timed window). Scans /proc once for the postmaster's children.
+ */
+export function serverCpuSync(
+  fs: { readFileSync: ReadFile; readdirSync: (path: string) => string[] },
+  natsPid: number | null,
+  postmasterPid: number | null,
+): ServerCpu {
+  const nats = natsPid === null ? NaN : procStatSync(fs.readFileSync, natsPid)?.cpuMs ?? NaN;
+  const pgByPid = new Map<number, number>();
+  let pgAll = NaN;
+  if (postmasterPid !== null) {
+    const master = procStatSync(fs.readFileSync, postmasterPid);
+    if (master) {
+      pgAll = master.cpuMs + master.childrenMs;
+      for (const pid of procPids(fs.readdirSync)) {
+        const s = procStatSync(fs.readFileSync, pid);
+        if (s?.ppid !== postmasterPid) continue;
+        pgByPid.set(pid, s.cpuMs);
+        pgAll += s.cpuMs;
+      }
+    }
+  }
+  return { nats, pgAll, pgByPid };
+}
+
+/** This process's CPU time so far (user + system, all threads), ms. */
+export const selfCpuMs = (): number => {
+  const u = g.process?.cpuUsage?.();
+  return u ? (u.user + u.system) / 1000 : NaN;
+};
+
+/**
+ * The raw ceiling: publishes `bodies[i]` with message id `ids[i]` to `subject`, in
+ * order, with `inFlight` publishes outstanding (a sliding window: `inFlight` loops, each
+ * sends its next message as soon as its previous one is acked). Nothing else per
+ * message. Resolves when every ack is in.
+ */
+export async function rawPublishWindow(
+  js: JetStreamClient,
+  subject: string,
+  bodies: readonly (string | Uint8Array)[],
+  ids: readonly string[],
+  inFlight: number,
+): Promise<void> {
+  let next = 0;
+  const n = bodies.length;
+  const lane = async () => {
+    for (let i = next++; i < n; i = next++) await js.publish(subject, bodies[i]!, { msgID: ids[i]! });
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
+}
