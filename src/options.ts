@@ -62,7 +62,12 @@ export interface OutboxOptions<Tx, Stmt, M extends MessageSchemas> {
   publisher: Publisher | PublishFunction;
   /** Optional valibot schema per topic: enqueue is typed and validated, and only these topics are accepted. */
   messages?: M;
-  /** Messages claimed per batch (default 100). */
+  /**
+   * Messages claimed per batch (default 500). A claim and a settle cost the same for one
+   * message or hundreds, so larger batches cost the relay and the database less per
+   * message. The claimed rows are held in memory: at most `batchSize` × your largest
+   * payload. Lower it on the edge (a Workers CPU budget) or for very large payloads.
+   */
   batchSize?: number;
   /** How long a claim holds before another relay may take the rows (default 30,000 ms). */
   leaseMs?: number;
@@ -224,7 +229,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     );
   }
   return {
-    batchSize: o.batchSize ?? 100,
+    batchSize: o.batchSize ?? 500,
     leaseMs: o.leaseMs ?? 30_000,
     retry,
     retention: {

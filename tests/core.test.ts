@@ -36,7 +36,7 @@ const publisher = async () => {};
 
 test("createOutbox() applies documented defaults", () => {
   const o = resolveOptions({ storage, publisher });
-  assert.equal(o.batchSize, 100);
+  assert.equal(o.batchSize, 500);
   assert.equal(o.leaseMs, 30_000);
   assert.deepEqual(o.retry, { maxAttempts: 10, baseDelayMs: 1_000, maxDelayMs: 60_000, jitter: 0.25, onDead: "skip" });
   assert.equal(o.clock, "storage", "relay clocks are not trusted by default");

@@ -73,7 +73,8 @@ function openStore(env: Env): Store {
   const publisher = webhookPublisher(env.PUBLISH_URL);
   if (env.TURSO_DATABASE_URL) {
     const client = createClient({ url: env.TURSO_DATABASE_URL, authToken: env.TURSO_AUTH_TOKEN });
-    const outbox = createOutbox({ storage: libsqlStorage(client), publisher });
+    // Small batches: a Workers invocation has a CPU budget (10 ms on the Free plan).
+    const outbox = createOutbox({ storage: libsqlStorage(client), publisher, batchSize: 100 });
     return {
       outbox,
       async createOrder(order) {
@@ -91,7 +92,7 @@ function openStore(env: Env): Store {
   // One connection: a request's whole life is a few queries. Keep postgres.js's type
   // fetch on: the adapter's batch settle binds arrays, which need the array type oids.
   const sql = postgres(env.DATABASE_URL, { max: 1, onnotice: () => {} });
-  const outbox = createOutbox({ storage: postgresStorage(sql, { schema }), publisher });
+  const outbox = createOutbox({ storage: postgresStorage(sql, { schema }), publisher, batchSize: 100 });
   return {
     outbox,
     async createOrder(order) {
