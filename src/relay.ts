@@ -278,17 +278,18 @@ interface Batch {
 }
 
 /**
- * Splits a batch into lanes, in `seq` order: a key's run, or an unkeyed message; with a
- * pipelining publisher, all unkeyed messages form one run.
+ * Splits a batch into lanes, in `seq` order: a key's run, or an unkeyed message. With a
+ * pipelining publisher, the unkeyed messages and every key's lone message form one run:
+ * no order binds them, and one run is one burst on the wire instead of many.
  */
 function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][] {
-  const lanes: ClaimedRow[][] = [];
+  let lanes: ClaimedRow[][] = [];
   const byKey = new Map<string, ClaimedRow[]>();
-  const unkeyed: ClaimedRow[] = [];
+  const unordered: ClaimedRow[] = [];
   // Claims may return rows in any order (Postgres RETURNING does); sorting sorted rows is linear.
   for (const row of [...rows].sort((a, b) => a.seq - b.seq)) {
     if (row.key === null) {
-      if (pipelined) unkeyed.push(row);
+      if (pipelined) unordered.push(row);
       else lanes.push([row]);
       continue;
     }
@@ -300,7 +301,10 @@ function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][
     }
     lane.push(row);
   }
-  if (unkeyed.length > 0) lanes.push(unkeyed);
+  if (pipelined) {
+    lanes = lanes.filter((lane) => lane.length > 1 || (unordered.push(lane[0]!), false));
+    if (unordered.length > 0) lanes.push(unordered.sort((a, b) => a.seq - b.seq));
+  }
   return lanes;
 }
 
@@ -361,7 +365,8 @@ async function runLane(batch: Batch, lane: readonly ClaimedRow[]): Promise<void>
 async function runPipelinedLane(batch: Batch, lane: readonly ClaimedRow[]): Promise<void> {
   const { ctx, out } = batch;
   if (batch.stopped()) return releaseRest(batch, lane, 0);
-  const ordered = lane[0]!.key !== null;
+  // A key's run; the unordered run mixes keys (and nulls), so its first and last differ.
+  const ordered = lane[0]!.key !== null && lane[0]!.key === lane[lane.length - 1]!.key;
   const sending: { row: ClaimedRow; record: OutboxRecord }[] = [];
   for (const row of lane) {
     // Without a filter there is nothing to await per message.

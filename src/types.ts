@@ -77,7 +77,8 @@ export interface Publisher {
   /**
    * Optional pipelined form: publishes a run of messages in the given order with many in
    * flight, and resolves with one outcome per message, in the same order. The relay
-   * hands it each key's claimed run (and the batch's unkeyed messages as one run).
+   * hands it each key's claimed run, and the messages no order binds (unkeyed ones, and a
+   * key's lone message in the batch) as one run in `seq` order.
    * Messages must reach the broker in the order given; a failure must not stop the
    * publisher from reporting the outcomes of the messages after it.
    */
