@@ -134,7 +134,7 @@ const OPTION_RULES: Record<string, Rule> = {
   },
   publisher: (x, path) => {
     if (typeof x !== "function" && !(isObject(x) && typeof x.publish === "function")) {
-      fail("publisher must be an async function (message) => void or an object with publish(message)", path);
+      fail("publisher must be a function (message) => void or an object with publish(message)", path);
     }
   },
   messages: (x, path) => {

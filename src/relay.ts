@@ -277,6 +277,8 @@ interface Batch {
   readonly stopped: () => boolean;
 }
 
+const bySeq = (a: ClaimedRow, b: ClaimedRow) => a.seq - b.seq;
+
 /**
  * Splits a batch into lanes, in `seq` order: a key's run, or an unkeyed message. With a
  * pipelining publisher, the unkeyed messages and every key's lone message form one run:
@@ -287,7 +289,7 @@ function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][
   const byKey = new Map<string, ClaimedRow[]>();
   const unordered: ClaimedRow[] = [];
   // Claims may return rows in any order (Postgres RETURNING does); sorting sorted rows is linear.
-  for (const row of [...rows].sort((a, b) => a.seq - b.seq)) {
+  for (const row of [...rows].sort(bySeq)) {
     if (row.key === null) {
       if (pipelined) unordered.push(row);
       else lanes.push([row]);
@@ -302,8 +304,9 @@ function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][
     lane.push(row);
   }
   if (pipelined) {
-    lanes = lanes.filter((lane) => lane.length > 1 || (unordered.push(lane[0]!), false));
-    if (unordered.length > 0) lanes.push(unordered.sort((a, b) => a.seq - b.seq));
+    // A lane of one moves to the unordered run (push returns a length, never 0).
+    lanes = lanes.filter((lane) => lane[1] || !unordered.push(lane[0]!));
+    if (unordered[0]) lanes.push(unordered.sort(bySeq));
   }
   return lanes;
 }
@@ -510,7 +513,7 @@ function bounded<T>(work: Promise<T>, ms: number, what: "claim" | "settle"): Pro
       work.catch(() => {});
       reject(
         new OutboxStorageError(
-          `The storage's ${what} did not complete within ${ms} ms (leaseMs); its rows come back when their lease ends`,
+          `The storage's ${what} did not complete within ${ms} ms (leaseMs); its rows return when their lease ends`,
         ),
       );
     }, ms);

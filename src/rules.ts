@@ -71,9 +71,7 @@ export function duration(min: number, allowInfinity = false, max: number = MAX_S
     if (x !== Infinity && (x as number) > max) {
       // Timers fire at once past MAX_TIMER_MS; times past MAX_SPAN_MS are not storable.
       fail(
-        `${path} must be at most ${max} ms (${
-          max === MAX_TIMER_MS ? "a timer's limit" : "storable times"
-        }), got ${got}`,
+        `${path} must be at most ${max} ms (${max === MAX_TIMER_MS ? "a timer's limit" : "storable"}), got ${got}`,
         path,
       );
     }
