@@ -29,6 +29,14 @@ export const payload = (i: number) => ({
   items: [{ sku: "sku-1", qty: 2 }, { sku: "sku-2", qty: 1 }],
 });
 
+/** Messages `start` … `start + count − 1` of a backlog: unkeyed, or spread over `keys` keys. */
+export const backlogMessages = (start: number, count: number, keys: number, topic: string) =>
+  Array.from({ length: count }, (_, j) => ({
+    topic,
+    key: keys === 0 ? null : `key-${(start + j) % keys}`,
+    payload: payload(start + j),
+  }));
+
 export const median = (xs: readonly number[]) =>
   xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const quantile = (xs: readonly number[], q: number) => {

@@ -42,6 +42,7 @@ import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import {
+  backlogMessages,
   g,
   libsql,
   listenerPid,
@@ -170,13 +171,6 @@ interface Store {
   close(): Promise<void>;
 }
 
-const backlog = (start: number, count: number, keys: number, topic: string) =>
-  Array.from({ length: count }, (_, j) => ({
-    topic,
-    key: keys === 0 ? null : `key-${(start + j) % keys}`,
-    payload: payload(start + j),
-  }));
-
 async function postgresStore(): Promise<Store> {
   const schema = `bench_cpu_${Date.now().toString(36)}`;
   const writerSql = postgres(PG_URL, { max: 2, onnotice: () => {} });
@@ -191,7 +185,7 @@ async function postgresStore(): Promise<Store> {
     async fill(messages, keys, topic) {
       await writerSql.unsafe(`TRUNCATE "${schema}".outbox`);
       for (let s = 0; s < messages; s += 1_000) {
-        const batch = backlog(s, Math.min(1_000, messages - s), keys, topic);
+        const batch = backlogMessages(s, Math.min(1_000, messages - s), keys, topic);
         await writerSql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, batch));
       }
       await writerSql.unsafe(`VACUUM ANALYZE "${schema}".outbox`);
@@ -227,7 +221,7 @@ async function libsqlStore(): Promise<Store> {
     async fill(messages, keys, topic) {
       await client.execute("DELETE FROM outbox");
       for (let s = 0; s < messages; s += 1_000) {
-        await writer.enqueue(client, backlog(s, Math.min(1_000, messages - s), keys, topic));
+        await writer.enqueue(client, backlogMessages(s, Math.min(1_000, messages - s), keys, topic));
       }
     },
     async bodies() {

@@ -18,7 +18,7 @@ import { createOutbox, type OutboxStorage } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { cpuSnapshot, libsql, log, median, payload, pg, rawPublishRate } from "./lib.ts";
+import { backlogMessages, cpuSnapshot, libsql, log, median, payload, pg, rawPublishRate } from "./lib.ts";
 
 export interface Target {
   name: "pg" | "libsql";
@@ -29,13 +29,6 @@ export interface Target {
   count(): Promise<number>;
   close(): Promise<void>;
 }
-
-const messagesFor = (start: number, count: number, keys: number, topic: string) =>
-  Array.from({ length: count }, (_, j) => ({
-    topic,
-    key: keys === 0 ? null : `key-${(start + j) % keys}`,
-    payload: payload(start + j),
-  }));
 
 export async function postgresTarget(
   sql = pg(),
@@ -52,7 +45,7 @@ export async function postgresTarget(
     async fill(messages, keys, topic) {
       await sql.unsafe(`TRUNCATE "${schema}".outbox`);
       for (let s = 0; s < messages; s += 1_000) {
-        const batch = messagesFor(s, Math.min(1_000, messages - s), keys, topic);
+        const batch = backlogMessages(s, Math.min(1_000, messages - s), keys, topic);
         await sql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, batch));
       }
       await sql.unsafe(`VACUUM ANALYZE "${schema}".outbox`);
@@ -88,7 +81,7 @@ export async function libsqlTarget(): Promise<Target & { client: Client }> {
     async fill(messages, keys, topic) {
       await client.execute("DELETE FROM outbox");
       for (let s = 0; s < messages; s += 1_000) {
-        await writer.enqueue(client, messagesFor(s, Math.min(1_000, messages - s), keys, topic));
+        await writer.enqueue(client, backlogMessages(s, Math.min(1_000, messages - s), keys, topic));
       }
     },
     async deleteReturning(limit) {
