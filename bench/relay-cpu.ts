@@ -50,7 +50,6 @@ import {
   log,
   median,
   NATS_URL,
-  payload,
   PG_URL,
   rawPublishWindow,
   round,

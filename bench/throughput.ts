@@ -18,7 +18,7 @@ import { createOutbox, type OutboxStorage } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { backlogMessages, cpuSnapshot, libsql, log, median, payload, pg, rawPublishRate } from "./lib.ts";
+import { backlogMessages, cpuSnapshot, libsql, log, median, pg, rawPublishRate } from "./lib.ts";
 
 export interface Target {
   name: "pg" | "libsql";
