@@ -227,19 +227,15 @@ async function runCleanup(ctx: RelayContext, now: number): Promise<number> {
 function toRecord(row: ClaimedRow): OutboxRecord {
   // Publishers send `body`; the payload is parsed only if something reads it (a filter,
   // a function publisher), which saves a JSON.parse per message on the hot path.
+  // JSON.parse never returns undefined, so undefined means "not parsed yet".
   let payload: unknown;
-  let decoded = false;
   return {
     id: row.id,
     seq: row.seq,
     topic: row.topic,
     key: row.key,
     get payload() {
-      if (!decoded) {
-        payload = decodeBody(row.body);
-        decoded = true;
-      }
-      return payload;
+      return payload === undefined ? (payload = decodeBody(row.body)) : payload;
     },
     body: row.body,
     headers: row.headers ? JSON.parse(row.headers) as Record<string, string> : {},
@@ -277,22 +273,19 @@ interface Batch {
   readonly stopped: () => boolean;
 }
 
-const bySeq = (a: ClaimedRow, b: ClaimedRow) => a.seq - b.seq;
-
 /**
  * Splits a batch into lanes, in `seq` order: a key's run, or an unkeyed message. With a
  * pipelining publisher, the unkeyed messages and every key's lone message form one run:
  * no order binds them, and one run is one burst on the wire instead of many.
  */
 function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][] {
-  let lanes: ClaimedRow[][] = [];
+  const lanes: ClaimedRow[][] = [];
   const byKey = new Map<string, ClaimedRow[]>();
-  const unordered: ClaimedRow[] = [];
   // Claims may return rows in any order (Postgres RETURNING does); sorting sorted rows is linear.
-  for (const row of [...rows].sort(bySeq)) {
+  const sorted = [...rows].sort((a, b) => a.seq - b.seq);
+  for (const row of sorted) {
     if (row.key === null) {
-      if (pipelined) unordered.push(row);
-      else lanes.push([row]);
+      if (!pipelined) lanes.push([row]);
       continue;
     }
     let lane = byKey.get(row.key);
@@ -303,12 +296,11 @@ function lanesOf(rows: readonly ClaimedRow[], pipelined: boolean): ClaimedRow[][
     }
     lane.push(row);
   }
-  if (pipelined) {
-    // A lane of one moves to the unordered run (push returns a length, never 0).
-    lanes = lanes.filter((lane) => lane[1] || !unordered.push(lane[0]!));
-    if (unordered[0]) lanes.push(unordered.sort(bySeq));
-  }
-  return lanes;
+  if (!pipelined) return lanes;
+  const runs = lanes.filter((lane) => lane[1]);
+  const unordered = sorted.filter((row) => row.key === null || !byKey.get(row.key)![1]);
+  if (unordered[0]) runs.push(unordered);
+  return runs;
 }
 
 /** Publishes a claimed batch lane by lane, up to `concurrency` lanes at once. */

@@ -13,13 +13,10 @@
 
 import type { InValue } from "@libsql/client";
 import type { ClaimRequest, ClockSource, RequeueRequest, SettleRequest } from "../../src/types.ts";
-import { groupSettlements } from "../shared/settle.ts";
+import { BLOCKED, groupSettlements } from "../shared/settle.ts";
 
 /** The database's clock in epoch ms; SQLite fixes 'now' for the whole statement. */
 export const DB_NOW = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
-
-/** `available_at` of a dead message that blocks its key: later than any clock reading. */
-export const BLOCKED = 9_007_199_254_740_991; // Number.MAX_SAFE_INTEGER
 
 /** Quoted names of the table and its indexes. */
 export interface LibsqlNames {

@@ -12,11 +12,8 @@
  */
 
 import type { ClaimRequest, RequeueRequest, SettleRequest } from "../../src/types.ts";
-import { groupSettlements } from "../shared/settle.ts";
+import { BLOCKED, groupSettlements } from "../shared/settle.ts";
 import { pgArray } from "./array.ts";
-
-/** `available_at` of a dead message that blocks its key: later than any clock reading. */
-export const BLOCKED = 9_007_199_254_740_991; // Number.MAX_SAFE_INTEGER
 
 /**
  * The database's clock in epoch ms. `statement_timestamp()` is fixed for a statement,

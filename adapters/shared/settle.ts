@@ -6,6 +6,12 @@
 
 import type { CleanupRequest, SettleRequest } from "../../src/types.ts";
 
+/**
+ * `available_at` of a dead message that blocks its key (`retry.onDead: "block"`): later
+ * than any clock reading, so the claim's per-key barrier holds the key's later messages.
+ */
+export const BLOCKED = 9_007_199_254_740_991; // Number.MAX_SAFE_INTEGER
+
 /** A settle request's settlements, one list per outcome, each in the request's order. */
 export interface SettlementGroups {
   /** Seqs of the published messages. */
