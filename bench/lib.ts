@@ -37,6 +37,38 @@ export const backlogMessages = (start: number, count: number, keys: number, topi
     payload: payload(start + j),
   }));
 
+/** Who writes a backlog: an outbox's `enqueue` on the storage's transaction type. */
+type BacklogWriter<Tx> = { enqueue(tx: Tx, messages: ReturnType<typeof backlogMessages>): Promise<unknown> };
+
+/** Replaces a Postgres outbox table's rows with a committed backlog, 1,000 messages per transaction. */
+export async function fillPostgresBacklog<Tx>(
+  sql: postgres.Sql,
+  schema: string,
+  writer: BacklogWriter<Tx>,
+  backlog: { messages: number; keys: number; topic: string },
+): Promise<void> {
+  const { messages, keys, topic } = backlog;
+  await sql.unsafe(`TRUNCATE "${schema}".outbox`);
+  for (let s = 0; s < messages; s += 1_000) {
+    const batch = backlogMessages(s, Math.min(1_000, messages - s), keys, topic);
+    await sql.begin((tx) => writer.enqueue(tx as unknown as Tx, batch));
+  }
+  await sql.unsafe(`VACUUM ANALYZE "${schema}".outbox`);
+}
+
+/** Replaces a libSQL outbox table's rows with a committed backlog, 1,000 messages per enqueue. */
+export async function fillLibsqlBacklog(
+  client: Client,
+  writer: BacklogWriter<Client>,
+  backlog: { messages: number; keys: number; topic: string },
+): Promise<void> {
+  const { messages, keys, topic } = backlog;
+  await client.execute("DELETE FROM outbox");
+  for (let s = 0; s < messages; s += 1_000) {
+    await writer.enqueue(client, backlogMessages(s, Math.min(1_000, messages - s), keys, topic));
+  }
+}
+
 export const median = (xs: readonly number[]) =>
   xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 export const quantile = (xs: readonly number[], q: number) => {

@@ -40,9 +40,10 @@ import postgres from "postgres";
 import { createOutbox, type OutboxStorage, uuidv7 } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
-import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import {
-  backlogMessages,
+  fillLibsqlBacklog,
+  fillPostgresBacklog,
   g,
   libsql,
   listenerPid,
@@ -181,14 +182,7 @@ async function postgresStore(): Promise<Store> {
   return {
     name: "pg",
     relayStorage: postgresStorage(relaySql as unknown as PostgresSql, { schema }) as OutboxStorage<unknown, unknown>,
-    async fill(messages, keys, topic) {
-      await writerSql.unsafe(`TRUNCATE "${schema}".outbox`);
-      for (let s = 0; s < messages; s += 1_000) {
-        const batch = backlogMessages(s, Math.min(1_000, messages - s), keys, topic);
-        await writerSql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, batch));
-      }
-      await writerSql.unsafe(`VACUUM ANALYZE "${schema}".outbox`);
-    },
+    fill: (messages, keys, topic) => fillPostgresBacklog(writerSql, schema, writer, { messages, keys, topic }),
     async bodies() {
       const rows = await writerSql.unsafe(`SELECT payload::text AS payload FROM "${schema}".outbox ORDER BY seq`);
       return rows.map((r) => String(r.payload));
@@ -217,12 +211,7 @@ async function libsqlStore(): Promise<Store> {
   return {
     name: "libsql",
     relayStorage: storage as OutboxStorage<unknown, unknown>,
-    async fill(messages, keys, topic) {
-      await client.execute("DELETE FROM outbox");
-      for (let s = 0; s < messages; s += 1_000) {
-        await writer.enqueue(client, backlogMessages(s, Math.min(1_000, messages - s), keys, topic));
-      }
-    },
+    fill: (messages, keys, topic) => fillLibsqlBacklog(client, writer, { messages, keys, topic }),
     async bodies() {
       const rs = await client.execute("SELECT payload FROM outbox ORDER BY seq");
       return rs.rows.map((r) => {

@@ -17,8 +17,8 @@ import type postgres from "postgres";
 import { createOutbox, type OutboxStorage } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
-import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { backlogMessages, cpuSnapshot, libsql, log, median, pg, rawPublishRate } from "./lib.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
+import { cpuSnapshot, fillLibsqlBacklog, fillPostgresBacklog, libsql, log, median, pg, rawPublishRate } from "./lib.ts";
 
 export interface Target {
   name: "pg" | "libsql";
@@ -42,14 +42,7 @@ export async function postgresTarget(
     sql,
     schema,
     storage: storage as OutboxStorage<unknown, unknown>,
-    async fill(messages, keys, topic) {
-      await sql.unsafe(`TRUNCATE "${schema}".outbox`);
-      for (let s = 0; s < messages; s += 1_000) {
-        const batch = backlogMessages(s, Math.min(1_000, messages - s), keys, topic);
-        await sql.begin((tx) => writer.enqueue(tx as unknown as PostgresTx, batch));
-      }
-      await sql.unsafe(`VACUUM ANALYZE "${schema}".outbox`);
-    },
+    fill: (messages, keys, topic) => fillPostgresBacklog(sql, schema, writer, { messages, keys, topic }),
     async deleteReturning(limit) {
       const rows = await sql.unsafe(
         `DELETE FROM "${schema}".outbox WHERE seq = ANY (ARRAY(SELECT seq FROM "${schema}".outbox WHERE available_at <= $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED))
@@ -78,12 +71,7 @@ export async function libsqlTarget(): Promise<Target & { client: Client }> {
     name: "libsql",
     client,
     storage: storage as OutboxStorage<unknown, unknown>,
-    async fill(messages, keys, topic) {
-      await client.execute("DELETE FROM outbox");
-      for (let s = 0; s < messages; s += 1_000) {
-        await writer.enqueue(client, backlogMessages(s, Math.min(1_000, messages - s), keys, topic));
-      }
-    },
+    fill: (messages, keys, topic) => fillLibsqlBacklog(client, writer, { messages, keys, topic }),
     async deleteReturning(limit) {
       const rs = await client.execute({
         sql: `DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE available_at <= ? ORDER BY seq LIMIT ?)
