@@ -63,15 +63,18 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       wakeUp = done;
     });
 
-  // An enqueue in this process will most likely commit within milliseconds: poll
-  // again soon rather than at the end of a long idle wait. (A hint, like NOTIFY.)
+  // An enqueue in this process will most likely commit within milliseconds, but when is
+  // unknown: poll 1 ms later, then back off from 1 ms rather than from minIdle, so a
+  // commit a few ms away is found within about as long again. (A hint, like NOTIFY.)
   let nudgeTimer: ReturnType<typeof setTimeout> | undefined;
+  let nudged = false;
   const nudge = () => {
     if (nudgeTimer !== undefined || stopSignal.aborted) return;
     nudgeTimer = setTimeout(() => {
       nudgeTimer = undefined;
+      nudged = true;
       wake();
-    }, Math.min(minIdle, 20));
+    }, 1);
   };
   ctx.nudges.add(nudge);
 
@@ -127,7 +130,8 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
         if (!listening || woken) continue;
       }
       await sleep(woken ? 0 : idle);
-      idle = woken ? minIdle : Math.min(maxIdle, idle * 2);
+      idle = nudged ? 1 : woken ? minIdle : Math.min(maxIdle, idle * 2);
+      nudged = false;
     }
   };
   // `done` never rejects: whatever escapes the loop (a defect) is reported, and the

@@ -178,7 +178,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
     statements(messages) {
       if (!storage.statements) {
         throw new OutboxConfigError(
-          `The ${storage.name} storage has no statement form; use enqueue(tx, messages)`,
+          `The ${storage.name} storage has no statements(); use enqueue(tx, messages)`,
           "storage",
         );
       }

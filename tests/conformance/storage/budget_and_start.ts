@@ -177,4 +177,35 @@ export function budgetAndStartTests<Tx>({ it, make }: StorageSuite<Tx>): void {
       await relay.stop();
     }
   }, 10_000);
+
+  it("start() keeps polling soon after an enqueue hint whose commit its first poll did not see", async (h) => {
+    const firstClaim = Promise.withResolvers<void>();
+    let blind = false;
+    const storage: OutboxStorage<Tx, unknown> = {
+      ...h.storage,
+      claim: async (request) => {
+        // The poll the hint triggers runs before the commit is visible, as when the
+        // caller's transaction takes longer to commit than the hint's delay.
+        if (blind) {
+          blind = false;
+          return [];
+        }
+        const rows = await h.storage.claim(request);
+        firstClaim.resolve();
+        return rows;
+      },
+    };
+    const published = Promise.withResolvers<string>();
+    const outbox = createOutbox<Tx, unknown>({ storage, publisher: (m) => published.resolve(m.id), onError: () => {} });
+    const relay = outbox.start({ minIdleMs: 60_000, maxIdleMs: 60_000 });
+    try {
+      await firstClaim.promise;
+      blind = true;
+      await h.commit((tx) => outbox.enqueue(tx, { id: "late-commit", topic: "t", payload: 1 }));
+      assert.equal(await published.promise, "late-commit");
+      assert.equal(blind, false, "the hinted poll ran and saw nothing");
+    } finally {
+      await relay.stop();
+    }
+  }, 10_000);
 }
