@@ -17,7 +17,7 @@ import { createOutbox } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
-import { libsql, log, payload, pg, quantile, sleep } from "./lib.ts";
+import { g, libsql, log, nats, payload, pg, quantile, sleep } from "./lib.ts";
 
 export interface LatencyResult {
   mode: string;
@@ -188,17 +188,21 @@ export async function latencyLibsql(
   relay: Relay,
   seconds: number,
   rate: number,
+  sameProcess = false,
 ): Promise<LatencyResult> {
   const db = await libsql();
-  const producer = createClient({ url: db.url });
   const commitAt = new Map<string, number>();
   const ackAt = new Map<string, number>();
-  const writer = createOutbox({ storage: libsqlStorage(producer), publisher: () => {} });
-  await writer.setup();
   const outbox = createOutbox({
     storage: libsqlStorage(db.client),
     publisher: jetstreamPublisher(ackingJs(js, ackAt)),
   });
+  // Same process: the application writes through the relay's own outbox and client, as one
+  // service that enqueues and relays does; its writes nudge start(). Otherwise another
+  // instance and client stand in for another process, which only polling finds.
+  const producer = sameProcess ? db.client : createClient({ url: db.url });
+  const writer = sameProcess ? outbox : createOutbox({ storage: libsqlStorage(producer), publisher: () => {} });
+  await writer.setup();
   const stop = await driveRelay(outbox, relay);
   try {
     const tag = `litelat-${relay}-${Date.now().toString(36)}`;
@@ -211,10 +215,10 @@ export async function latencyLibsql(
       tag,
     );
     await waitAll(commitAt, ackAt, 3_000);
-    return summarize(`libsql_${relay}`, rate, sent, achievedRate, commitAt, ackAt);
+    return summarize(`libsql_${relay}${sameProcess ? "_same" : ""}`, rate, sent, achievedRate, commitAt, ackAt);
   } finally {
     await stop();
-    producer.close();
+    if (!sameProcess) producer.close();
     db.close();
   }
 }
@@ -231,6 +235,29 @@ export async function runLatency(
     log(`  latency ${JSON.stringify(out.at(-1))}`);
     out.push(await latencyLibsql(js, subject, relay, seconds, rate));
     log(`  latency ${JSON.stringify(out.at(-1))}`);
+    if (relay === "start") {
+      out.push(await latencyLibsql(js, subject, relay, seconds, rate, true));
+      log(`  latency ${JSON.stringify(out.at(-1))}`);
+    }
   }
   return out;
+}
+
+// `npx bun bench/latency.ts [seconds] [modes]`: runs alone; modes is a comma list of
+// pg_start, libsql_start, libsql_start_same (default: all three).
+if ((import.meta as { main?: boolean }).main) {
+  const args: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
+  const seconds = Number(args[0] ?? 10);
+  const modes = (args[1] ?? "pg_start,libsql_start,libsql_start_same").split(",");
+  const n = await nats();
+  try {
+    for (const mode of modes) {
+      const r = mode === "pg_start"
+        ? await latencyPostgres(n.js, n.subject, "start", seconds, 1_000)
+        : await latencyLibsql(n.js, n.subject, "start", seconds, 1_000, mode === "libsql_start_same");
+      console.log(JSON.stringify(r));
+    }
+  } finally {
+    await n.close();
+  }
 }

@@ -3,7 +3,7 @@
  *
  *   npx bun bench/relay-cpu.ts [--messages 20000] [--repeats 3] [--only pg|libsql] [--keys 0,16,10000]
  *                              [--no-async-traces]
- *   node bench/relay-cpu-run.mjs [same flags]   Node (esbuild bundle) then Bun, one combined table
+ *   node bench/both.mjs relay-cpu.ts [same flags]   Node (esbuild bundle) then Bun, one combined table
  *
  * Each pair of runs, interleaved, in one process:
  *

@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 /**
- * `npm run bench:cpu`: bench/relay-cpu.ts under Node, then under Bun, one after the
- * other; prints one markdown table and a JSON last line with `targets_met` over both.
+ * Runs one bench script under Node, then under Bun, one after the other, and prints
+ * one markdown table and a JSON last line with `targets_met` over both:
  *
- *   node bench/relay-cpu-run.mjs [--messages 20000] [--repeats 3] [--only pg|libsql]
- *                                [--keys 0,16,10000] [--no-async-traces] [--runtimes node,bun]
+ *   node bench/both.mjs relay-cpu.ts [--runtimes node,bun] [the script's flags]
+ *   node bench/both.mjs latency-enqueue.ts [--runtimes node,bun] [the script's flags]
  *
- * Node 20 runs no TypeScript: the bench is bundled with esbuild (packages left external)
- * to node_modules/.cache/x-outbox-bench/relay-cpu.mjs and run with this `node`. Bun runs
- * the .ts file as it is. Each child's progress goes to stderr; its stdout (table, JSON)
- * is collected here.
+ * Node 20 runs no TypeScript: the script is bundled with esbuild (packages left
+ * external) to node_modules/.cache/x-outbox-bench/<name>.mjs and run with this `node`.
+ * Bun runs the .ts file as it is. A child's stdout is a markdown table, optionally more
+ * text after a blank line, then one JSON line with `runtime_id` and `targets_met`; its
+ * progress goes to stderr, passed through.
  */
 
 import { spawn } from "node:child_process";
@@ -19,16 +20,21 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const argv = process.argv.slice(2);
+const [script, ...argv] = process.argv.slice(2);
+if (!script?.endsWith(".ts")) {
+  console.error("usage: node bench/both.mjs <script.ts in bench/> [--runtimes node,bun] [flags]");
+  process.exit(2);
+}
 const ri = argv.indexOf("--runtimes");
 const runtimes = (ri >= 0 ? argv[ri + 1] : "node,bun").split(",");
 const passOn = ri >= 0 ? [...argv.slice(0, ri), ...argv.slice(ri + 2)] : argv;
 
-const bundle = join(root, "node_modules/.cache/x-outbox-bench/relay-cpu.mjs");
+const source = join(root, "bench", script);
+const bundle = join(root, "node_modules/.cache/x-outbox-bench", script.replace(/\.ts$/, ".mjs"));
 if (runtimes.includes("node")) {
   mkdirSync(dirname(bundle), { recursive: true });
   await build({
-    entryPoints: [join(root, "bench/relay-cpu.ts")],
+    entryPoints: [source],
     bundle: true,
     platform: "node",
     format: "esm",
@@ -55,7 +61,7 @@ function run(cmd, args) {
 
 const commands = {
   node: [process.execPath, [bundle, ...passOn]],
-  bun: [join(root, "node_modules/.bin/bun"), [join(root, "bench/relay-cpu.ts"), ...passOn]],
+  bun: [join(root, "node_modules/.bin/bun"), [source, ...passOn]],
 };
 const results = [];
 const started = performance.now();
@@ -65,14 +71,13 @@ for (const r of runtimes) {
   results.push(await run(...commands[r]));
 }
 
-// One table: the children's rows under one header; then each child's warnings.
-const tables = results.map((r) => r.text.split("\n\nProcess warnings:")[0].split("\n"));
-console.log([...tables[0].slice(0, 2), ...tables.flatMap((t) => t.slice(2))].join("\n"));
-for (const r of results) {
-  if (r.json.warnings.length === 0) continue;
-  console.log(`\nProcess warnings, ${r.json.runtime}:`);
-  for (const w of r.json.warnings) console.log(`- ${w.phase}: ${w.count} × ${w.name}: ${w.message}`);
-}
+// One table: the children's rows under one header; then whatever else each child printed.
+const parts = results.map((r) => {
+  const [table, ...rest] = r.text.split("\n\n");
+  return { rows: table.split("\n"), rest: rest.join("\n\n") };
+});
+console.log([...parts[0].rows.slice(0, 2), ...parts.flatMap((p) => p.rows.slice(2))].join("\n"));
+parts.forEach((p, i) => p.rest && console.log(`\n${results[i].json.runtime}: ${p.rest.trim()}`));
 
 const targets = Object.keys(results[0].json.targets_met);
 const targets_met = Object.fromEntries(
@@ -83,8 +88,8 @@ const targets_met = Object.fromEntries(
 );
 console.log(
   JSON.stringify({
-    bench: "relay-cpu",
-    command: `node bench/relay-cpu-run.mjs ${argv.join(" ")}`.trim(),
+    bench: script.replace(/\.ts$/, ""),
+    command: `node bench/both.mjs ${process.argv.slice(2).join(" ")}`.trim(),
     date: new Date().toISOString(),
     wall_s: Math.round((performance.now() - started) / 100) / 10,
     runtimes: Object.fromEntries(results.map((r) => [r.json.runtime_id, r.json])),
