@@ -40,8 +40,7 @@ import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/c
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkOptions } from "../../src/rules.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
-import { num, numOrNull, outboxRow, str } from "../shared/row.ts";
-import { cleanupSettled } from "../shared/settle.ts";
+import { num, numOrNull, outboxRow } from "../shared/row.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
@@ -97,13 +96,15 @@ function isClient(value: unknown): value is Client {
   return typeof (value as Client).transaction === "function" && typeof (value as Client).batch === "function";
 }
 
-function asBody(value: unknown): string | Uint8Array {
-  if (typeof value === "string") return value;
-  if (value instanceof Uint8Array) return value;
-  if (value instanceof ArrayBuffer) return new Uint8Array(value);
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  throw new OutboxStorageError(`Stored payload has an unexpected type ${typeof value}`);
+/** Bytes of a hex string (a BLOB payload read back through JSON). */
+function fromHex(hex: string): Uint8Array {
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return bytes;
 }
+
+/** A claimed row as claimedSql packs it. */
+type PackedRow = [number, string, string, string | null, string | null, number, number, string | null, string | null];
 
 /**
  * Creates a libSQL storage.
@@ -164,16 +165,9 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       // A write batch is BEGIN IMMEDIATE … COMMIT locally and one request over HTTP.
       const [updated, rs] = await withBusyRetry("claim messages", () => client.batch(q.claim(request), "write"));
       if (updated!.rowsAffected === 0) return [];
-      return rs!.rows.map((row: Row) => ({
-        seq: num(row.seq),
-        id: String(row.id),
-        topic: String(row.topic),
-        key: str(row.key),
-        body: asBody(row.payload),
-        headers: str(row.headers),
-        attempts: num(row.attempts),
-        createdAt: num(row.created_at),
-      }));
+      return (JSON.parse(String(rs!.rows[0]![0])) as PackedRow[]).map((
+        [seq, id, topic, key, headers, attempts, createdAt, text, hex],
+      ) => ({ seq, id, topic, key, body: hex === null ? text! : fromHex(hex), headers, attempts, createdAt }));
     },
 
     async settle(request: SettleRequest): Promise<number> {
@@ -184,13 +178,11 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async cleanup(request: CleanupRequest): Promise<number> {
-      return await cleanupSettled(request, async (status, before, limit) => {
-        const rs = await withBusyRetry(
-          "clean up settled messages",
-          () => client.execute(q.cleanup(status, before, limit)),
-        );
-        return rs.rowsAffected;
-      });
+      const rs = await withBusyRetry(
+        "clean up settled messages",
+        () => client.execute(q.cleanup(request.publishedBefore, request.deadBefore, request.limit)),
+      );
+      return rs.rowsAffected;
     },
 
     async stats(now: number): Promise<StorageStats> {

@@ -122,9 +122,18 @@ WHERE seq IN (
 )`;
 }
 
-/** Reads back the rows leased to one claim token (lockedIndex). Param: ?1 token. */
+/**
+ * Reads back the rows leased to one claim token (lockedIndex) as one JSON text, a row
+ * per array in seq order: `[seq, id, topic, key, headers, attempts, created_at, text,
+ * hex]`, where a BLOB payload (which JSON cannot hold) is in `hex` and `text` is NULL.
+ * Over HTTP the client would decode every value of every row into an object and give
+ * each row two properties per column, the largest CPU cost of a claim on the edge; one
+ * text value is parsed natively. Param: ?1 token.
+ */
 function claimedSql(n: LibsqlNames): string {
-  return `SELECT seq, id, topic, key, payload, headers, attempts, created_at FROM ${n.table} WHERE locked_by = ?1 ORDER BY seq`;
+  return `SELECT json_group_array(json_array(seq, id, topic, key, headers, attempts, created_at,
+  CASE typeof(payload) WHEN 'blob' THEN NULL ELSE payload END, CASE typeof(payload) WHEN 'blob' THEN hex(payload) END)) AS claimed
+FROM (SELECT * FROM ${n.table} WHERE locked_by = ?1 ORDER BY seq)`;
 }
 
 /**
@@ -152,11 +161,17 @@ WHERE ${n.table}.seq = j.seq AND ${n.table}.locked_by = ?1`,
 WHERE locked_by = ?1 AND seq IN (SELECT value FROM json_each(?2))`,
 };
 
-/** Deletes up to ?3 settled rows of status ?1 settled before ?2 (settledIndex). */
+/**
+ * Deletes up to ?3 expired rows: published rows settled before ?1, then dead rows
+ * settled before ?2 (NULL: keep them), through settledIndex. One statement, so one
+ * request over HTTP rather than one per status.
+ */
 function cleanupSql(n: LibsqlNames): string {
-  return `DELETE FROM ${n.table} WHERE seq IN (
-  SELECT seq FROM ${n.table} WHERE available_at IS NULL AND status = ?1 AND settled_at < ?2 LIMIT ?3
-)`;
+  const expired = (status: string, before: string) =>
+    `SELECT seq FROM (SELECT seq FROM ${n.table} WHERE available_at IS NULL AND status = '${status}' AND settled_at < ${before} LIMIT ?3)`;
+  return `DELETE FROM ${n.table} WHERE seq IN (${expired("published", "?1")} UNION ALL ${
+    expired("dead", "?2")
+  } LIMIT ?3)`;
 }
 
 /**
@@ -214,8 +229,8 @@ export interface RelayQueries {
   claim(request: ClaimRequest): [LibsqlQuery, LibsqlQuery];
   /** One statement per outcome present in the batch (none for an empty one): one write batch. */
   settle(request: SettleRequest): LibsqlQuery[];
-  /** Deletes up to `limit` rows of `status` settled before `before`. */
-  cleanup(status: "published" | "dead", before: number, limit: number): LibsqlQuery;
+  /** Deletes up to `limit` published and dead rows settled before their times (null: keep). */
+  cleanup(publishedBefore: number | null, deadBefore: number | null, limit: number): LibsqlQuery;
   /** Counts per status, the oldest due row, the blocked keys: one read batch. */
   stats(now: number): LibsqlQuery[];
   /** Moves matching settled rows back to pending. */
@@ -266,7 +281,10 @@ export function relayQueries(n: LibsqlNames): RelayQueries {
       if (release.length) statements.push({ sql: text.release, args: [t, JSON.stringify(release), now] });
       return statements;
     },
-    cleanup: (status, before, limit) => ({ sql: text.cleanup, args: [status, before, limit] }),
+    cleanup: (publishedBefore, deadBefore, limit) => ({
+      sql: text.cleanup,
+      args: [publishedBefore, deadBefore, limit],
+    }),
     stats: (
       now,
     ) => [{ sql: text.stats[0]!, args: [] }, { sql: text.stats[1]!, args: [now] }, { sql: text.stats[2]!, args: [] }],
