@@ -1,10 +1,11 @@
 /**
  * PostgreSQL storage for @x/outbox, on postgres.js (`postgres` on npm).
  *
- * - Claims are leases taken with `FOR UPDATE SKIP LOCKED`, serialized per table by a
- *   transaction-scoped advisory lock so per-key order holds with any number of relays
- *   (see `claimLockSql` in sql.ts for the race this closes). Both run in one call of
- *   the claim function `setup()` creates: one statement, one round trip. On a table
+ * - Claims are leases taken with `FOR UPDATE SKIP LOCKED`; claims of many relays run
+ *   side by side, and each leaves alone a key's rows behind one it could not lock, so
+ *   per-key order holds with any number of relays (see `claimSql` in sql.ts for the race
+ *   this closes). A claim runs in one call of the claim function `setup()` creates: one
+ *   statement, one round trip. On a table
  *   without it (made by drizzle-kit or by hand from an older `postgresSchema()`), the
  *   claim runs as a short transaction instead: three round trips.
  * - A batch is settled in one statement, whatever its size.

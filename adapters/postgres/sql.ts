@@ -199,13 +199,14 @@ export function uninsertSql(n: PostgresNames): string {
 }
 
 /**
- * Serializes claims on one table. The claim statement that follows in the same
- * transaction then takes its snapshot after every earlier claim has committed, which
- * closes the READ COMMITTED race where a relay sees message n of a key as pending while
- * another relay's uncommitted claim holds it, and takes n+1.
+ * The claim lock, taken in shared mode: claims of this version run side by side (each
+ * keeps per-key order on its own, see {@link claimSql}), and settles take it shared too.
+ * It still excludes the claims of earlier builds, which take it exclusively and rely on
+ * seeing every other claim committed, so relays of both can share a table during a
+ * rolling upgrade.
  */
 function claimLockSql(n: PostgresNames): string {
-  return `SELECT pg_advisory_xact_lock(${lockArgs(n, 0)})`;
+  return `SELECT pg_advisory_xact_lock_shared(${lockArgs(n, 0)})`;
 }
 
 /** The transaction-path claim's "now": the relay's `$1`, or the database's clock when NULL. */
@@ -217,6 +218,18 @@ const CLAIM_NOW = `coalesce($1::bigint, ${dbNow()})`;
  * claimable, in seq order. claim_idx drives the scan, key_idx the barrier; the update
  * finds the chosen rows by primary key (`= ANY(ARRAY(…))`, never a join that the
  * planner may turn into a hash join over a sequential scan).
+ *
+ * Claims run concurrently (no exclusive lock: one serialized every claim's scan and
+ * update, and at four relays it was the limit). The race that lock closed: message n of
+ * a key is held by another relay's uncommitted claim (or by a late settle), so this
+ * claim skips n (SKIP LOCKED) while its barrier still sees n's old, claimable version,
+ * and would take n+1. `skipped` finds such rows: keyed rows this statement's snapshot
+ * sees as claimable, before its last claimed row, of a key it claims, that it did not
+ * get to lock (held by someone, or changed since the snapshot). A claimed row behind a
+ * skipped row of its key is left alone (its row lock ends with the statement), so a
+ * claim takes of each key only rows with no unsettled row before them that it does not
+ * also take. It is empty unless two relays meet on a key; the one-time filter skips its
+ * scan when the batch holds no keyed row.
  * Params: $1 now (NULL: the database's clock), $2 limit, $3 token, $4 lease in ms; or,
  * inside the claim function, the expressions in `p` (now, limit, token, lease end).
  */
@@ -225,7 +238,7 @@ function claimSql(
   p: readonly [string, string, string, string] = [CLAIM_NOW, "$2", "$3", `(${CLAIM_NOW} + $4::bigint)`],
 ): string {
   return `WITH c AS (
-  SELECT c.seq FROM ${n.qualified} AS c
+  SELECT c.seq, c.key FROM ${n.qualified} AS c
   WHERE c.available_at <= ${p[0]}
     AND (c.key IS NULL OR NOT EXISTS (
       SELECT 1 FROM ${n.qualified} AS b
@@ -234,10 +247,19 @@ function claimSql(
   ORDER BY c.seq
   LIMIT ${p[1]}
   FOR UPDATE SKIP LOCKED
+),
+skipped AS (
+  SELECT s.key, min(s.seq) AS seq FROM ${n.qualified} AS s
+  WHERE EXISTS (SELECT 1 FROM c WHERE c.key IS NOT NULL)
+    AND s.seq < (SELECT max(c.seq) FROM c) AND s.available_at <= ${p[0]} AND s.key IS NOT NULL
+    AND s.key IN (SELECT c.key FROM c WHERE c.key IS NOT NULL) AND s.seq NOT IN (SELECT c.seq FROM c)
+  GROUP BY s.key
 )
 UPDATE ${n.qualified} AS o
 SET status = 'processing', locked_by = ${p[2]}, available_at = ${p[3]}, attempts = o.attempts + 1
-WHERE o.seq = ANY (ARRAY(SELECT seq FROM c))
+WHERE o.seq = ANY (ARRAY(
+  SELECT c.seq FROM c LEFT JOIN skipped AS k ON k.key = c.key WHERE k.seq IS NULL OR c.seq < k.seq
+))
 RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payload_bytes, 'base64') AS payload_bytes,
   o.headers::text AS headers, o.attempts, o.created_at`;
 }
@@ -246,16 +268,18 @@ RETURNING o.seq, o.id, o.topic, o.key, o.payload::text AS payload, encode(o.payl
 export const NOT_READ_COMMITTED = "XO001";
 
 /**
- * The claim as one PL/pgSQL function: the advisory lock, then the claim, in one
+ * The claim as one PL/pgSQL function: the shared claim lock, then the claim, in one
  * statement and one round trip, where a transaction of its own costs three (BEGIN; lock
  * and claim; COMMIT). The claim inside still sees rows committed before the lock was
- * granted, because PL/pgSQL takes a new snapshot per statement in READ COMMITTED (one
- * SQL statement holding both would not). Under REPEATABLE READ or SERIALIZABLE (a
- * `default_transaction_isolation` of the role, database or connection) the snapshot is
- * the transaction's first and predates the lock, so the function refuses with
- * {@link NOT_READ_COMMITTED} and the adapter claims in a READ COMMITTED transaction
- * instead. "Now" is read after the lock wait, on the database's clock unless the relay
- * passes its own (`p_now`). PL/pgSQL also keeps the claim's plan for the session.
+ * granted (what an earlier build's exclusive claim wrote), because PL/pgSQL takes a new
+ * snapshot per statement in READ COMMITTED (one SQL statement holding both would not).
+ * Under REPEATABLE READ or SERIALIZABLE (a `default_transaction_isolation` of the role,
+ * database or connection) the snapshot is the transaction's first and predates the
+ * lock, and a row changed since would fail the claim instead of being skipped, so the
+ * function refuses with {@link NOT_READ_COMMITTED} and the adapter claims in a READ
+ * COMMITTED transaction instead. "Now" is read after the lock wait, on the database's
+ * clock unless the relay passes its own (`p_now`). PL/pgSQL also keeps the claim's plan
+ * for the session.
  * Column names win over the output names (`#variable_conflict use_column`).
  * CREATE OR REPLACE cannot change a function's arguments or result columns: a version
  * that changes them takes a new name (and drops the old, {@link dropOldClaimFunctionsSql}).
@@ -272,7 +296,7 @@ BEGIN
     RAISE EXCEPTION 'the outbox claim needs READ COMMITTED, the session runs %', current_setting('transaction_isolation')
       USING ERRCODE = '${NOT_READ_COMMITTED}';
   END IF;
-  PERFORM pg_advisory_xact_lock(${lockArgs(n, 0)});
+  PERFORM pg_advisory_xact_lock_shared(${lockArgs(n, 0)});
   v_now := coalesce(p_now, ${dbNow("clock_timestamp()")});
   RETURN QUERY ${claimSql(n, ["v_now", "p_limit", "p_token", "v_now + p_lease"])};
 END
@@ -300,14 +324,13 @@ function claimCallSql(n: PostgresNames): string {
  * primary key (`seq = ANY(array)`) and checks the lease token as a filter: driving by
  * `locked_by` (estimated at one row) gave nested loops quadratic in the batch size.
  *
- * The statement first takes the claim lock in shared mode (settles run side by side;
- * a claim waits for them, and they for a claim). Without it, a settle that lands after
- * its lease ended holds the row of message n while a claim runs: the claim skips n as
- * locked, its per-key barrier still sees n's old, expired lease, and it takes n+1; then
- * the settle puts n back to pending behind it. With it, the claim sees either the
- * settle's result (n waiting: n+1 stays behind it) or n unlocked and expired (it takes
- * n itself, and the late settle matches no row). Every part's WHERE begins with the
- * lock, a one-time filter, so no row is locked before it.
+ * A settle that lands after its lease ended holds the row of message n while a claim
+ * runs: the claim skips n as locked while its barrier still sees n's old, expired lease.
+ * The claim's `skipped` check keeps n+1 back then (see {@link claimSql}). The statement
+ * also takes the claim lock in shared mode (settles and claims run side by side), which
+ * keeps the claims of earlier builds, which take it exclusively and have no such check,
+ * from running while a settle is written. Every part's WHERE begins with the lock, a
+ * one-time filter, so no row is locked before it.
  *
  * Params: $1 token, $2 relay now, $3 delete published, $4 published seqs, $5 retry
  * seqs, $6 retry delays (ms from now), $7 retry errors, $8 dead seqs, $9 dead errors,

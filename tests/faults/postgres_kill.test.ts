@@ -18,7 +18,7 @@ import { createConnection, type Socket } from "node:net";
 import postgres from "postgres";
 import { createOutbox, type OutboxErrorContext, OutboxStorageError, type TickReport } from "../../mod.ts";
 import { type PostgresSql, postgresStorage, type PostgresTx } from "../../adapters/postgres/mod.ts";
-import { postgresNames, relayQueries } from "../../adapters/postgres/sql.ts";
+import { postgresNames } from "../../adapters/postgres/sql.ts";
 import { jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import { test } from "../harness.ts";
 import { natsStream } from "../nats_helpers.ts";
@@ -341,14 +341,15 @@ for (const fault of ["reset", "terminate"] as const) {
             clock: "relay" as const,
           });
 
-          // Another session holds the claim lock, so the claim is waiting on the server (in
-          // its transaction, on that path) when its connection dies.
+          // Another session holds the table, so the claim is waiting on the server (in its
+          // transaction, on that path) when its connection dies. (Claims take the claim lock
+          // in shared mode: holding that would not make them wait.)
           let release!: () => void;
           const released = new Promise<void>((resolve) => (release = resolve));
           let locked!: () => void;
           const lockHeld = new Promise<void>((resolve) => (locked = resolve));
           const holder = admin.begin(async (tx) => {
-            await tx.unsafe(relayQueries(postgresNames(schema, "outbox")).claimLock().text);
+            await tx.unsafe(`LOCK TABLE ${postgresNames(schema, "outbox").qualified} IN ACCESS EXCLUSIVE MODE`);
             locked();
             await released;
           });
