@@ -80,7 +80,7 @@ function purityProblems(file: string, source: string, allowed: (specifier: strin
  * driver-free like the core. The inbox lives here rather than in `@x/outbox` so that the
  * core bundle does not carry it.
  */
-const coreSideEntries = ["inbox"];
+const coreSideEntries = ["inbox", "admin"];
 
 const coreFiles = ["mod.ts", ...coreSideEntries.flatMap((name) => tsFiles(name)), ...tsFiles("src")];
 /** Root-relative paths of the core's files: mod.ts, src/ and the core-side entries' folders. */
