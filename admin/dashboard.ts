@@ -12,6 +12,7 @@ const STYLE = String.raw`
 @media (prefers-color-scheme: dark) { :root { --bg: #14181e; --fg: #e4e8ee; --muted: #93a1b2; --card: #1c222b;
   --line: #2c3440; --accent: #6ea1ff; } }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--fg); }
 header { display: flex; align-items: center; gap: 12px; padding: 14px 24px; border-bottom: 1px solid var(--line); background: var(--card); }
 h1 { font-size: 18px; margin: 0; }
