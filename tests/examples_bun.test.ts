@@ -118,6 +118,17 @@ if (runtime === "bun") {
         );
         const stats = await (await fetch(`${server.url}/stats`)).json();
         assert(typeof stats === "object" && stats !== null, "GET /stats answers");
+        const admin = await fetch(`${server.url}/admin/api/outbox`);
+        assert(admin.status === 200, `GET /admin/api/outbox answers, got ${admin.status}`);
+        const adminStats = await admin.json();
+        assert(adminStats.readOnly === true && typeof adminStats.topics === "object", "read-only, per-topic counts");
+        const refused = await fetch(`${server.url}/admin/api/purge`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ status: "dead" }),
+        });
+        assert(refused.status === 403, `the example's admin is read-only, got ${refused.status}`);
+        await refused.body?.cancel();
       } catch (error) {
         console.error(server.output());
         throw error;

@@ -4,13 +4,15 @@
 // POST /orders {"total": 25, "id"?: "o-1"} writes the order and its orders.created event in
 // one libSQL transaction; the relay (outbox.start()) publishes the event to NATS JetStream.
 // A repeated id is refused (409) and, rolled back with its order, its event is never sent.
-// GET /stats shows the outbox. Environment: PORT (default 3000; 0 picks a free one),
+// GET /stats shows the outbox; /admin/ is the read-only dashboard and JSON API
+// (@x/outbox/admin; put it behind your own authentication in production). Environment: PORT (default 3000; 0 picks a free one),
 // DATABASE_URL (default file:orders.db), NATS_URL (default 127.0.0.1:4222), STREAM
 // (default ORDERS), SUBJECT_PREFIX (default none, e.g. "shop." → shop.orders.created).
 import { createClient } from "@libsql/client";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { createOutbox } from "@x/outbox";
+import { createAdminHandler } from "@x/outbox/admin";
 import { libsqlStorage } from "@x/outbox/libsql";
 import { ensureStream, jetstreamPublisher } from "@x/outbox/nats";
 
@@ -30,6 +32,9 @@ await ensureStream(await jetstreamManager(nc), {
   subjects: [`${prefix}orders.>`],
   outbox,
 });
+
+// Read-only: it shows counts, topics and dead messages but cannot requeue or purge.
+const admin = createAdminHandler(outbox, { basePath: "/admin" });
 
 // The relay: ticks until stopped, backing off to maxIdleMs when there is nothing to do.
 const relay = outbox.start({ maxIdleMs: 250 });
@@ -63,6 +68,7 @@ const server = Bun.serve({
     const { pathname } = new URL(request.url);
     if (request.method === "POST" && pathname === "/orders") return createOrder(request);
     if (request.method === "GET" && pathname === "/stats") return Response.json(await outbox.stats());
+    if (pathname === "/admin" || pathname.startsWith("/admin/")) return admin(request);
     return Response.json({ error: "Not found" }, { status: 404 });
   },
 });

@@ -5,15 +5,19 @@
 // POST /orders {"total": 25, "id"?: "o-1"} writes the order and its orders.created event in
 // one Postgres transaction; the relay (outbox.start(), woken by LISTEN/NOTIFY) publishes
 // the event to NATS JetStream. A repeated id is refused (409) and, rolled back with its
-// order, its event is never sent. GET /stats shows the outbox. Environment: PORT (default
+// order, its event is never sent. GET /stats shows the outbox; /admin/ is the read-only
+// dashboard and JSON API (@x/outbox/admin; put it behind your own authentication in
+// production). Environment: PORT (default
 // 3000; 0 picks a free one), DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
 // DATABASE_SCHEMA (default public), NATS_URL (default 127.0.0.1:4222), STREAM (default
 // ORDERS), SUBJECT_PREFIX (default none, e.g. "shop." → shop.orders.created).
 import { createServer } from "node:http";
+import { Readable } from "node:stream";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { createOutbox } from "@x/outbox";
+import { createAdminHandler } from "@x/outbox/admin";
 import { ensureStream, jetstreamPublisher } from "@x/outbox/nats";
 import { postgresStorage } from "@x/outbox/postgres";
 
@@ -34,6 +38,21 @@ await ensureStream(await jetstreamManager(nc), {
   subjects: [`${prefix}orders.>`],
   outbox,
 });
+
+// Read-only: it shows counts, topics and dead messages but cannot requeue or purge.
+const admin = createAdminHandler(outbox, { basePath: "/admin" });
+
+/** node:http → Web Request → the admin handler → node:http response. */
+async function serveAdmin(request, response, url) {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  const body = request.method === "GET" || request.method === "HEAD" ? undefined : Readable.toWeb(request);
+  const answer = await admin(new Request(url, { method: request.method, headers, body, duplex: "half" }));
+  response.writeHead(answer.status, Object.fromEntries(answer.headers));
+  response.end(Buffer.from(await answer.arrayBuffer()));
+}
 
 // The relay: LISTENs for enqueues, polls as a backstop, until stopped.
 const relay = outbox.start({ maxIdleMs: 1_000 });
@@ -71,8 +90,11 @@ async function createOrder(request, response) {
 }
 
 const server = createServer((request, response) => {
-  const { pathname } = new URL(request.url ?? "/", "http://localhost");
-  const handle = request.method === "POST" && pathname === "/orders"
+  const url = new URL(request.url ?? "/", `http://${request.headers.host ?? "localhost"}`);
+  const { pathname } = url;
+  const handle = pathname === "/admin" || pathname.startsWith("/admin/")
+    ? serveAdmin(request, response, url)
+    : request.method === "POST" && pathname === "/orders"
     ? createOrder(request, response)
     : request.method === "GET" && pathname === "/stats"
     ? outbox.stats().then((stats) => send(response, 200, stats))

@@ -132,6 +132,20 @@ test(
       const orders = await sql`SELECT id FROM ${sql(schema)}.orders ORDER BY id`;
       assert.equal(orders.length, 5);
       assert.equal((await fetch(`${url}/stats`)).status, 200, "GET /stats answers");
+      const admin = await fetch(`${url}/admin/api/outbox`);
+      assert.equal(admin.status, 200, "GET /admin/api/outbox answers");
+      assert.match(admin.headers.get("content-type"), /^application\/json/);
+      const adminStats = await admin.json();
+      assert.equal(adminStats.readOnly, true);
+      assert.equal(adminStats.dead, 0);
+      assert.equal(typeof adminStats.topics, "object");
+      const refused = await fetch(`${url}/admin/api/purge`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ status: "dead" }),
+      });
+      assert.equal(refused.status, 403, "the example's admin is read-only");
+      assert.equal((await fetch(`${url}/admin/`)).headers.get("content-type"), "text/html; charset=utf-8");
     } catch (error) {
       console.error(server.output());
       throw error;
