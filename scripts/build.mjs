@@ -7,7 +7,7 @@
  */
 
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,4 +41,7 @@ for (const entry of readdirSync(join(root, "dist"), { recursive: true })) {
     rewritten++;
   }
 }
+// The npm bin: tsc keeps bin.ts's shebang; npm sets the mode on install, but a run from
+// the build (`node dist/cli/bin.js` or `./dist/cli/bin.js`) should work as well.
+chmodSync(join(root, "dist", "cli", "bin.js"), 0o755);
 console.log(`build: dist/ written (ESM + .d.ts; .ts specifiers rewritten in ${rewritten} declaration files)`);

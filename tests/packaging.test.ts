@@ -82,6 +82,12 @@ function purityProblems(file: string, source: string, allowed: (specifier: strin
  */
 const coreSideEntries = ["inbox", "admin"];
 
+/**
+ * Tool entry points, `@x/outbox/<name>` as `<name>/mod.ts` too, but not driver-free: the
+ * CLI loads drivers on demand and talks to its runtime (tests/cli.test.ts checks where).
+ */
+const toolEntries = ["cli"];
+
 const coreFiles = ["mod.ts", ...coreSideEntries.flatMap((name) => tsFiles(name)), ...tsFiles("src")];
 /** Root-relative paths of the core's files: mod.ts, src/ and the core-side entries' folders. */
 const CORE_PATH = new RegExp(`^(mod\\.ts|(src|${coreSideEntries.join("|")})/.+\\.ts)$`);
@@ -150,7 +156,7 @@ test("JSR publishes every file the entry points import, README and CHANGELOG, an
 
 test("each entry point is mod.ts, <subpath>/mod.ts (inbox) or adapters/<subpath>/mod.ts, and every adapter has one", () => {
   const expected: Record<string, string> = { ".": "./mod.ts" };
-  for (const name of coreSideEntries) expected[`./${name}`] = `./${name}/mod.ts`;
+  for (const name of [...coreSideEntries, ...toolEntries]) expected[`./${name}`] = `./${name}/mod.ts`;
   for (const name of adapterNames) expected[`./${name}`] = `./adapters/${name}/mod.ts`;
   assert.deepEqual(jsr.exports, expected, "the folder name is the subpath (STYLE.md 2)");
   for (const source of Object.values(jsr.exports as Record<string, string>)) {

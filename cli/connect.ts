@@ -1,0 +1,176 @@
+/**
+ * From `--url` to a storage: the driver the URL's scheme calls for, loaded on demand,
+ * one probe query so an unreachable database is reported as such, and a way to close.
+ */
+
+import type { OutboxStorage } from "../src/types.ts";
+import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { checkIdentifier } from "../adapters/shared/identifier.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
+import { CliError } from "./args.ts";
+import type { CliIo, DriverName } from "./io.ts";
+import { importDriver } from "./io.ts";
+import { fileExists } from "./runtime.ts";
+
+/** Where the outbox table is, as given on the command line. */
+export interface Target {
+  readonly url: string;
+  readonly authToken?: string;
+  readonly schema?: string;
+  readonly table?: string;
+}
+
+/** An open connection to the outbox's database. */
+export interface Connection {
+  readonly kind: "postgres" | "libsql";
+  readonly storage: OutboxStorage<unknown, unknown>;
+  /** The URL without its password, for output. */
+  readonly where: string;
+  /** `schema.table` (Postgres) or `table` (libSQL), for output. */
+  readonly table: string;
+  readonly schemaName: string | undefined;
+  readonly tableName: string;
+  /** Runs SQL with bound parameters (`$1` on Postgres, `?` on libSQL); for `doctor`. */
+  query(text: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
+  close(): Promise<void>;
+}
+
+/** The URL with any password replaced by `***`. */
+export function redact(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@/]*@/i, "$1***@");
+}
+
+/**
+ * Loads a driver, or says in one line which package to install.
+ *
+ * @throws {CliError} With exit code 1 when the package cannot be loaded.
+ */
+export async function loadDriver<T>(io: CliIo, name: DriverName, purpose: string): Promise<T> {
+  try {
+    return await (io.loadDriver ?? importDriver)(name) as T;
+  } catch {
+    throw new CliError(`install ${name} to use ${purpose} (npm install ${name})`, 1);
+  }
+}
+
+/** The path of a `file:` URL: `file:app.db` → `app.db`, `file:///srv/app.db` → `/srv/app.db`. */
+function filePath(url: string): string {
+  let rest = url.slice("file:".length).split("?")[0]!;
+  if (rest.startsWith("//")) rest = rest.slice(2);
+  return decodeURIComponent(rest);
+}
+
+/** The message of anything thrown, on one line. */
+export function oneLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.replace(/\s*\n\s*/g, " ").trim();
+}
+
+type PostgresFactory = (url: string, options: Record<string, unknown>) => PostgresSql & {
+  end(options?: { timeout?: number }): Promise<void>;
+};
+
+interface LibsqlModule {
+  createClient(config: { url: string; authToken?: string }): {
+    execute(statement: { sql: string; args: unknown[] } | string): Promise<{ rows: Record<string, unknown>[] }>;
+    close(): void;
+  };
+}
+
+/**
+ * Opens the database `--url` names and checks that it answers.
+ *
+ * @param target URL, token, schema and table.
+ * @param io Where drivers come from.
+ * @param options `create`: a `file:` database may be created (setup); otherwise a
+ *   missing file is an error rather than a new empty database.
+ * @returns The open connection; close it.
+ * @throws {CliError} Exit 2 for a URL or option that cannot work, 1 when the database cannot be reached.
+ */
+export async function connect(target: Target, io: CliIo, options: { create: boolean }): Promise<Connection> {
+  const { url } = target;
+  const where = redact(url);
+  // Before any file or network access: a bad name is a usage error whatever the database.
+  for (const name of ["schema", "table"] as const) {
+    if (target[name] !== undefined) checkIdentifier(target[name], `--${name}`);
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === "postgres" || scheme === "postgresql") {
+    if (target.authToken !== undefined) throw new CliError("--auth-token is for libsql:// and http(s):// URLs", 2);
+    const postgres = (await loadDriver<{ default: PostgresFactory }>(io, "postgres", "a postgres:// URL")).default;
+    let sql: ReturnType<PostgresFactory>;
+    try {
+      sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10, idle_timeout: 1 });
+    } catch (error) {
+      throw new CliError(`--url is not a valid Postgres URL: ${oneLine(error)}`, 2);
+    }
+    const close = () => sql.end({ timeout: 1 }).catch(() => {});
+    try {
+      const storage = postgresStorage(sql, { schema: target.schema, table: target.table, notify: false });
+      await sql.unsafe("SELECT 1").then(() => {}, (error: unknown) => {
+        throw new CliError(`cannot connect to ${where}: ${oneLine(error)}`, 1);
+      });
+      return {
+        kind: "postgres",
+        storage: storage as OutboxStorage<unknown, unknown>,
+        where,
+        table: `${storage.schema}.${storage.table}`,
+        schemaName: storage.schema,
+        tableName: storage.table,
+        query: async (text, params = []) => await sql.unsafe(text, [...params]),
+        close,
+      };
+    } catch (error) {
+      await close();
+      throw error;
+    }
+  }
+  const remote = scheme === "libsql" || scheme === "http" || scheme === "https" || scheme === "ws" ||
+    scheme === "wss";
+  if (scheme === "file" || remote) {
+    if (target.schema !== undefined) throw new CliError("--schema is for postgres:// URLs", 2);
+    if (scheme === "file" && target.authToken !== undefined) {
+      throw new CliError("--auth-token is for libsql:// and http(s):// URLs, not file:", 2);
+    }
+    if (scheme === "file" && !options.create && !(await fileExists(filePath(url)))) {
+      throw new CliError(`no database file at ${filePath(url)} (check --url; \`outbox setup\` creates one)`, 1);
+    }
+    const libsql = await loadDriver<LibsqlModule>(io, "@libsql/client", `a ${scheme}: URL`);
+    let client: ReturnType<LibsqlModule["createClient"]>;
+    try {
+      client = libsql.createClient({ url, authToken: target.authToken });
+    } catch (error) {
+      throw new CliError(`--url is not a valid libSQL URL: ${oneLine(error)}`, 2);
+    }
+    const close = async () => client.close();
+    try {
+      const storage = libsqlStorage(client as never, { table: target.table });
+      await client.execute("SELECT 1").catch((error: unknown) => {
+        const text = oneLine(error);
+        const hint = remote && /\b401\b|unauthori[sz]ed|auth/i.test(text)
+          ? target.authToken === undefined ? "; pass --auth-token or set OUTBOX_AUTH_TOKEN" : "; check --auth-token"
+          : "";
+        throw new CliError(`cannot connect to ${where}: ${text}${hint}`, 1);
+      });
+      return {
+        kind: "libsql",
+        storage: storage as unknown as OutboxStorage<unknown, unknown>,
+        where,
+        table: storage.table,
+        schemaName: undefined,
+        tableName: storage.table,
+        query: async (text, params = []) => (await client.execute({ sql: text, args: [...params] })).rows,
+        close,
+      };
+    } catch (error) {
+      await close();
+      throw error;
+    }
+  }
+  throw new CliError(
+    scheme === undefined
+      ? `--url ${JSON.stringify(where)} has no scheme; use postgres://, file:, libsql:// or https://`
+      : `--url scheme ${scheme}: is not supported; use postgres://, file:, libsql:// or https://`,
+    2,
+  );
+}

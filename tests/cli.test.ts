@@ -1,0 +1,476 @@
+/**
+ * The `outbox` CLI, run as a real child process from the sources: `bun cli/mod.ts …`
+ * under `bun test`, `deno run -A cli/mod.ts …` under `deno test` (the npm bin under Node
+ * is tests/node/cli.test.mjs). Against Postgres (a schema per test), a libSQL file (a
+ * temp folder) and sqld with a JWT (as Turso), and a JetStream stream for `doctor`.
+ *
+ * Every run is awaited to its exit; nothing waits on a timer. Rows are made by the
+ * library itself: dead ones by a tick whose publisher fails with `maxAttempts: 1`, an
+ * "old" pending one by an outbox whose clock runs an hour behind.
+ */
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Client, createClient } from "@libsql/client";
+import { createOutbox, type Outbox, type OutboxMessage } from "../mod.ts";
+import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
+import { main, VERSION } from "../cli/mod.ts";
+import { runtime, test } from "./harness.ts";
+import { NATS_URL, natsStream } from "./nats_helpers.ts";
+import { openSql, PG_URL, uniqueSchema } from "./postgres_helpers.ts";
+import { startSqld } from "./sqld_helpers.mjs";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const proc = (globalThis as unknown as { process: { execPath: string; env: Record<string, string | undefined> } })
+  .process;
+
+/** What one CLI run printed and how it exited. */
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The CLI as this runtime runs it from the sources. */
+const CLI: readonly string[] = runtime === "deno" ? ["run", "-A", "cli/mod.ts"] : ["cli/mod.ts"];
+
+/** Runs `outbox …args` to its exit. The parent's OUTBOX_* variables are not passed on. */
+function cli(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
+  const base: Record<string, string> = { NO_COLOR: "1" };
+  for (const [k, v] of Object.entries(proc.env)) if (v !== undefined && !k.startsWith("OUTBOX_")) base[k] = v;
+  return new Promise((resolve, reject) => {
+    const child = spawn(proc.execPath, [...CLI, ...args], {
+      cwd: root,
+      env: { ...base, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (chunk) => (stdout += chunk));
+    child.stderr!.on("data", (chunk) => (stderr += chunk));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** Asserts an exit code, showing the run's output when it differs. */
+function exits(run: Run, code: number, what: string): void {
+  assert.equal(run.code, code, `${what}: exit ${run.code}, stdout:\n${run.stdout}\nstderr:\n${run.stderr}`);
+}
+
+/** Asserts that a run failed with exactly one `outbox: …` line on stderr and no stack trace. */
+function oneErrorLine(run: Run, code: number, pattern: RegExp, what: string): void {
+  exits(run, code, what);
+  const lines = run.stderr.split("\n").filter((l) => l !== "");
+  assert.equal(lines.length, 1, `${what}: one line on stderr, got:\n${run.stderr}`);
+  assert.match(lines[0]!, /^outbox: /, what);
+  assert.match(lines[0]!, pattern, what);
+  assert.doesNotMatch(run.stderr, /^\s+at /m, `${what}: no stack trace`);
+}
+
+const json = (run: Run) => JSON.parse(run.stdout);
+
+/** A database the CLI is pointed at, and the library on the same table. */
+interface Backend {
+  /** `--url …` and whatever else selects the table (`--schema`, `--auth-token`). */
+  readonly args: readonly string[];
+  /** An outbox on the table; `publisher` fails every publish. */
+  outbox(options?: { now?: () => number; failing?: boolean }): Outbox<unknown, unknown>;
+  enqueue(outbox: Outbox<unknown, unknown>, messages: OutboxMessage[]): Promise<void>;
+  /** Runs SQL on the database (DDL for doctor's failures). */
+  exec(sql: string): Promise<void>;
+  /** Quotes a table-level name (schema-qualified on Postgres). */
+  qualify(name: string): string;
+  close(): Promise<void>;
+}
+
+function outboxOn(storage: unknown, options: { now?: () => number; failing?: boolean } = {}) {
+  return createOutbox({
+    storage: storage as never,
+    publisher: () => {
+      // A lastError with a newline and a terminal escape: the table must not pass them through.
+      if (options.failing) throw new Error("broker down\n\u001b[31mred");
+    },
+    retry: { maxAttempts: 1 },
+    now: options.now,
+  }) as Outbox<unknown, unknown>;
+}
+
+async function postgresBackend(): Promise<Backend> {
+  const schema = uniqueSchema("cli");
+  const sql = openSql(2);
+  const storage = postgresStorage(sql as unknown as PostgresSql, { schema });
+  return {
+    args: ["--url", PG_URL, "--schema", schema],
+    outbox: (options) => outboxOn(storage, options),
+    enqueue: async (outbox, messages) => void (await outbox.enqueue(sql, messages)),
+    exec: async (text) => void (await sql.unsafe(text)),
+    qualify: (name) => `"${schema}"."${name}"`,
+    async close() {
+      await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await sql.end();
+    },
+  };
+}
+
+function libsqlBackend(client: Client, args: readonly string[], close: () => Promise<void>): Backend {
+  const storage = libsqlStorage(client);
+  return {
+    args,
+    outbox: (options) => outboxOn(storage, options),
+    enqueue: async (outbox, messages) => void (await outbox.enqueue(client, messages)),
+    exec: async (text) => void (await client.execute(text)),
+    qualify: (name) => `"${name}"`,
+    close: async () => {
+      client.close();
+      await close();
+    },
+  };
+}
+
+function fileBackend(): Backend {
+  const dir = mkdtempSync(join(tmpdir(), "x-outbox-cli-"));
+  const url = `file:${join(dir, "app.db")}`;
+  return libsqlBackend(
+    createClient({ url }),
+    ["--url", url],
+    async () => rmSync(dir, { recursive: true, force: true }),
+  );
+}
+
+async function sqldBackend(): Promise<Backend & { url: string; token: string }> {
+  const sqld = await startSqld({ auth: true });
+  const token = sqld.authToken!;
+  const backend = libsqlBackend(
+    createClient({ url: sqld.url, authToken: token }),
+    ["--url", sqld.url, "--auth-token", token],
+    () => sqld.stop(),
+  );
+  return { ...backend, url: sqld.url, token };
+}
+
+async function withBackend<B extends Backend>(open: () => B | Promise<B>, body: (b: B) => Promise<void>) {
+  const backend = await open();
+  try {
+    await body(backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+/**
+ * The operator's round trip on one database: setup, counts, dead messages listed,
+ * requeued and purged, the health check both ways, doctor both ways.
+ */
+async function lifecycle(b: Backend, name: string): Promise<void> {
+  const setup = await cli(["setup", ...b.args]);
+  exits(setup, 0, "setup");
+  assert.match(setup.stdout, /is set up/);
+
+  const empty = json(await cli(["status", ...b.args, "--json"]));
+  assert.deepEqual(
+    [empty.pending, empty.processing, empty.published, empty.dead, empty.topics, empty.oldestPendingAt],
+    [0, 0, 0, 0, {}, null],
+  );
+
+  // Two dead messages and one pending message, all made an hour ago; one pending now.
+  const hourAgo = () => Date.now() - 3_600_000;
+  const past = b.outbox({ now: hourAgo, failing: true });
+  await b.enqueue(past, [
+    { id: "d-1", topic: "orders.failed", key: "k1", payload: { n: 1, html: "<script>x</script>" } },
+    { id: "d-2", topic: "orders.failed", key: "k2", payload: { n: 2 } },
+  ]);
+  const report = await past.tick();
+  assert.equal(report.dead, 2, `${name}: the failing tick made both messages dead`);
+  await b.enqueue(past, [{ id: "p-1", topic: "orders.created", key: "k3", payload: { n: 3 } }]);
+  await b.enqueue(b.outbox(), [{ id: "p-2", topic: "orders.created", payload: new Uint8Array([1, 2, 255]) }]);
+
+  const status = await cli(["status", ...b.args, "--json"]);
+  exits(status, 0, "status --json");
+  const s = json(status);
+  assert.deepEqual([s.pending, s.processing, s.published, s.dead, s.blockedKeys], [2, 0, 0, 2, 0]);
+  assert.deepEqual(s.topics, {
+    "orders.failed": { pending: 0, processing: 0, published: 0, dead: 2 },
+    "orders.created": { pending: 2, processing: 0, published: 0, dead: 0 },
+  });
+  assert.ok(
+    s.oldestPendingAgeMs >= 3_500_000,
+    `the oldest pending message is about an hour old: ${s.oldestPendingAgeMs}`,
+  );
+  assert.equal(typeof s.oldestPendingAt, "string");
+  const table = await cli(["status", ...b.args]);
+  exits(table, 0, "status");
+  assert.match(table.stdout, /^dead\s+2$/m);
+  assert.match(table.stdout, /^orders\.created\s+2\s+0\s+0\s+0$/m);
+  assert.match(table.stdout, /^oldest pending\s+1h (?:[0-9]+m )?\(since /m);
+
+  // The health check: an hour-old message fails 30m and passes 2h.
+  const stale = await cli(["status", ...b.args, "--max-age", "30m"]);
+  oneErrorLine(stale, 1, /longer than --max-age 30m/, "status --max-age 30m");
+  assert.match(stale.stdout, /max age\s+FAIL/);
+  exits(await cli(["status", ...b.args, "--max-age", "2h"]), 0, "status --max-age 2h");
+  assert.equal(json(await cli(["status", ...b.args, "--max-age", "30m", "--json"])).healthy, false);
+
+  // list: the dead ones, with their error; a page at a time; payloads on request.
+  const dead = json(await cli(["list", ...b.args, "--status", "dead", "--json"]));
+  assert.deepEqual(dead.messages.map((m: { id: string }) => m.id), ["d-1", "d-2"]);
+  assert.equal(dead.next, null);
+  assert.equal(dead.messages[0].attempts, 1);
+  assert.equal(dead.messages[0].status, "dead");
+  assert.match(dead.messages[0].lastError, /broker down/);
+  assert.equal(dead.messages[0].payload, undefined, "no payload without --payload");
+  const withPayload = json(await cli(["list", ...b.args, "--payload", "--json"]));
+  assert.deepEqual(withPayload.messages.map((m: { payload: unknown }) => m.payload), [
+    { n: 1, html: "<script>x</script>" },
+    { n: 2 },
+    { n: 3 },
+    null,
+  ]);
+  assert.equal(withPayload.messages[3].payloadBase64, "AQL/");
+  const page1 = json(await cli(["list", ...b.args, "--limit", "1", "--json"]));
+  assert.equal(page1.messages[0].id, "d-1");
+  const page2 = json(await cli(["list", ...b.args, "--limit", "1", "--after", String(page1.next), "--json"]));
+  assert.equal(page2.messages[0].id, "d-2");
+  const byKey = json(await cli(["list", ...b.args, "--key", "k3", "--json"]));
+  assert.deepEqual(byKey.messages.map((m: { id: string }) => m.id), ["p-1"]);
+
+  const listed = await cli(["list", ...b.args, "--payload"]);
+  exits(listed, 0, "list");
+  const lines = listed.stdout.trimEnd().split("\n");
+  assert.match(lines[0]!, /^\s*SEQ\s+ID\s+TOPIC\s+KEY\s+STATUS\s+ATTEMPTS\s+CREATED\s+LAST ERROR\s+PAYLOAD$/);
+  assert.equal(lines.length, 5, "a header and four rows");
+  assert.match(lines[1]!, /d-1\s+orders\.failed\s+k1\s+dead\s+1\s+.*broker down \?\[31mred/);
+  assert.match(lines[4]!, /<3 bytes> 0102ff/);
+  assert.ok(!listed.stdout.includes("\u001b"), "no terminal escape from a stored error reaches the terminal");
+
+  // requeue one by id, then purge: without --yes it only counts.
+  const requeued = await cli(["requeue", ...b.args, "--status", "dead", "--id", "d-1"]);
+  exits(requeued, 0, "requeue");
+  assert.equal(requeued.stdout, "requeued 1 dead message\n");
+  const dry = await cli(["purge", ...b.args, "--status", "dead"]);
+  oneErrorLine(dry, 2, /add --yes/, "purge without --yes");
+  assert.equal(dry.stdout, "would purge 1 dead message\n");
+  assert.equal(json(await cli(["purge", ...b.args, "--status", "dead", "--topic", "nope", "--json"])).wouldPurge, 0);
+  const young = await cli(["purge", ...b.args, "--status", "dead", "--older-than", "2h", "--yes"]);
+  exits(young, 0, "purge --older-than 2h");
+  assert.equal(young.stdout, "purged 0 dead messages\n", "settled an hour ago: not older than 2h");
+  const purged = await cli(["purge", ...b.args, "--status", "dead", "--yes", "--json"]);
+  exits(purged, 0, "purge --yes");
+  assert.deepEqual(json(purged), { purged: 1 });
+  const after = json(await cli(["status", ...b.args, "--json"]));
+  assert.deepEqual([after.pending, after.dead], [3, 0]);
+
+  // doctor: all ok on the set-up table, then a dropped index is named.
+  const ok = await cli(["doctor", ...b.args]);
+  exits(ok, 0, "doctor");
+  assert.match(ok.stdout, /^ok\s+table\s/m);
+  assert.match(ok.stdout, /^ok\s+index\s+outbox_key_idx exists$/m);
+  assert.doesNotMatch(ok.stdout, /FAIL/);
+  await b.exec(`DROP INDEX ${b.qualify("outbox_key_idx")}`);
+  const broken = await cli(["doctor", ...b.args]);
+  exits(broken, 1, "doctor without key_idx");
+  assert.match(broken.stdout, /^FAIL\s+index\s+outbox_key_idx is missing; fix: run `outbox setup`/m);
+  assert.match(broken.stdout, /^1 of \d+ checks failed$/m);
+  const report2 = json(await cli(["doctor", ...b.args, "--json"]));
+  assert.equal(report2.ok, false);
+  assert.deepEqual(
+    report2.checks.filter((c: { ok: boolean }) => !c.ok).map((c: { detail: string }) => c.detail),
+    ["outbox_key_idx is missing"],
+  );
+  exits(await cli(["setup", ...b.args]), 0, "setup again");
+  exits(await cli(["doctor", ...b.args]), 0, "doctor after setup");
+}
+
+test(
+  `cli (${runtime}): setup, status, list, requeue, purge and doctor on Postgres`,
+  () =>
+    withBackend(postgresBackend, async (b) => {
+      await lifecycle(b, "postgres");
+      // Postgres only: the claim function, and the old one setup() drops.
+      const fn = b.qualify("outbox_claim");
+      await b.exec(`CREATE FUNCTION ${fn}(bigint, integer, text, bigint) RETURNS void LANGUAGE sql AS ''`);
+      await b.exec(`DROP FUNCTION ${b.qualify("outbox_claim_v2")}`);
+      const broken = await cli(["doctor", ...b.args]);
+      exits(broken, 1, "doctor with the old claim function");
+      assert.match(broken.stdout, /^FAIL\s+claim function\s+\S+outbox_claim_v2 is missing/m);
+      assert.match(broken.stdout, /^FAIL\s+old claim function\s+\S+\.outbox_claim of a version before 0\.2/m);
+      exits(await cli(["setup", ...b.args]), 0, "setup");
+      exits(await cli(["doctor", ...b.args]), 0, "doctor after setup");
+    }),
+  { timeout: 120_000 },
+);
+
+test(
+  `cli (${runtime}): setup, status, list, requeue, purge and doctor on a libSQL file`,
+  () => withBackend(fileBackend, (b) => lifecycle(b, "libsql file")),
+  { timeout: 120_000 },
+);
+
+test(
+  `cli (${runtime}): the same on sqld over HTTP with a JWT, from flags or OUTBOX_URL and OUTBOX_AUTH_TOKEN`,
+  () =>
+    withBackend(sqldBackend, async (b) => {
+      await lifecycle(b, "sqld");
+      const fromEnv = await cli(["status", "--json"], { OUTBOX_URL: b.url, OUTBOX_AUTH_TOKEN: b.token });
+      exits(fromEnv, 0, "status from the environment");
+      assert.equal(json(fromEnv).pending, 3);
+      const noToken = await cli(["status", "--url", b.url]);
+      oneErrorLine(
+        noToken,
+        1,
+        /cannot connect to .*pass --auth-token or set OUTBOX_AUTH_TOKEN/,
+        "status without a token",
+      );
+    }),
+  { timeout: 120_000 },
+);
+
+test(
+  `cli (${runtime}): doctor --nats fails a stream whose duplicate window is shorter than the retry horizon`,
+  () =>
+    withBackend(fileBackend, async (b) => {
+      exits(await cli(["setup", ...b.args]), 0, "setup");
+      const short = await natsStream({ duplicateWindowMs: 1_000 });
+      const long = await natsStream({ duplicateWindowMs: 120_000 });
+      try {
+        const nats = ["--nats", NATS_URL];
+        const [fail, pass, tuned, missing] = await Promise.all([
+          cli(["doctor", ...b.args, ...nats, "--stream", short.name]),
+          cli(["doctor", ...b.args, ...nats, "--stream", long.name]),
+          cli(["doctor", ...b.args, ...nats, "--stream", long.name, "--lease-ms", "60000", "--max-delay-ms", "2m"]),
+          cli(["doctor", ...b.args, ...nats, "--stream", `${short.name}_GONE`]),
+        ]);
+        exits(fail, 1, "doctor on a 1s window");
+        assert.match(
+          fail.stdout,
+          new RegExp(`^FAIL\\s+stream\\s+${short.name}: duplicate_window 1s, retry horizon 1m 30s; .*fix: raise`, "m"),
+        );
+        exits(pass, 0, "doctor on a 2m window");
+        assert.match(
+          pass.stdout,
+          new RegExp(`^ok\\s+stream\\s+${long.name}: duplicate_window 2m, retry horizon 1m 30s$`, "m"),
+        );
+        exits(tuned, 1, "doctor with a 3m horizon on a 2m window");
+        assert.match(tuned.stdout, /retry horizon 3m/);
+        exits(missing, 1, "doctor on a missing stream");
+        assert.match(missing.stdout, /^FAIL\s+stream\s+.*not found/m);
+      } finally {
+        await short.close();
+        await long.close();
+      }
+    }),
+  { timeout: 120_000 },
+);
+
+test(`cli (${runtime}): a database that cannot be used is one line on stderr and exit 1`, async () => {
+  const schema = uniqueSchema("cli");
+  const dir = mkdtempSync(join(tmpdir(), "x-outbox-cli-"));
+  try {
+    const [noTable, refused, noFile, doctorRefused] = await Promise.all([
+      cli(["status", "--url", PG_URL, "--schema", schema]),
+      cli(["list", "--url", "postgres://postgres@127.0.0.1:1/test"]),
+      cli(["status", "--url", `file:${join(dir, "typo.db")}`]),
+      cli(["doctor", "--url", "postgres://postgres@127.0.0.1:1/test"]),
+    ]);
+    oneErrorLine(noTable, 1, /does not exist; run `outbox setup` first/, "status without the table");
+    oneErrorLine(refused, 1, /^outbox: cannot connect to postgres:\/\/postgres@127\.0\.0\.1:1\/test: /, "refused");
+    oneErrorLine(noFile, 1, /no database file at .*typo\.db/, "a missing file");
+    assert.deepEqual(readdirSync(dir), [], "status created no database file");
+    exits(doctorRefused, 1, "doctor, refused");
+    assert.match(doctorRefused.stdout, /^FAIL\s+connect\s+cannot connect/m);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, { timeout: 60_000 });
+
+test(`cli (${runtime}): usage errors exit 2 with one line on stderr and nothing on stdout`, async () => {
+  const file = ["--url", "file:/nonexistent/x.db"];
+  const cases: [string[], RegExp][] = [
+    [[], /no command given/],
+    [["frob"], /unknown command "frob"/],
+    [["--frob"], /expected a command before "--frob"/],
+    [["status"], /--url is required \(or set OUTBOX_URL\)/],
+    [["status", "--url"], /--url needs a value/],
+    [["status", "extra", ...file], /status takes no argument "extra"/],
+    [["status", ...file, "--bogus"], /unknown flag --bogus for status/],
+    [["status", ...file, "--json", "--json"], /--json is given twice/],
+    [["status", "--url", "mysql://x/y"], /scheme mysql: is not supported/],
+    [["status", ...file, "--max-age", "soon"], /--max-age must be a duration/],
+    [["status", ...file, "--table", "bad-name"], /--table must be a plain SQL identifier/],
+    [["status", ...file, "--schema", "s"], /--schema is for postgres:\/\/ URLs/],
+    [["list", ...file, "--limit", "1001"], /--limit must be a whole number from 1 to 1000/],
+    [["list", ...file, "--status", "gone"], /--status must be pending, processing, published or dead/],
+    [["requeue", ...file, "--status", "pending"], /--status must be dead or published/],
+    [["purge", ...file], /purge needs --status/],
+    [["purge", ...file, "--status", "dead", "--older-than", "7 days"], /--older-than must be a duration/],
+    [["doctor", ...file, "--nats", "127.0.0.1:4222"], /--nats and --stream go together/],
+  ];
+  const runs = await Promise.all(cases.map(([args]) => cli(args)));
+  runs.forEach((run, i) => {
+    const [args, pattern] = cases[i]!;
+    oneErrorLine(run, 2, pattern, `outbox ${args.join(" ")}`);
+    assert.equal(run.stdout, "", `outbox ${args.join(" ")}: nothing on stdout`);
+  });
+}, { timeout: 60_000 });
+
+test(`cli (${runtime}): --help for the CLI and every command, and --version`, async () => {
+  const commands = ["setup", "status", "list", "requeue", "purge", "doctor"];
+  const [top, version, ...helps] = await Promise.all([
+    cli(["--help"]),
+    cli(["--version"]),
+    ...commands.map((c) => cli([c, "--help"])),
+    cli(["list", "-h"]),
+  ]);
+  exits(top, 0, "--help");
+  for (const c of commands) assert.match(top.stdout, new RegExp(`^  ${c}\\s+\\S`, "m"), `--help lists ${c}`);
+  exits(version, 0, "--version");
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+  assert.equal(version.stdout, `${pkg.version}\n`);
+  assert.equal(VERSION, pkg.version, "cli/version.ts has the package.json version");
+  helps.forEach((run, i) => {
+    const c = commands[i] ?? "list";
+    exits(run, 0, `${c} --help`);
+    assert.match(run.stdout, new RegExp(`^Usage: outbox ${c} `, "m"));
+    assert.match(run.stdout, /--url URL/);
+    assert.equal(run.stderr, "");
+  });
+  const doctorHelp = helps[commands.indexOf("doctor")]!.stdout;
+  assert.match(doctorHelp, /--nats URL/);
+}, { timeout: 60_000 });
+
+test("cli: a missing driver is named in one line (main() in process, its loader failing)", async () => {
+  let out = "";
+  let err = "";
+  const io = {
+    stdout: (t: string) => void (out += t),
+    stderr: (t: string) => void (err += t),
+    env: {},
+    loadDriver: () => Promise.reject(new Error("Cannot find package 'postgres'")),
+  };
+  assert.equal(await main(["status", "--url", "postgres://localhost/app"], io), 1);
+  assert.equal(err, "outbox: install postgres to use a postgres:// URL (npm install postgres)\n");
+  assert.equal(out, "");
+  err = "";
+  assert.equal(await main(["status", "--url", "libsql://db.example.turso.io"], io), 1);
+  assert.equal(err, "outbox: install @libsql/client to use a libsql: URL (npm install @libsql/client)\n");
+});
+
+test("cli: only cli/runtime.ts touches the runtime, and only cli/io.ts imports drivers", () => {
+  const files = readdirSync(join(root, "cli")).filter((f) => f.endsWith(".ts"));
+  assert.ok(files.includes("mod.ts") && files.includes("runtime.ts"));
+  for (const file of files) {
+    const source = readFileSync(join(root, "cli", file), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
+    if (file !== "runtime.ts") {
+      assert.doesNotMatch(source, /\b(?:Deno|Bun|process)\s*\.|globalThis/, `${file} uses no runtime global`);
+      assert.doesNotMatch(source, /["']node:/, `${file} imports no Node built-in`);
+    }
+    if (file !== "io.ts") {
+      assert.doesNotMatch(source, /import\(\s*["'](?!\.)/, `${file} imports no package dynamically`);
+    }
+  }
+});
