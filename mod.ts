@@ -25,7 +25,7 @@
  */
 
 export { createOutbox } from "./src/outbox.ts";
-export type { EnqueueMessage, Outbox, OutboxStats, RequeueOptions } from "./src/outbox.ts";
+export type { EnqueueMessage, Outbox, OutboxStats, PurgeOptions, RequeueOptions } from "./src/outbox.ts";
 export type {
   MessageSchemas,
   OutboxErrorContext,
@@ -34,12 +34,14 @@ export type {
   RetryOptions,
 } from "./src/options.ts";
 export type { TickOptions, TickReport } from "./src/relay.ts";
+export type { StandardSchemaV1 } from "./src/standard_schema.ts";
 export type { RelayHandle, StartOptions } from "./src/loop.ts";
 export type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
   ClockSource,
+  InspectOptions,
   NewOutboxRow,
   OutboxMessage,
   OutboxRecord,
@@ -50,9 +52,11 @@ export type {
   Publisher,
   PublishFunction,
   PublishOutcome,
+  PurgeRequest,
   RequeueRequest,
   Settlement,
   SettleRequest,
+  StatusCounts,
   StorageStats,
 } from "./src/types.ts";
 export {

@@ -35,7 +35,10 @@ for (const entry of readdirSync(join(root, "dist"), { recursive: true })) {
   const file = join(root, "dist", String(entry));
   if (!file.endsWith(".d.ts")) continue;
   const text = readFileSync(file, "utf8");
-  const next = text.replace(relativeTs, (_, head, path, quote) => `${head}${path}.js${quote}`);
+  let next = text.replace(relativeTs, (_, head, path, quote) => `${head}${path}.js${quote}`);
+  // The relay handle's type names Symbol.asyncDispose: pull in its lib for npm users
+  // whose `lib` lacks it (JSR bans this directive in sources; Deno has the lib anyway).
+  if (next.includes("Symbol.asyncDispose")) next = `/// <reference lib="esnext.disposable" />\n${next}`;
   if (next !== text) {
     writeFileSync(file, next);
     rewritten++;

@@ -31,6 +31,8 @@ export interface RelayHandle {
   readonly done: Promise<void>;
   /** Whether the loop is still running. */
   readonly running: boolean;
+  /** `stop()`, so `await using relay = outbox.start()` stops the loop when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Starts the loop. */
@@ -144,14 +146,17 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
     options.signal?.removeEventListener("abort", onAbort);
   });
 
+  const stop = () => {
+    stopper.abort();
+    return done;
+  };
   return {
-    stop() {
-      stopper.abort();
-      return done;
-    },
+    stop,
+    // A runtime without the symbol (Node < 20.4) gets a harmless string key.
+    [Symbol.asyncDispose ?? "asyncDispose"]: stop,
     done,
     get running() {
       return running;
     },
-  };
+  } as RelayHandle;
 }

@@ -4,7 +4,6 @@
  * transaction exactly as it was.
  */
 
-import * as v from "valibot";
 import { OutboxMessageError } from "./errors.ts";
 import { encodePayload } from "./payload.ts";
 import type { MessageSchemas } from "./options.ts";
@@ -167,16 +166,19 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
         at("topic"),
       );
     }
-    const result = v.safeParse(schema, payload);
-    if (!result.success) {
-      const issue = result.issues[0];
-      const sub = v.getDotPath(issue);
+    const result = schema["~standard"].validate(payload);
+    if (result instanceof Promise) {
+      fail(`The schema of ${quote(topic)} is async; enqueue needs a synchronous one`, at("payload"));
+    }
+    if (result.issues) {
+      const issue = result.issues[0]!;
+      const sub = issue.path?.map((p) => String(typeof p === "object" ? p.key : p)).join(".");
       const path = at(sub ? `payload.${sub}` : "payload");
       throw new OutboxMessageError(`Payload of ${quote(topic)} is invalid at ${path}: ${issue.message}`, path, {
-        cause: new v.ValiError(result.issues),
+        cause: result.issues,
       });
     }
-    payload = result.output;
+    payload = result.value;
   }
   const body = encodePayload(payload, settings.maxPayloadBytes, at("payload"));
   return { id, topic, key, body, headers, availableAt: deliverAt ?? settings.now, deliverAt, createdAt: settings.now };

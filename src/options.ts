@@ -1,15 +1,18 @@
 /**
  * `createOutbox` options: their types, defaults and validation (with the rules of
- * rules.ts; valibot validates the users' message schemas, in message.ts).
+ * rules.ts; the users' message schemas validate payloads, in message.ts).
  */
 
-import type * as v from "valibot";
 import { OutboxConfigError } from "./errors.ts";
 import { checkEntries, duration, fail, fn, group, int, isObject, MAX_TIMER_MS, oneOf, type Rule } from "./rules.ts";
+import type { StandardSchemaV1 } from "./standard_schema.ts";
 import type { OutboxRecord, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
-/** Valibot schemas per topic: `{ "orders.created": v.object({ id: v.string() }) }`. */
-export type MessageSchemas = Record<string, v.GenericSchema>;
+/**
+ * Payload schemas per topic, any Standard Schema v1 validator (valibot, zod, arktype …):
+ * `{ "orders.created": v.object({ id: v.string() }) }`.
+ */
+export type MessageSchemas = Record<string, StandardSchemaV1>;
 
 /** Retry policy of failed publishes. */
 export interface RetryOptions {
@@ -138,12 +141,13 @@ const OPTION_RULES: Record<string, Rule> = {
     }
   },
   messages: (x, path) => {
-    if (!isObject(x)) fail("messages must be an object mapping topics to valibot schemas", path);
+    if (!isObject(x)) fail("messages must be an object mapping topics to schemas", path);
     for (const topic of Object.keys(x)) {
       if (!topic) fail("messages keys (topics) must not be empty", `${path}.`);
       const schema = x[topic];
-      if (!isObject(schema) || schema.kind !== "schema" || typeof schema["~run"] !== "function") {
-        fail("messages values must be valibot schemas, e.g. v.object({ id: v.string() })", `${path}.${topic}`);
+      const std = isObject(schema) ? schema["~standard"] : undefined;
+      if (!isObject(std) || typeof std.validate !== "function") {
+        fail("messages values must be Standard Schemas, e.g. v.object({ id: v.string() })", `${path}.${topic}`);
       }
     }
   },

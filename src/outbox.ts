@@ -2,10 +2,10 @@
  * `createOutbox`: ties a storage, a publisher and the options together.
  */
 
-import type * as v from "valibot";
 import { OutboxConfigError, OutboxMessageError } from "./errors.ts";
 import { type RelayHandle, startLoop, type StartOptions } from "./loop.ts";
 import { prepareMessages } from "./message.ts";
+import type { StandardSchemaV1 } from "./standard_schema.ts";
 import {
   checkCallOptions,
   type MessageSchemas,
@@ -14,14 +14,22 @@ import {
   retryHorizonMs,
 } from "./options.ts";
 import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
-import type { OutboxMessage, OutboxRow, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
+import type {
+  InspectOptions,
+  OutboxMessage,
+  OutboxRow,
+  OutboxStorage,
+  Publisher,
+  PublishFunction,
+  StatusCounts,
+} from "./types.ts";
 
 /**
  * The message type `enqueue` accepts: any topic without schemas; with schemas, one of
  * the configured topics with its payload type.
  */
 export type EnqueueMessage<M extends MessageSchemas> = [keyof M] extends [never] ? OutboxMessage
-  : { [K in keyof M & string]: OutboxMessage<K, v.InferInput<M[K]>> }[keyof M & string];
+  : { [K in keyof M & string]: OutboxMessage<K, StandardSchemaV1.InferInput<M[K]>> }[keyof M & string];
 
 /** What `outbox.stats()` reports. */
 export interface OutboxStats {
@@ -49,12 +57,29 @@ export interface OutboxStats {
    * Requeue the dead messages to let their keys go on.
    */
   blockedKeys: number;
+  /** Counts by status per topic (topics with no rows are absent). */
+  topics: Record<string, StatusCounts>;
 }
 
 /** Which messages `outbox.requeue()` gives another life. */
 export interface RequeueOptions {
   /** Status to requeue (default `"dead"`). `"published"` replays kept messages. */
   status?: "dead" | "published";
+  /** Only these message ids. */
+  ids?: readonly string[];
+  /** Only this topic. */
+  topic?: string;
+}
+
+/**
+ * Which settled messages `outbox.purge()` deletes: dead ones you gave up on, or
+ * published ones kept by retention. Pending and processing messages are never purged.
+ */
+export interface PurgeOptions {
+  /** Status to delete. */
+  status: "dead" | "published";
+  /** Only messages settled more than this many ms ago. */
+  olderThanMs?: number;
   /** Only these message ids. */
   ids?: readonly string[];
   /** Only this topic. */
@@ -103,8 +128,36 @@ export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<neve
   stats(): Promise<OutboxStats>;
   /** Moves dead (or kept published) messages back to pending; resolves with the count. */
   requeue(options?: RequeueOptions): Promise<number>;
-  /** Lists stored rows in enqueue order, for diagnostics and tests. */
-  inspect(options?: { limit?: number }): Promise<OutboxRow[]>;
+  /**
+   * Deletes settled messages in batches of `retention.batchSize`; resolves with the count.
+   *
+   * @example
+   * await outbox.purge({ status: "dead", olderThanMs: 7 * 86_400_000 });
+   */
+  purge(options: PurgeOptions): Promise<number>;
+  /**
+   * Lists stored rows in enqueue order, filtered; page with `after` (the last row's `seq`).
+   * For diagnostics, tooling and tests.
+   *
+   * @example
+   * const dead = await outbox.inspect({ status: "dead", limit: 50 });
+   * const next = await outbox.inspect({ status: "dead", limit: 50, after: dead.at(-1)?.seq });
+   */
+  inspect(options?: InspectOptions): Promise<OutboxRow[]>;
+}
+
+/** Checks the status and ids of a requeue or purge. */
+function settledFilter<O extends { status?: unknown; ids?: readonly string[] }>(op: string, o: O): O {
+  if (o.status !== "dead" && o.status !== "published") {
+    throw new OutboxConfigError(
+      `${op} status must be "dead" or "published", got ${JSON.stringify(o.status)}`,
+      "status",
+    );
+  }
+  if (o.ids !== undefined && (!Array.isArray(o.ids) || o.ids.some((id) => typeof id !== "string"))) {
+    throw new OutboxMessageError(`${op} ids must be an array of strings`, "ids");
+  }
+  return o;
 }
 
 function toPublisher(publisher: Publisher | PublishFunction): Publisher {
@@ -206,30 +259,27 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
         oldestPendingAt: s.oldestPendingAt === null ? null : new Date(s.oldestPendingAt),
         oldestPendingAgeMs: s.oldestPendingAt === null ? 0 : Math.max(0, now - s.oldestPendingAt),
         blockedKeys: s.blockedKeys,
+        topics: s.topics ?? {},
       };
     },
     async requeue(requeueOptions = {}) {
-      const status = requeueOptions.status ?? "dead";
-      if (status !== "dead" && status !== "published") {
-        throw new OutboxConfigError(
-          `requeue status must be "dead" or "published", got ${JSON.stringify(status)}`,
-          "status",
-        );
+      const o = settledFilter("requeue", { ...requeueOptions, status: requeueOptions.status ?? "dead" });
+      return await storage.requeue({ ...o, now: resolved.now(), clock: resolved.clock });
+    },
+    async purge(purgeOptions) {
+      const o = settledFilter("purge", purgeOptions);
+      const age = o.olderThanMs;
+      if (age !== undefined && !(age >= 0 && age <= 1e14)) {
+        throw new OutboxConfigError(`purge olderThanMs must be 0 to 1e14 ms, got ${age}`, "olderThanMs");
       }
-      if (
-        requeueOptions.ids !== undefined &&
-        (!Array.isArray(requeueOptions.ids) || requeueOptions.ids.some((id) => typeof id !== "string"))
-      ) {
-        throw new OutboxMessageError("requeue ids must be an array of strings", "ids");
+      if (!storage.purge) throw new OutboxConfigError(`The ${storage.name} storage cannot purge`, "storage");
+      const limit = resolved.retention.batchSize;
+      const before = age === undefined ? null : resolved.now() - age;
+      let total = 0;
+      for (let n = limit; n >= limit;) {
+        total += n = await storage.purge({ ...o, before, limit });
       }
-      if (requeueOptions.ids?.length === 0) return 0;
-      return await storage.requeue({
-        now: resolved.now(),
-        clock: resolved.clock,
-        status,
-        ids: requeueOptions.ids,
-        topic: requeueOptions.topic,
-      });
+      return total;
     },
     async inspect(inspectOptions) {
       if (!storage.inspect) throw new OutboxConfigError(`The ${storage.name} storage cannot list rows`, "storage");

@@ -218,6 +218,16 @@ export interface StorageStats {
   readonly oldestPendingAt: number | null;
   /** Keys held back by a dead message (`retry.onDead: "block"`). */
   readonly blockedKeys: number;
+  /** Counts per topic and status (optional for storages written before it). */
+  readonly topics?: Readonly<Record<string, StatusCounts>>;
+}
+
+/** Message counts by status. */
+export interface StatusCounts {
+  readonly pending: number;
+  readonly processing: number;
+  readonly published: number;
+  readonly dead: number;
 }
 
 /** Which rows {@link OutboxStorage.requeue} moves back to `pending`. */
@@ -228,6 +238,28 @@ export interface RequeueRequest {
   readonly status: "dead" | "published";
   readonly ids?: readonly string[];
   readonly topic?: string;
+}
+
+/** Which settled rows {@link OutboxStorage.purge} deletes, at most `limit` per call. */
+export interface PurgeRequest {
+  readonly status: "dead" | "published";
+  /** Only rows settled before this epoch ms (the relay's clock, as retention), or `null` for any. */
+  readonly before: number | null;
+  readonly ids?: readonly string[];
+  readonly topic?: string;
+  /** Most rows to delete in this call. */
+  readonly limit: number;
+}
+
+/** Which rows {@link OutboxStorage.inspect} lists: filters, and a page after a `seq`. */
+export interface InspectOptions {
+  readonly status?: OutboxStatus;
+  readonly topic?: string;
+  readonly key?: string;
+  /** Most rows to return (default: all). */
+  readonly limit?: number;
+  /** Only rows with a larger `seq`: pass the last row's `seq` to read the next page. */
+  readonly after?: number;
 }
 
 /** A message row as {@link OutboxStorage.inspect} returns it (for tests and tooling). */
@@ -243,6 +275,12 @@ export interface OutboxRow {
   readonly lastError: string | null;
   readonly createdAt: number;
   readonly settledAt: number | null;
+  /** The scheduled time (`deliverAt`), or `null`. */
+  readonly deliverAt?: number | null;
+  /** The encoded payload as stored: JSON text, or bytes. */
+  readonly body?: string | Uint8Array;
+  /** Headers as JSON text, or `null` when there are none. */
+  readonly headers?: string | null;
 }
 
 /**
@@ -277,8 +315,10 @@ export interface OutboxStorage<Tx = unknown, Stmt = never> {
   stats(now: number): Promise<StorageStats>;
   /** Moves matching rows back to `pending`; resolves with the count. */
   requeue(request: RequeueRequest): Promise<number>;
-  /** Lists rows in `seq` order (diagnostics and tests; not for hot paths). */
-  inspect?(options?: { limit?: number }): Promise<OutboxRow[]>;
+  /** Lists rows in `seq` order, filtered and paged (diagnostics, tooling, tests; not for hot paths). */
+  inspect?(options?: InspectOptions): Promise<OutboxRow[]>;
+  /** Deletes up to `limit` matching settled rows; resolves with the count. */
+  purge?(request: PurgeRequest): Promise<number>;
   /**
    * Calls `onWake` when new messages may be claimable (Postgres LISTEN/NOTIFY).
    * A hint only: the relay keeps polling. Resolves once listening; stops on `signal`.

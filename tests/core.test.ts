@@ -195,7 +195,7 @@ test("prepareMessages() validates against the topic's schema and stores the sche
   assert.equal(delayed!.headers, '{"a":"b"}');
   assert.throws(
     () => prepareMessages({ topic: "price.set", payload: { cents: 3 } }, { schemas, maxPayloadBytes: 1_000, now: 5 }),
-    (e: unknown) => e instanceof OutboxMessageError && e.path === "payload.cents" && e.cause instanceof v.ValiError,
+    (e: unknown) => e instanceof OutboxMessageError && e.path === "payload.cents" && Array.isArray(e.cause),
   );
 });
 

@@ -40,13 +40,14 @@ import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/c
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkOptions } from "../../src/rules.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
-import { num, numOrNull, outboxRow } from "../shared/row.ts";
+import { checkInspect, countsByTopic, num, numOrNull, outboxRow } from "../shared/row.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
   CleanupRequest,
   OutboxRow,
   OutboxStorage,
+  PurgeRequest,
   RequeueRequest,
   SettleRequest,
   StorageStats,
@@ -190,14 +191,9 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
         "read outbox stats",
         () => client.batch(q.stats(now), "read"),
       );
-      const by: Record<string, number> = { pending: 0, processing: 0, published: 0, dead: 0 };
-      for (const row of counts!.rows) by[String(row.status)] = (by[String(row.status)] ?? 0) + num(row.n);
       const first = oldest!.rows[0];
       return {
-        pending: by.pending!,
-        processing: by.processing!,
-        published: by.published!,
-        dead: by.dead!,
+        ...countsByTopic(counts!.rows.map((row) => [String(row.topic), String(row.status), row.n] as const)),
         oldestPendingAt: first ? numOrNull(first.since) : null,
         blockedKeys: num(blocked!.rows[0]?.n ?? 0),
       };
@@ -209,9 +205,14 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
-      const limit = inspectOptions.limit ?? 1_000_000;
-      const rs = await withBusyRetry("list messages", () => client.execute(q.inspect(limit)));
+      const query = q.inspect(checkInspect(inspectOptions));
+      const rs = await withBusyRetry("list messages", () => client.execute(query));
       return rs.rows.map((row: Row) => outboxRow(row));
+    },
+
+    async purge(request: PurgeRequest): Promise<number> {
+      const rs = await withBusyRetry("purge messages", () => client.execute(q.purge(request)));
+      return rs.rowsAffected;
     },
   };
 }

@@ -12,7 +12,14 @@
  */
 
 import type { InValue } from "@libsql/client";
-import type { ClaimRequest, ClockSource, RequeueRequest, SettleRequest } from "../../src/types.ts";
+import type {
+  ClaimRequest,
+  ClockSource,
+  InspectOptions,
+  PurgeRequest,
+  RequeueRequest,
+  SettleRequest,
+} from "../../src/types.ts";
 import { BLOCKED, groupSettlements } from "../shared/settle.ts";
 
 /** The database's clock in epoch ms; SQLite fixes 'now' for the whole statement. */
@@ -175,14 +182,12 @@ function cleanupSql(n: LibsqlNames): string {
 }
 
 /**
- * Counts per status, each half answered from a partial index (a blocking dead row is
- * in the unsettled half); the longest-waiting due row; the keys dead rows block.
+ * Counts per topic and status (a scan of the table: stats are not a hot path); the
+ * longest-waiting due row; the keys dead rows block.
  */
 function statsSql(n: LibsqlNames): string[] {
   return [
-    `SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NOT NULL GROUP BY status
-UNION ALL
-SELECT status, count(*) AS n FROM ${n.table} WHERE available_at IS NULL GROUP BY status`,
+    `SELECT topic, status, count(*) AS n FROM ${n.table} GROUP BY topic, status`,
     // When the longest-waiting due message became due: the oldest unscheduled row by
     // seq (claimIndex), or the earliest scheduled row whose deliverAt has passed
     // (scheduledIndex). Messages scheduled for later do not count as waiting.
@@ -206,10 +211,27 @@ WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = ?2
   AND (?4 IS NULL OR id IN (SELECT value FROM json_each(?4)))`;
 }
 
-/** All rows in seq order. */
+/** Rows in seq order after ?5, filtered by ?1 status, ?2 topic, ?3 key (NULL: any); at most ?4. */
 function inspectSql(n: LibsqlNames): string {
-  return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at
-FROM ${n.table} ORDER BY seq LIMIT ?1`;
+  return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at,
+  deliver_at, payload, headers
+FROM ${n.table}
+WHERE seq > ?5 AND (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR topic = ?2) AND (?3 IS NULL OR key = ?3)
+ORDER BY seq LIMIT ?4`;
+}
+
+/**
+ * Deletes up to ?5 settled rows of ?1 status (a dead row that blocks its key too),
+ * settled before ?2 (NULL: any), of ?3 topic and ?4 ids (JSON list; NULL: any).
+ */
+function purgeSql(n: LibsqlNames): string {
+  return `DELETE FROM ${n.table} WHERE seq IN (
+  SELECT seq FROM ${n.table}
+  WHERE status = ?1 AND (available_at IS NULL OR available_at = ${BLOCKED})
+    AND (?2 IS NULL OR settled_at < ?2) AND (?3 IS NULL OR topic = ?3)
+    AND (?4 IS NULL OR id IN (SELECT value FROM json_each(?4)))
+  ORDER BY seq LIMIT ?5
+)`;
 }
 
 /** The relay's "now" when its clock decides, else NULL: the database's clock. */
@@ -235,8 +257,10 @@ export interface RelayQueries {
   stats(now: number): LibsqlQuery[];
   /** Moves matching settled rows back to pending. */
   requeue(request: RequeueRequest): LibsqlQuery;
-  /** All rows in seq order, at most `limit`. */
-  inspect(limit: number): LibsqlQuery;
+  /** Rows in seq order, filtered and paged. */
+  inspect(options: InspectOptions): LibsqlQuery;
+  /** Deletes up to `limit` matching settled rows. */
+  purge(request: PurgeRequest): LibsqlQuery;
 }
 
 /**
@@ -251,6 +275,7 @@ export function relayQueries(n: LibsqlNames): RelayQueries {
     stats: statsSql(n),
     requeue: requeueSql(n),
     inspect: inspectSql(n),
+    purge: purgeSql(n),
     deletePublished: settleSql.deletePublished(n),
     keepPublished: settleSql.keepPublished(n),
     retry: settleSql.retry(n),
@@ -292,6 +317,13 @@ export function relayQueries(n: LibsqlNames): RelayQueries {
       sql: text.requeue,
       args: [relayNow(r), r.status, r.topic ?? null, r.ids ? JSON.stringify(r.ids) : null],
     }),
-    inspect: (limit) => ({ sql: text.inspect, args: [limit] }),
+    inspect: (o) => ({
+      sql: text.inspect,
+      args: [o.status ?? null, o.topic ?? null, o.key ?? null, o.limit ?? 1_000_000, o.after ?? 0],
+    }),
+    purge: (r) => ({
+      sql: text.purge,
+      args: [r.status, r.before, r.topic ?? null, r.ids ? JSON.stringify(r.ids) : null, r.limit],
+    }),
   };
 }

@@ -37,7 +37,7 @@ import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { bool, checkOptions } from "../../src/rules.ts";
 import { errorCode } from "../shared/errors.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
-import { num, numOrNull, outboxRow, str } from "../shared/row.ts";
+import { checkInspect, countsByTopic, fromBase64, num, numOrNull, outboxRow, str } from "../shared/row.ts";
 import { cleanupSettled } from "../shared/settle.ts";
 import type {
   ClaimedRow,
@@ -45,6 +45,7 @@ import type {
   CleanupRequest,
   OutboxRow,
   OutboxStorage,
+  PurgeRequest,
   RequeueRequest,
   SettleRequest,
   StorageStats,
@@ -152,13 +153,6 @@ function missingFunction(error: unknown): boolean {
 
 function isPostgresSql(value: unknown): value is PostgresSql {
   return typeof value === "function" && hasMethods(value, "unsafe", "begin", "listen");
-}
-
-function fromBase64(text: string): Uint8Array {
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
 }
 
 /**
@@ -313,13 +307,8 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async stats(now: number): Promise<StorageStats> {
       const [row] = await run("read outbox stats", q.stats(now));
-      const counts = (row?.counts ? JSON.parse(String(row.counts)) : {}) as Record<string, number>;
-      const by = (status: string) => Number(counts[status] ?? 0);
       return {
-        pending: by("pending"),
-        processing: by("processing"),
-        published: by("published"),
-        dead: by("dead"),
+        ...countsByTopic(row?.counts ? JSON.parse(String(row.counts)) : []),
         oldestPendingAt: numOrNull(row?.since),
         blockedKeys: num(row?.blocked ?? 0),
       };
@@ -331,8 +320,13 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
-      const rows = await run("list messages", q.inspect(inspectOptions.limit ?? 1_000_000));
+      const rows = await run("list messages", q.inspect(checkInspect(inspectOptions)));
       return rows.map((row) => outboxRow(row));
+    },
+
+    async purge(request: PurgeRequest): Promise<number> {
+      const result = await run("purge messages", q.purge(request));
+      return (result as unknown as { count?: number }).count ?? 0;
     },
 
     async listen(onWake, signal) {

@@ -11,7 +11,7 @@
  * holds the key's later messages back, with no index or query of its own.
  */
 
-import type { ClaimRequest, RequeueRequest, SettleRequest } from "../../src/types.ts";
+import type { ClaimRequest, InspectOptions, PurgeRequest, RequeueRequest, SettleRequest } from "../../src/types.ts";
 import { BLOCKED, groupSettlements } from "../shared/settle.ts";
 import { pgArray } from "./array.ts";
 
@@ -394,12 +394,8 @@ DELETE FROM ${n.qualified} WHERE seq = ANY (ARRAY(SELECT seq FROM doomed))`;
  */
 function statsSql(n: PostgresNames): string {
   return `SELECT
-  (SELECT json_object_agg(status, c) FROM (
-    SELECT status, sum(c) AS c FROM (
-      SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NOT NULL GROUP BY status
-      UNION ALL
-      SELECT status, count(*) AS c FROM ${n.qualified} WHERE available_at IS NULL GROUP BY status
-    ) halves GROUP BY status
+  (SELECT json_agg(json_build_array(topic, status, c)) FROM (
+    SELECT topic, status, count(*) AS c FROM ${n.qualified} GROUP BY topic, status
   ) counts)::text AS counts,
   LEAST(
     (SELECT created_at FROM ${n.qualified} WHERE available_at IS NOT NULL AND deliver_at IS NULL AND status <> 'dead' ORDER BY seq LIMIT 1),
@@ -420,10 +416,28 @@ WHERE (available_at IS NULL OR available_at = ${BLOCKED}) AND status = $2
   AND ($4::text::text[] IS NULL OR id = ANY($4::text::text[]))`;
 }
 
-/** All rows in seq order. */
+/** Rows in seq order after $5, filtered by $1 status, $2 topic, $3 key (NULL: any); at most $4. */
 function inspectSql(n: PostgresNames): string {
-  return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at
-FROM ${n.qualified} ORDER BY seq LIMIT $1`;
+  return `SELECT seq, id, topic, key, status, attempts, available_at, locked_by, last_error, created_at, settled_at,
+  deliver_at, payload::text AS payload, encode(payload_bytes, 'base64') AS payload_bytes, headers::text AS headers
+FROM ${n.qualified}
+WHERE seq > $5 AND ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR topic = $2) AND ($3::text IS NULL OR key = $3)
+ORDER BY seq LIMIT $4`;
+}
+
+/**
+ * Deletes up to $5 settled rows of $1 status (a dead row that blocks its key too),
+ * settled before $2 (NULL: any), of $3 topic and $4 ids (NULL: any). Rows are locked
+ * SKIP LOCKED, so a purge never waits on, or deadlocks with, a relay's settle.
+ */
+function purgeSql(n: PostgresNames): string {
+  return `DELETE FROM ${n.qualified} WHERE seq = ANY (ARRAY(
+  SELECT seq FROM ${n.qualified}
+  WHERE status = $1 AND (available_at IS NULL OR available_at = ${BLOCKED})
+    AND ($2::bigint IS NULL OR settled_at < $2) AND ($3::text IS NULL OR topic = $3)
+    AND ($4::text::text[] IS NULL OR id = ANY($4::text::text[]))
+  ORDER BY seq LIMIT $5 FOR UPDATE SKIP LOCKED
+))`;
 }
 
 /** A statement with its parameters, built together (pg-boss's `SqlQuery`). */
@@ -448,8 +462,10 @@ export interface RelayQueries {
   stats(now: number): SqlQuery;
   /** Moves matching settled rows back to pending. */
   requeue(request: RequeueRequest): SqlQuery;
-  /** All rows in seq order, at most `limit`. */
-  inspect(limit: number): SqlQuery;
+  /** Rows in seq order, filtered and paged. */
+  inspect(options: InspectOptions): SqlQuery;
+  /** Deletes up to `limit` matching settled rows. */
+  purge(request: PurgeRequest): SqlQuery;
 }
 
 /**
@@ -466,6 +482,7 @@ export function relayQueries(n: PostgresNames): RelayQueries {
     stats: statsSql(n),
     requeue: requeueSql(n),
     inspect: inspectSql(n),
+    purge: purgeSql(n),
   };
   // $1 now (NULL: the database's clock), $2 limit, $3 token, $4 lease in ms.
   const claimValues = (
@@ -501,6 +518,13 @@ export function relayQueries(n: PostgresNames): RelayQueries {
       text: text.requeue,
       values: [r.now, r.status, r.topic ?? null, r.ids ? pgArray(r.ids) : null, r.clock !== "relay"],
     }),
-    inspect: (limit) => ({ text: text.inspect, values: [limit] }),
+    inspect: (o) => ({
+      text: text.inspect,
+      values: [o.status ?? null, o.topic ?? null, o.key ?? null, o.limit ?? 1_000_000, o.after ?? 0],
+    }),
+    purge: (r) => ({
+      text: text.purge,
+      values: [r.status, r.before, r.topic ?? null, r.ids ? pgArray(r.ids) : null, r.limit],
+    }),
   };
 }

@@ -3,7 +3,8 @@
  * return integers as numbers, bigints or strings (postgres.js int8) and NULL as null.
  */
 
-import type { OutboxRow, OutboxStatus } from "../../src/types.ts";
+import { OutboxConfigError } from "../../src/errors.ts";
+import type { InspectOptions, OutboxRow, OutboxStatus, StatusCounts } from "../../src/types.ts";
 
 /** A column as a number (number, bigint or numeric string). */
 export function num(value: unknown): number {
@@ -20,6 +21,23 @@ export function str(value: unknown): string | null {
   return value === null || value === undefined ? null : String(value);
 }
 
+/** Bytes from base64 text (Postgres `encode(…, 'base64')`). */
+export function fromBase64(text: string): Uint8Array {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/** A stored payload: JSON text, or bytes (a driver's ArrayBuffer or view, or Postgres base64 in `payload_bytes`). */
+function bodyOf(row: Record<string, unknown>): string | Uint8Array {
+  const p = row.payload;
+  if (typeof p === "string") return p;
+  if (p instanceof ArrayBuffer) return new Uint8Array(p);
+  if (ArrayBuffer.isView(p)) return new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
+  return fromBase64(String(row.payload_bytes ?? ""));
+}
+
 /** Maps a row of the adapters' inspect query (same column names everywhere) to an {@link OutboxRow}. */
 export function outboxRow(row: Record<string, unknown>): OutboxRow {
   return {
@@ -34,5 +52,49 @@ export function outboxRow(row: Record<string, unknown>): OutboxRow {
     lastError: str(row.last_error),
     createdAt: num(row.created_at),
     settledAt: numOrNull(row.settled_at),
+    deliverAt: numOrNull(row.deliver_at),
+    body: bodyOf(row),
+    headers: str(row.headers),
   };
+}
+
+const STATUSES: readonly OutboxStatus[] = ["pending", "processing", "published", "dead"];
+
+/** Totals and per-topic counts from `[topic, status, count]` groups. */
+export function countsByTopic(
+  groups: readonly (readonly [string, string, unknown])[],
+): StatusCounts & { topics: Record<string, StatusCounts> } {
+  const zero = (): Record<OutboxStatus, number> => ({ pending: 0, processing: 0, published: 0, dead: 0 });
+  const total = zero();
+  const topics: Record<string, Record<OutboxStatus, number>> = {};
+  for (const [topic, status, count] of groups) {
+    if (!STATUSES.includes(status as OutboxStatus)) continue;
+    const n = num(count);
+    total[status as OutboxStatus] += n;
+    (topics[topic] ??= zero())[status as OutboxStatus] += n;
+  }
+  return { ...total, topics };
+}
+
+/**
+ * Checks `inspect` options before any SQL: a bad filter or page is a caller's mistake,
+ * reported with its path rather than as a database error.
+ */
+export function checkInspect(options: InspectOptions): InspectOptions {
+  const fail = (message: string, path: string): never => {
+    throw new OutboxConfigError(`inspect ${message}`, path);
+  };
+  const { status, topic, key, limit, after } = options;
+  if (status !== undefined && !STATUSES.includes(status)) {
+    fail(`status must be one of ${STATUSES.join(", ")}, got ${JSON.stringify(status)}`, "status");
+  }
+  if (topic !== undefined && typeof topic !== "string") fail("topic must be a string", "topic");
+  if (key !== undefined && typeof key !== "string") fail("key must be a string", "key");
+  if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 1)) {
+    fail(`limit must be a positive integer, got ${JSON.stringify(limit)}`, "limit");
+  }
+  if (after !== undefined && !(Number.isSafeInteger(after) && after >= 0)) {
+    fail(`after must be a non-negative integer (a row's seq), got ${JSON.stringify(after)}`, "after");
+  }
+  return options;
 }

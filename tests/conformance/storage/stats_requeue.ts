@@ -22,6 +22,7 @@ export function statsRequeueTests<Tx>({ it, make }: StorageSuite<Tx>): void {
       oldestPendingAt: null,
       oldestPendingAgeMs: 0,
       blockedKeys: 0,
+      topics: {},
     });
     const t0 = clock.value;
     await h.commit((tx) => outbox.enqueue(tx, [{ topic: "ok", payload: 1 }, { topic: "bad", payload: 1 }]));
@@ -35,6 +36,11 @@ export function statsRequeueTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     await outbox.tick();
     stats = await outbox.stats();
     assert.deepEqual([stats.pending, stats.processing, stats.published, stats.dead], [1, 0, 1, 1]);
+    assert.deepEqual(stats.topics, {
+      ok: { pending: 0, processing: 0, published: 1, dead: 0 },
+      bad: { pending: 0, processing: 0, published: 0, dead: 1 },
+      later: { pending: 1, processing: 0, published: 0, dead: 0 },
+    });
     assert.equal(stats.oldestPendingAgeMs, 0, "the one left is scheduled for later");
     await h.storage.claim({
       token: "z:1",
