@@ -80,7 +80,7 @@ async function fill<Tx, Stmt>(
   // Due but not relayed: the oldest pending message.
   await send([{ id: "due-1", topic: "orders.created", key: "o-9", payload: { id: "o-9" } }]);
   ids.pending.push("later-1", "due-1");
-  return { outbox: outbox as unknown as AdminOutbox, ids };
+  return { outbox: outbox satisfies AdminOutbox, ids };
 }
 
 async function libsqlFixture(): Promise<Fixture> {
