@@ -5,6 +5,14 @@
 // Deno.cron runs `relayHandler` every minute; each run is one bounded tick(): claim,
 // publish, settle, then return. Overlapping runs (a slow tick, several instances) are
 // safe: claims are leases, so no message is published by two runs at once.
+//
+// Checking it: a cron relay that stops running fails silently, so alert on the age of the
+// oldest pending message. The CLI exits 1 when it is older than --max-age (a health
+// check for a container, or a step in your monitoring):
+//   OUTBOX_URL=file:example.db deno run -A jsr:@x/outbox/cli status --max-age 5m
+//   (Turso: OUTBOX_URL=libsql://… OUTBOX_AUTH_TOKEN=…; from this repository:
+//   npx deno run -A cli/mod.ts status --url file:example.db --max-age 5m)
+// With runs every minute, 5m leaves room for a slow run and a few failed publishes.
 import { createClient } from "@libsql/client";
 import { createOutbox, type Publisher, type PublishFunction, type TickReport } from "@x/outbox";
 import { libsqlStorage } from "@x/outbox/libsql";
