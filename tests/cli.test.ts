@@ -470,7 +470,7 @@ test("cli: only cli/runtime.ts touches the runtime, and only cli/io.ts imports d
       assert.doesNotMatch(source, /["']node:/, `${file} imports no Node built-in`);
     }
     if (file !== "io.ts") {
-      assert.doesNotMatch(source, /import\(\s*["'](?!\.)/, `${file} imports no package dynamically`);
+      assert.doesNotMatch(source, /import\(\s*["'](?!\.|node:)/, `${file} imports no package dynamically`);
     }
   }
 });
