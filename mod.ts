@@ -56,6 +56,7 @@ export type {
   RequeueRequest,
   Settlement,
   SettleRequest,
+  SignalOptions,
   StatusCounts,
   StorageStats,
 } from "./src/types.ts";

@@ -21,6 +21,7 @@ import type {
   OutboxStorage,
   Publisher,
   PublishFunction,
+  SignalOptions,
   StatusCounts,
 } from "./types.ts";
 
@@ -69,6 +70,8 @@ export interface RequeueOptions {
   ids?: readonly string[];
   /** Only this topic. */
   topic?: string;
+  /** Cancels the call: it rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -84,6 +87,8 @@ export interface PurgeOptions {
   ids?: readonly string[];
   /** Only this topic. */
   topic?: string;
+  /** Cancels the call (between batches too): it rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -102,7 +107,7 @@ export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<neve
    */
   readonly retryHorizonMs: number;
   /** Creates the outbox table and indexes if missing. Idempotent. */
-  setup(): Promise<void>;
+  setup(options?: SignalOptions): Promise<void>;
   /**
    * Validates messages and writes them in the caller's transaction. Never commits or
    * rolls back. Throws `OutboxMessageError` before writing anything when a message is
@@ -125,7 +130,7 @@ export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<neve
   /** Runs the relay loop until `stop()` or the signal. */
   start(options?: StartOptions): RelayHandle;
   /** Counts per status and the age of the oldest unpublished message. */
-  stats(): Promise<OutboxStats>;
+  stats(options?: SignalOptions): Promise<OutboxStats>;
   /** Moves dead (or kept published) messages back to pending; resolves with the count. */
   requeue(options?: RequeueOptions): Promise<number>;
   /**
@@ -219,7 +224,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
   return {
     relayId: resolved.relayId,
     retryHorizonMs: retryHorizonMs(resolved),
-    setup: () => storage.setup(),
+    setup: (o) => storage.setup(o),
     async enqueue(tx, messages) {
       const rows = prepare(messages);
       if (rows.length > 0) {
@@ -248,9 +253,9 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
       checkCallOptions("start", startOptions);
       return startLoop(ctx, startOptions);
     },
-    async stats() {
+    async stats(o) {
       const now = resolved.now();
-      const s = await storage.stats(now);
+      const s = await storage.stats(now, o);
       return {
         pending: s.pending,
         processing: s.processing,

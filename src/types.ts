@@ -233,6 +233,8 @@ export interface StatusCounts {
 /** Which rows {@link OutboxStorage.requeue} moves back to `pending`. */
 export interface RequeueRequest {
   readonly now: number;
+  /** Cancels the call: it rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
   /** Whose clock `now` is on (see {@link ClockSource}). */
   readonly clock?: ClockSource;
   readonly status: "dead" | "published";
@@ -243,6 +245,8 @@ export interface RequeueRequest {
 /** Which settled rows {@link OutboxStorage.purge} deletes, at most `limit` per call. */
 export interface PurgeRequest {
   readonly status: "dead" | "published";
+  /** Cancels the call: it rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
   /** Only rows settled before this epoch ms (the relay's clock, as retention), or `null` for any. */
   readonly before: number | null;
   readonly ids?: readonly string[];
@@ -260,6 +264,14 @@ export interface InspectOptions {
   readonly limit?: number;
   /** Only rows with a larger `seq`: pass the last row's `seq` to read the next page. */
   readonly after?: number;
+  /** Cancels the call: it rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of the storage calls that take nothing else. */
+export interface SignalOptions {
+  /** Cancels the call: it rejects with the signal's reason (an `AbortError` by default). */
+  readonly signal?: AbortSignal;
 }
 
 /** A message row as {@link OutboxStorage.inspect} returns it (for tests and tooling). */
@@ -300,7 +312,7 @@ export interface OutboxStorage<Tx = unknown, Stmt = never> {
   /** A short name for logs, e.g. `"libsql"`. */
   readonly name: string;
   /** Creates the table and indexes if missing. Idempotent. */
-  setup(): Promise<void>;
+  setup(options?: SignalOptions): Promise<void>;
   /** Writes rows inside the caller's transaction. */
   insert(tx: Tx, rows: readonly NewOutboxRow[]): Promise<void>;
   /** Statements that insert rows, for a batch API (optional). */
@@ -312,7 +324,7 @@ export interface OutboxStorage<Tx = unknown, Stmt = never> {
   /** Deletes expired `published`/`dead` rows, at most `limit`; resolves with the count. */
   cleanup(request: CleanupRequest): Promise<number>;
   /** Counts rows per status and finds the longest-waiting due row. */
-  stats(now: number): Promise<StorageStats>;
+  stats(now: number, options?: SignalOptions): Promise<StorageStats>;
   /** Moves matching rows back to `pending`; resolves with the count. */
   requeue(request: RequeueRequest): Promise<number>;
   /** Lists rows in `seq` order, filtered and paged (diagnostics, tooling, tests; not for hot paths). */

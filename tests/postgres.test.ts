@@ -12,6 +12,7 @@ import { postgresNames, relayQueries, type SqlQuery } from "../adapters/postgres
 import { test } from "./harness.ts";
 import postgres from "postgres";
 import { openSql, PG_URL, uniqueSchema } from "./postgres_helpers.ts";
+import { until } from "./faults/helpers.ts";
 
 async function withSchema(body: (sql: ReturnType<typeof openSql>, schema: string) => Promise<void>) {
   const sql = openSql();
@@ -335,5 +336,49 @@ test("postgres: a client made with fetch_types: false (as on Workers) enqueues, 
       assert.equal(await outbox.requeue({ ids: ["nothing"] }), 0);
     } finally {
       await bare.end({ timeout: 1 });
+    }
+  }));
+
+test("postgres: an aborted stats() waiting on a table lock rejects at once, and its statement is cancelled on the server", () =>
+  withSchema(async (sql, schema) => {
+    const outbox = createOutbox({
+      storage: postgresStorage(asSql(sql), { schema }),
+      publisher: memoryPublisher(),
+    });
+    await outbox.setup();
+    const holder = openSql();
+    const app = `x-outbox-abort-${schema}`;
+    const waiter = postgres(PG_URL, { max: 1, onnotice: () => {}, connection: { application_name: app } });
+    try {
+      // Another session holds the table, so the stats query waits for its lock on the server.
+      const release = Promise.withResolvers<void>();
+      const locked = Promise.withResolvers<void>();
+      const held = holder.begin(async (tx) => {
+        await tx.unsafe(`LOCK TABLE "${schema}".outbox IN ACCESS EXCLUSIVE MODE`);
+        locked.resolve();
+        await release.promise;
+      });
+      await locked.promise;
+      const controller = new AbortController();
+      const waiting = createOutbox({
+        storage: postgresStorage(asSql(waiter), { schema }),
+        publisher: memoryPublisher(),
+      }).stats({ signal: controller.signal });
+      const lockWait = async () =>
+        (await sql.unsafe(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+          [app],
+        ))[0]!.n === 1;
+      await until("the stats query to wait for the table lock", lockWait);
+      controller.abort();
+      await assert.rejects(waiting, (e: unknown) => e instanceof DOMException && e.name === "AbortError");
+      await until("the server to cancel the waiting statement", async () => !(await lockWait()));
+      release.resolve();
+      await held;
+      const again = createOutbox({ storage: postgresStorage(asSql(waiter), { schema }), publisher: memoryPublisher() });
+      assert.equal((await again.stats()).pending, 0, "the connection serves the next call");
+    } finally {
+      await waiter.end({ timeout: 1 });
+      await holder.end({ timeout: 1 });
     }
   }));

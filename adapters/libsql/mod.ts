@@ -35,6 +35,7 @@
  * @module
  */
 
+import { abortable } from "../shared/abort.ts";
 import { hasMethods } from "../shared/client.ts";
 import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/client";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
@@ -136,8 +137,11 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     table,
     schemaSql,
 
-    async setup() {
-      await withBusyRetry("create the outbox table", () => client.batch(schemaSql, "write"));
+    async setup(options = {}) {
+      await abortable(
+        options.signal,
+        () => withBusyRetry("create the outbox table", () => client.batch(schemaSql, "write")),
+      );
     },
 
     async insert(tx, rows) {
@@ -186,10 +190,10 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       return rs.rowsAffected;
     },
 
-    async stats(now: number): Promise<StorageStats> {
-      const [counts, oldest, blocked] = await withBusyRetry(
-        "read outbox stats",
-        () => client.batch(q.stats(now), "read"),
+    async stats(now: number, options = {}): Promise<StorageStats> {
+      const [counts, oldest, blocked] = await abortable(
+        options.signal,
+        () => withBusyRetry("read outbox stats", () => client.batch(q.stats(now), "read")),
       );
       const first = oldest!.rows[0];
       return {
@@ -200,18 +204,27 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async requeue(request: RequeueRequest): Promise<number> {
-      const rs = await withBusyRetry("requeue messages", () => client.execute(q.requeue(request)));
+      const rs = await abortable(
+        request.signal,
+        () => withBusyRetry("requeue messages", () => client.execute(q.requeue(request))),
+      );
       return rs.rowsAffected;
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
       const query = q.inspect(checkInspect(inspectOptions));
-      const rs = await withBusyRetry("list messages", () => client.execute(query));
+      const rs = await abortable(
+        inspectOptions.signal,
+        () => withBusyRetry("list messages", () => client.execute(query)),
+      );
       return rs.rows.map((row: Row) => outboxRow(row));
     },
 
     async purge(request: PurgeRequest): Promise<number> {
-      const rs = await withBusyRetry("purge messages", () => client.execute(q.purge(request)));
+      const rs = await abortable(
+        request.signal,
+        () => withBusyRetry("purge messages", () => client.execute(q.purge(request))),
+      );
       return rs.rowsAffected;
     },
   };

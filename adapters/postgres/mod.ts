@@ -32,6 +32,7 @@
  * @module
  */
 
+import { abortable } from "../shared/abort.ts";
 import { hasMethods } from "../shared/client.ts";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { bool, checkOptions } from "../../src/rules.ts";
@@ -189,10 +190,17 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   let isolate = false;
   const READ_COMMITTED = "isolation level read committed";
 
-  async function run(what: string, query: SqlQuery): Promise<Row[]> {
+  async function run(what: string, query: SqlQuery, signal?: AbortSignal): Promise<Row[]> {
     try {
-      return await sql.unsafe(query.text, query.values, PREPARE);
+      // On abort the call rejects at once, and postgres.js's cancel() asks the server to
+      // stop the statement (a CancelRequest on a connection of its own; best effort).
+      return await abortable(
+        signal,
+        () => sql.unsafe(query.text, query.values, PREPARE),
+        (pending) => void Promise.resolve((pending as { cancel?: () => unknown }).cancel?.()).catch(() => {}),
+      );
     } catch (error) {
+      if (signal?.aborted && error === signal.reason) throw error;
       throw wrap(what, error);
     }
   }
@@ -204,13 +212,21 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     channel: n.channel,
     schemaSql,
 
-    async setup() {
+    async setup(options = {}) {
+      const signal = options.signal;
       try {
-        await transaction(sql, async (tx: PostgresQueryable) => {
-          await tx.unsafe(setupLock);
-          for (const statement of schemaSql) await tx.unsafe(statement);
-        });
+        // An abort rejects at once; the DDL transaction, already sent, commits or rolls
+        // back on its own (statements after the abort are not sent).
+        await abortable(signal, () =>
+          transaction(sql, async (tx: PostgresQueryable) => {
+            await tx.unsafe(setupLock);
+            for (const statement of schemaSql) {
+              signal?.throwIfAborted();
+              await tx.unsafe(statement);
+            }
+          }));
       } catch (error) {
+        if (signal?.aborted && error === signal.reason) throw error;
         throw wrap("create the outbox table", error);
       }
       claimByFunction = true;
@@ -305,8 +321,8 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
       });
     },
 
-    async stats(now: number): Promise<StorageStats> {
-      const [row] = await run("read outbox stats", q.stats(now));
+    async stats(now: number, options = {}): Promise<StorageStats> {
+      const [row] = await run("read outbox stats", q.stats(now), options.signal);
       return {
         ...countsByTopic(row?.counts ? JSON.parse(String(row.counts)) : []),
         oldestPendingAt: numOrNull(row?.since),
@@ -315,17 +331,17 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async requeue(request: RequeueRequest): Promise<number> {
-      const result = await run("requeue messages", q.requeue(request));
+      const result = await run("requeue messages", q.requeue(request), request.signal);
       return (result as unknown as { count?: number }).count ?? 0;
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
-      const rows = await run("list messages", q.inspect(checkInspect(inspectOptions)));
+      const rows = await run("list messages", q.inspect(checkInspect(inspectOptions)), inspectOptions.signal);
       return rows.map((row) => outboxRow(row));
     },
 
     async purge(request: PurgeRequest): Promise<number> {
-      const result = await run("purge messages", q.purge(request));
+      const result = await run("purge messages", q.purge(request), request.signal);
       return (result as unknown as { count?: number }).count ?? 0;
     },
 

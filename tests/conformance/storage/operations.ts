@@ -142,3 +142,30 @@ export function operationsTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     await handle.done;
   });
 }
+
+/** Registers the AbortSignal tests of the storage conformance suite. */
+export function signalTests<Tx>({ it, make }: StorageSuite<Tx>): void {
+  it("setup, stats, requeue, purge and inspect reject with an aborted signal's reason before touching anything", async (h) => {
+    const clock = new Clock();
+    const outbox = make(h, clock, recorder(() => new PublishError("no", { permanent: true })), {
+      retention: { deadMs: Infinity },
+    });
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "a", topic: "t", payload: 1 }, { id: "b", topic: "t", payload: 2 }])
+    );
+    await outbox.tick();
+    const controller = new AbortController();
+    const reason = new Error("operator gave up");
+    controller.abort(reason);
+    const signal = controller.signal;
+    const rejectsWithReason = (p: Promise<unknown>) => assert.rejects(p, (e) => e === reason);
+    await rejectsWithReason(outbox.setup({ signal }));
+    await rejectsWithReason(outbox.stats({ signal }));
+    await rejectsWithReason(outbox.requeue({ signal }));
+    await rejectsWithReason(outbox.purge({ status: "dead", signal }));
+    await rejectsWithReason(outbox.inspect({ signal }));
+    const stats = await outbox.stats({ signal: new AbortController().signal });
+    assert.equal(stats.dead, 2, "nothing was requeued or purged");
+    assert.deepEqual((await outbox.inspect({ signal: AbortSignal.timeout(60_000) })).map((r) => r.id), ["a", "b"]);
+  });
+}

@@ -1,0 +1,36 @@
+/**
+ * Cancellation of a storage call by an `AbortSignal`, shared by the adapters: the call
+ * rejects with the signal's reason (an `AbortError` by default, as `fetch` does), before
+ * any SQL when the signal is already aborted, or as soon as it aborts.
+ */
+
+/**
+ * Runs `start()` unless `signal` is aborted, and settles with it or with the signal's
+ * reason, whichever comes first. On abort, `cancel` may ask the driver to stop the
+ * statement (postgres.js `query.cancel()`); without it the statement runs to its end
+ * in the background and its outcome is dropped.
+ */
+export async function abortable<T>(
+  signal: AbortSignal | undefined,
+  start: () => PromiseLike<T>,
+  cancel?: (pending: PromiseLike<T>) => void,
+): Promise<T> {
+  if (!signal) return await start();
+  signal.throwIfAborted();
+  const pending = start();
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      cancel?.(pending);
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([pending, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    // A statement cancelled or outrun by the abort rejects later: that is expected.
+    Promise.resolve(pending).catch(() => {});
+  }
+}
