@@ -42,6 +42,7 @@ export type {
   CleanupRequest,
   ClockSource,
   InspectOptions,
+  Instrumentation,
   NewOutboxRow,
   OutboxMessage,
   OutboxRecord,

@@ -6,7 +6,7 @@
 import { OutboxConfigError } from "./errors.ts";
 import { checkEntries, duration, fail, fn, group, int, isObject, MAX_TIMER_MS, oneOf, type Rule } from "./rules.ts";
 import type { StandardSchemaV1 } from "./standard_schema.ts";
-import type { OutboxRecord, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
+import type { Instrumentation, OutboxRecord, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
 
 /**
  * Payload schemas per topic, any Standard Schema v1 validator (valibot, zod, arktype …):
@@ -63,6 +63,8 @@ export interface OutboxOptions<Tx, Stmt, M extends MessageSchemas> {
   storage: OutboxStorage<Tx, Stmt>;
   /** Where messages go: a `Publisher` or a plain async function. */
   publisher: Publisher | PublishFunction;
+  /** Hooks for traces, metrics and logs, e.g. `otelInstrumentation()` from `@x/outbox/otel`. */
+  instrumentation?: Instrumentation;
   /** Optional valibot schema per topic: enqueue is typed and validated, and only these topics are accepted. */
   messages?: M;
   /**
@@ -137,7 +139,7 @@ const OPTION_RULES: Record<string, Rule> = {
   },
   publisher: (x, path) => {
     if (typeof x !== "function" && !(isObject(x) && typeof x.publish === "function")) {
-      fail("publisher must be a function (message) => void or an object with publish(message)", path);
+      fail("publisher must be a function or an object with publish(message)", path);
     }
   },
   messages: (x, path) => {
@@ -180,6 +182,7 @@ const OPTION_RULES: Record<string, Rule> = {
   clock: oneOf("storage", "relay"),
   onError: fn,
   onWarning: fn,
+  instrumentation: group({ storage: fn, publisher: fn }),
 };
 
 const defaultOnError = (error: unknown, context: OutboxErrorContext) =>

@@ -202,11 +202,13 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
   options: OutboxOptions<Tx, Stmt, M>,
 ): Outbox<Tx, Stmt, M> {
   const resolved = resolveOptions(options);
-  const storage = options.storage;
+  const hooks = options.instrumentation;
+  const storage = hooks?.storage?.(options.storage) ?? options.storage;
+  const publisher = toPublisher(options.publisher);
   const schemas = options.messages && Object.keys(options.messages).length > 0 ? options.messages : undefined;
   const ctx: RelayContext = {
     storage: storage as OutboxStorage<unknown, unknown>,
-    publisher: toPublisher(options.publisher),
+    publisher: hooks?.publisher?.(publisher) ?? publisher,
     options: resolved,
     instance: crypto.randomUUID().slice(0, 8),
     claims: 0,
@@ -257,14 +259,10 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
       const now = resolved.now();
       const s = await storage.stats(now, o);
       return {
-        pending: s.pending,
-        processing: s.processing,
-        published: s.published,
-        dead: s.dead,
+        topics: {},
+        ...s,
         oldestPendingAt: s.oldestPendingAt === null ? null : new Date(s.oldestPendingAt),
         oldestPendingAgeMs: s.oldestPendingAt === null ? 0 : Math.max(0, now - s.oldestPendingAt),
-        blockedKeys: s.blockedKeys,
-        topics: s.topics ?? {},
       };
     },
     async requeue(requeueOptions = {}) {

@@ -97,6 +97,39 @@ export interface Publisher {
 /** The outcome of one message of a {@link Publisher.publishRun}. */
 export type PublishOutcome = { readonly ok: true } | { readonly ok: false; readonly error: unknown };
 
+/**
+ * Hooks for traces, metrics and logs, given as `createOutbox({ instrumentation })`;
+ * `otelInstrumentation()` from `@x/outbox/otel` is one. Each hook wraps one part of the
+ * outbox once, when it is created, and returns what the outbox then uses; an outbox
+ * without instrumentation runs no extra code. What a wrapper sees:
+ *
+ * - storage `insert(tx, rows)` and `statements(rows)`: every enqueue, in the caller's
+ *   context, before the rows are written (a wrapper may add headers to the rows, e.g.
+ *   a W3C `traceparent`); `claim` and `settle`: each batch, and each message's outcome
+ *   (`published`, `retry`, `dead`, `release`);
+ * - publisher `publish(message)` and `publishRun(messages)`: every attempt, its time
+ *   and how it ended.
+ *
+ * @example A log line per dead message
+ * ```ts
+ * const instrumentation: Instrumentation = {
+ *   storage: (s) => ({
+ *     ...s,
+ *     settle: (r) => {
+ *       for (const x of r.settlements) if (x.outcome === "dead") console.warn("dead:", x.seq, x.error);
+ *       return s.settle(r);
+ *     },
+ *   }),
+ * };
+ * ```
+ */
+export interface Instrumentation {
+  /** Wraps the storage; return an `OutboxStorage` that calls the one given. */
+  storage?<Tx, Stmt>(storage: OutboxStorage<Tx, Stmt>): OutboxStorage<Tx, Stmt>;
+  /** Wraps the publisher; return a `Publisher` that calls the one given. */
+  publisher?(publisher: Publisher): Publisher;
+}
+
 /** A plain async function is a publisher too. */
 export type PublishFunction = (message: OutboxRecord, context: PublishContext) => Promise<void> | void;
 

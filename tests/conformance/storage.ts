@@ -15,7 +15,7 @@ import { budgetAndStartTests } from "./storage/budget_and_start.ts";
 import { type HarnessFactory, storageSuite } from "./storage/harness.ts";
 import { keyOrderTests } from "./storage/key_order.ts";
 import { leaseTests } from "./storage/leases.ts";
-import { operationsTests, signalTests } from "./storage/operations.ts";
+import { instrumentationTests, operationsTests, signalTests } from "./storage/operations.ts";
 import { productionTopologyTests } from "./storage/production_topology.ts";
 import { retentionTests } from "./storage/retention.ts";
 import { retryTests } from "./storage/retries.ts";
@@ -40,6 +40,7 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
   statsRequeueTests(suite);
   operationsTests(suite);
   signalTests(suite);
+  instrumentationTests(suite);
   budgetAndStartTests(suite);
   productionTopologyTests(suite);
   setupTests(suite);

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { OutboxConfigError, OutboxMessageError, PublishError } from "../../../mod.ts";
+import { type Instrumentation, OutboxConfigError, OutboxMessageError, PublishError } from "../../../mod.ts";
 import { Clock, ids, recorder, type StorageSuite } from "./harness.ts";
 
 const text = (body: string | Uint8Array | undefined) =>
@@ -167,5 +167,57 @@ export function signalTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     const stats = await outbox.stats({ signal: new AbortController().signal });
     assert.equal(stats.dead, 2, "nothing was requeued or purged");
     assert.deepEqual((await outbox.inspect({ signal: AbortSignal.timeout(60_000) })).map((r) => r.id), ["a", "b"]);
+  });
+}
+
+/** Registers the instrumentation tests of the storage conformance suite. */
+export function instrumentationTests<Tx>({ it, make }: StorageSuite<Tx>): void {
+  it("instrumentation wraps storage and publisher: it sees each enqueue, claim, outcome and publish, and may add headers", async (h) => {
+    const clock = new Clock();
+    const seen: string[] = [];
+    const instrumentation: Instrumentation = {
+      storage: (s) => ({
+        ...s,
+        insert: (tx, rows) => {
+          seen.push(`enqueue ${rows.map((r) => r.id).join(",")}`);
+          // What a tracer does: carry the enqueuing context in the headers.
+          const traced = rows.map((r) => ({
+            ...r,
+            headers: JSON.stringify({ ...JSON.parse(r.headers ?? "{}"), trace: r.id }),
+          }));
+          return s.insert(tx, traced);
+        },
+        claim: async (r) => {
+          const rows = await s.claim(r);
+          if (rows.length) seen.push(`claim ${rows.length}`);
+          return rows;
+        },
+        settle: (r) => {
+          seen.push(`settle ${r.settlements.map((x) => x.outcome).join(",")}`);
+          return s.settle(r);
+        },
+      }),
+      publisher: (p) => ({
+        publish: async (m, c) => {
+          seen.push(`publish ${m.id} ${m.headers.trace}`);
+          await p.publish(m, c);
+        },
+      }),
+    };
+    const pub = recorder((m) => m.id === "b" ? new PublishError("no", { permanent: true }) : undefined);
+    const outbox = make(h, clock, pub, { instrumentation });
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "a", topic: "t", payload: 1 }, { id: "b", topic: "t", payload: 2 }])
+    );
+    await outbox.tick();
+    assert.deepEqual(seen.slice(0, 2), ["enqueue a,b", "claim 2"]);
+    assert.deepEqual(seen.filter((x) => x.startsWith("publish")).sort(), ["publish a a", "publish b b"]);
+    assert.deepEqual(seen.filter((x) => x.startsWith("settle")).map((x) => x.split(" ")[1]!.split(",").sort()), [[
+      "dead",
+      "published",
+    ]]);
+    assert.deepEqual(ids(pub.log), ["a"]);
+    assert.throws(() => make(h, clock, pub, { instrumentation: { storage: 1 } as never }), OutboxConfigError);
+    assert.throws(() => make(h, clock, pub, { instrumentation: { tracer: () => {} } as never }), OutboxConfigError);
   });
 }
