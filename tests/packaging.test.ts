@@ -88,6 +88,12 @@ const coreSideEntries = ["inbox", "admin"];
  */
 const toolEntries = ["cli"];
 
+/**
+ * Integration entry points: runtime-agnostic like the core, but built on one optional
+ * peer each (`@x/outbox/otel` on `@opentelemetry/api`), which the core never imports.
+ */
+const integrationEntries: Record<string, string> = { otel: "@opentelemetry/api" };
+
 const coreFiles = ["mod.ts", ...coreSideEntries.flatMap((name) => tsFiles(name)), ...tsFiles("src")];
 /** Root-relative paths of the core's files: mod.ts, src/ and the core-side entries' folders. */
 const CORE_PATH = new RegExp(`^(mod\\.ts|(src|${coreSideEntries.join("|")})/.+\\.ts)$`);
@@ -155,7 +161,9 @@ test("JSR publishes every file the entry points import, README and CHANGELOG, an
 
 test("each entry point is mod.ts, <subpath>/mod.ts (inbox) or adapters/<subpath>/mod.ts, and every adapter has one", () => {
   const expected: Record<string, string> = { ".": "./mod.ts" };
-  for (const name of [...coreSideEntries, ...toolEntries]) expected[`./${name}`] = `./${name}/mod.ts`;
+  for (const name of [...coreSideEntries, ...toolEntries, ...Object.keys(integrationEntries)]) {
+    expected[`./${name}`] = `./${name}/mod.ts`;
+  }
   for (const name of adapterNames) expected[`./${name}`] = `./adapters/${name}/mod.ts`;
   assert.deepEqual(jsr.exports, expected, "the folder name is the subpath (STYLE.md 2)");
   for (const source of Object.values(jsr.exports as Record<string, string>)) {
@@ -234,6 +242,21 @@ test("@x/outbox does not import the inbox, which has its own entry point (@x/out
   for (const name of ["createInbox", "INBOX_MAX_ID_LENGTH", "InboxStorage"]) {
     assert.doesNotMatch(exported, new RegExp(`\\b${name}\\b`), `mod.ts exports ${name}`);
   }
+});
+
+test("integration entries (otel) import the core, their one optional peer, and no runtime's globals", () => {
+  const peers = new Set(Object.keys(pkg.peerDependencies ?? {}));
+  const problems: string[] = [];
+  for (const [folder, peer] of Object.entries(integrationEntries)) {
+    assert.ok(peers.has(peer) && pkg.peerDependenciesMeta?.[peer]?.optional, `${peer} is an optional peer`);
+    for (const file of tsFiles(folder)) {
+      const allowed = (specifier: string) =>
+        specifier === peer || (specifier.startsWith(".") && CORE_PATH.test(resolveFrom(file, specifier)));
+      problems.push(...purityProblems(file, code(file), allowed));
+    }
+  }
+  assert.deepEqual(problems, []);
+  assert.ok(![...localImportGraph("mod.ts")].some((f) => f.startsWith("otel/")), "mod.ts does not reach otel/");
 });
 
 test("adapters import the core, their own driver (an optional peer mapped in deno.json) and no runtime built-ins", () => {
