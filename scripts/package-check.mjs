@@ -152,8 +152,7 @@ try {
     const inputs = Object.keys(result.metafile.inputs);
     const packages = inputs.filter((file) => /node_modules\//.test(file));
     if (packages.length > 0) throw new Error(`the core bundle pulls in ${packages.join(", ")}`);
-    const line =
-      `core bundle (@x/outbox, no dependency): ${(code.byteLength / 1024).toFixed(1)} kB min, ` +
+    const line = `core bundle (@x/outbox, no dependency): ${(code.byteLength / 1024).toFixed(1)} kB min, ` +
       `${(gzipped / 1024).toFixed(2)} kB min+gzip (${gzipped} bytes; budget ${BUDGET_BYTES} bytes)`;
     if (gzipped > BUDGET_BYTES) throw new Error(`over budget: ${line}`);
     return line;
