@@ -482,8 +482,8 @@ export async function withConsumerSpan<T>(
 }
 
 const processHistograms = new WeakMap<MeterProvider, Histogram>();
-/** `messaging.process.duration`, spelt so the packaging test's scan for Node's `process` global skips it. */
-const PROCESS_DURATION = "messaging.process\x2eduration";
+/** The consumer-side duration histogram of the messaging conventions. */
+const PROCESS_DURATION = "messaging.process.duration";
 
 function processDuration(provider = metrics.getMeterProvider()): Histogram {
   let h = processHistograms.get(provider);

@@ -61,7 +61,8 @@ function resolveFrom(file: string, specifier: string): string {
   return relative(root, normalize(join(root, dirname(file), specifier))).replaceAll("\\", "/");
 }
 
-const RUNTIME_GLOBALS = /\b(?:Deno|Bun|process|Buffer)\s*\.|\brequire\s*\(|\b__dirname\b/;
+// A global is a name not reached through a dot: `messaging.process.duration` is not `process.`.
+const RUNTIME_GLOBALS = /(?<![.\w$])(?:Deno|Bun|process|Buffer)\s*\.|(?<![.\w$])require\s*\(|\b__dirname\b/;
 
 /** Why `file` is not runtime-agnostic code that imports only what `allowed` accepts. */
 function purityProblems(file: string, source: string, allowed: (specifier: string) => boolean): string[] {
@@ -293,6 +294,11 @@ test("the purity scan catches what it is meant to catch", () => {
   assert.equal(scan(`const env = Deno.env.get("X");`).length, 1);
   assert.equal(scan(`if (Bun.version) {}`).length, 1);
   assert.equal(scan(`const x = process.env.X;`).length, 1);
+  assert.equal(
+    scan(`const name = "messaging.process.duration";`).length,
+    0,
+    "a property named process is not the global",
+  );
   assert.equal(scan(`const b = Buffer.from("x");`).length, 1);
   // Examples in doc comments import the package by name; they are not code.
   const documented =
