@@ -4,21 +4,17 @@
  */
 
 import { isOutboxError, OutboxConfigError } from "../src/errors.ts";
+import type { OutboxRow, OutboxStatus, StatusCounts } from "../src/types.ts";
 import { dashboardHtml } from "./dashboard.ts";
 
 /** Statuses a row can have, as the API accepts them in `?status=`. */
 const STATUSES = ["pending", "processing", "published", "dead"] as const;
 
-/** A row status. */
-export type AdminStatus = (typeof STATUSES)[number];
+/** A row status (the core's `OutboxStatus`). */
+export type AdminStatus = OutboxStatus;
 
-/** Counts by status. */
-export interface AdminStatusCounts {
-  pending: number;
-  processing: number;
-  published: number;
-  dead: number;
-}
+/** Counts by status (the core's `StatusCounts`). */
+export type AdminStatusCounts = StatusCounts;
 
 /**
  * The part of an outbox the handler uses. Any `Outbox` from `createOutbox` fits; a
@@ -53,23 +49,8 @@ export interface AdminOutbox {
   }): Promise<number>;
 }
 
-/** A stored row as `outbox.inspect()` lists it (the fields the handler reads). */
-export interface AdminRow {
-  readonly seq: number;
-  readonly id: string;
-  readonly topic: string;
-  readonly key: string | null;
-  readonly status: AdminStatus;
-  readonly attempts: number;
-  readonly availableAt: number | null;
-  readonly lockedBy: string | null;
-  readonly lastError: string | null;
-  readonly createdAt: number;
-  readonly settledAt: number | null;
-  readonly deliverAt?: number | null;
-  readonly body?: string | Uint8Array;
-  readonly headers?: string | null;
-}
+/** A stored row as `outbox.inspect()` lists it (the core's `OutboxRow`). */
+export type AdminRow = OutboxRow;
 
 /** What a request asks for: `"read"` (GET routes and the page) or `"write"` (requeue, purge). */
 export type AdminAccess = "read" | "write";
