@@ -19,10 +19,14 @@ export interface ReceivedRequest {
   readonly n: number;
 }
 
-/** How to answer a request: a status (with headers and body), or `"hang"` (never answer). */
-export type Answer = { status: number; headers?: Record<string, string>; body?: string } | "hang";
+/**
+ * How to answer a request: a status (with headers and body), or `"hang"` (never answer).
+ * `store: true` with a failing status stores the message and then fails the answer, as a
+ * receiver that applied it but whose 2xx was lost would (the sender retries it).
+ */
+export type Answer = { status: number; headers?: Record<string, string>; body?: string; store?: boolean } | "hang";
 
-/** Decides each answer; `stored` is whether this id was stored already (with `dedup`). */
+/** Decides each answer. */
 export type Responder = (request: ReceivedRequest) => Answer | Promise<Answer>;
 
 export interface Receiver {
@@ -32,8 +36,10 @@ export interface Receiver {
   readonly requests: ReceivedRequest[];
   /** Requests answered 2xx, in arrival order (with `dedup`: only the first of each id). */
   readonly stored: ReceivedRequest[];
-  /** Answered 2xx per `webhook-id`, duplicates included. */
+  /** Stored (answered 2xx, or `store: true`) per `webhook-id`, duplicates included. */
   readonly deliveries: Map<string, number>;
+  /** Requests whose connection closed before they were answered (the sender gave up). */
+  readonly aborted: () => number;
   /** Waits until `n` requests have arrived (resolves at once if they have). */
   arrived(n: number): Promise<void>;
   close(): Promise<void>;
@@ -55,6 +61,7 @@ export async function startReceiver(
   const seen = new Set<string>();
   const sockets = new Set<Socket>();
   const waiters: { n: number; resolve: () => void }[] = [];
+  let aborted = 0;
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Uint8Array[] = [];
@@ -83,9 +90,12 @@ export async function startReceiver(
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve();
       }
+      res.on("close", () => {
+        if (!res.writableFinished) aborted++;
+      });
       const answer = await respond(request);
       if (answer === "hang") return;
-      if (answer.status >= 200 && answer.status < 300) {
+      if ((answer.status >= 200 && answer.status < 300) || answer.store) {
         const id = headers["webhook-id"] ?? "";
         deliveries.set(id, (deliveries.get(id) ?? 0) + 1);
         if (!options.dedup || !seen.has(id)) stored.push(request);
@@ -106,6 +116,7 @@ export async function startReceiver(
     requests,
     stored,
     deliveries,
+    aborted: () => aborted,
     arrived(n) {
       if (requests.length >= n) return Promise.resolve();
       return new Promise((resolve) => waiters.push({ n, resolve }));
