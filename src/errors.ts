@@ -118,6 +118,11 @@ export class OutboxStorageError extends OutboxError {
 export interface PublishErrorOptions extends OutboxErrorOptions {
   /** `true` when retrying cannot help: the message goes straight to `dead`. */
   permanent?: boolean;
+  /**
+   * When the broker says when to come back (an HTTP `Retry-After`): the next attempt
+   * waits this many ms instead of the back-off, at most `retry.maxDelayMs`.
+   */
+  retryAfterMs?: number;
 }
 
 /**
@@ -140,6 +145,8 @@ export interface PublishErrorOptions extends OutboxErrorOptions {
 export class PublishError extends OutboxError {
   /** Whether the failure is final (no retry). */
   readonly permanent: boolean;
+  /** How long to wait before the next attempt, when the broker said (ms). */
+  readonly retryAfterMs?: number;
 
   /**
    * @param message Why the publish failed, in plain words; kept as the row's `lastError`.
@@ -150,6 +157,7 @@ export class PublishError extends OutboxError {
     this.name = "PublishError";
     this[BRAND] = "PublishError";
     this.permanent = options?.permanent ?? false;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

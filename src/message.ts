@@ -99,11 +99,11 @@ function prepareOne(message: unknown, base: string, settings: PrepareSettings): 
     fail('Message needs a topic, e.g. "orders.created"', at("topic"));
   }
   if (typeof topic !== "string") fail(`Message topic must be a string, got ${quote(topic)}`, at("topic"));
-  if (!TOPIC.test(topic)) {
-    fail(`Message topic ${quote(topic)} must be 1–255 printable characters without spaces`, at("topic"));
-  }
-  if (UNSTORABLE.test(topic)) {
-    fail(`Message topic ${quote(topic)} must not contain unpaired surrogate characters`, at("topic"));
+  if (!TOPIC.test(topic) || UNSTORABLE.test(topic)) {
+    fail(
+      `Message topic ${quote(topic)} must be 1–255 printable characters without spaces or unpaired surrogates`,
+      at("topic"),
+    );
   }
 
   const id = m.id === undefined ? uuidv7(settings.now) : storableString(m.id, "id", MAX_ID, at);

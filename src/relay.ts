@@ -8,7 +8,7 @@
  * until it is published or dead, which is what keeps per-key order across retries.
  */
 
-import { describeError, isPermanentError, OutboxStorageError } from "./errors.ts";
+import { describeError, isPermanentError, OutboxStorageError, type PublishError } from "./errors.ts";
 import { backoffDelay, type ResolvedOptions } from "./options.ts";
 import { decodeBody } from "./payload.ts";
 import type { ClaimedRow, OutboxRecord, OutboxStorage, Publisher, PublishOutcome, Settlement } from "./types.ts";
@@ -469,7 +469,10 @@ function failure(ctx: RelayContext, row: ClaimedRow, error: unknown): Settlement
       error: `Gave up after ${row.attempts} attempts; the last failed with: ${message}`,
     };
   }
-  return { seq: row.seq, outcome: "retry", availableAt: o.now() + backoffDelay(o.retry, row.attempts), error: message };
+  // A broker's own "come back in" (Retry-After; any error may carry it) replaces the back-off, within its cap.
+  const after = (error as PublishError | null)?.retryAfterMs!;
+  const delay = after >= 0 ? Math.min(after, o.retry.maxDelayMs) : backoffDelay(o.retry, row.attempts);
+  return { seq: row.seq, outcome: "retry", availableAt: o.now() + delay, error: message };
 }
 
 /** Prepares and publishes one message. */
@@ -505,7 +508,7 @@ function bounded<T>(work: Promise<T>, ms: number, what: "claim" | "settle"): Pro
       work.catch(() => {});
       reject(
         new OutboxStorageError(
-          `The storage's ${what} did not complete within ${ms} ms (leaseMs); its rows return when their lease ends`,
+          `The storage's ${what} took over ${ms} ms (leaseMs); its rows return when their lease ends`,
         ),
       );
     }, ms);

@@ -15,7 +15,7 @@ import { budgetAndStartTests } from "./storage/budget_and_start.ts";
 import { type HarnessFactory, storageSuite } from "./storage/harness.ts";
 import { keyOrderTests } from "./storage/key_order.ts";
 import { leaseTests } from "./storage/leases.ts";
-import { instrumentationTests, operationsTests, signalTests } from "./storage/operations.ts";
+import { instrumentationTests, operationsTests, retryAfterTests, signalTests } from "./storage/operations.ts";
 import { productionTopologyTests } from "./storage/production_topology.ts";
 import { retentionTests } from "./storage/retention.ts";
 import { retryTests } from "./storage/retries.ts";
@@ -41,6 +41,7 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
   operationsTests(suite);
   signalTests(suite);
   instrumentationTests(suite);
+  retryAfterTests(suite);
   budgetAndStartTests(suite);
   productionTopologyTests(suite);
   setupTests(suite);

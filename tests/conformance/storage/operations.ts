@@ -221,3 +221,34 @@ export function instrumentationTests<Tx>({ it, make }: StorageSuite<Tx>): void {
     assert.throws(() => make(h, clock, pub, { instrumentation: { tracer: () => {} } as never }), OutboxConfigError);
   });
 }
+
+/** Registers the Retry-After test of the storage conformance suite. */
+export function retryAfterTests<Tx>({ it, make }: StorageSuite<Tx>): void {
+  it("a publish error's retryAfterMs (an HTTP Retry-After) sets the next attempt, within retry.maxDelayMs", async (h) => {
+    const clock = new Clock();
+    let calls = 0;
+    const pub = recorder((m) => {
+      if (m.attempts > 1) return undefined;
+      calls++;
+      return new PublishError("busy", { retryAfterMs: m.id === "soon" ? 3_000 : 60_000 });
+    });
+    const outbox = make(h, clock, pub); // retry: base 1 s, max 8 s, no jitter
+    await h.commit((tx) =>
+      outbox.enqueue(tx, [{ id: "soon", topic: "t", payload: 1 }, { id: "late", topic: "t", payload: 2 }])
+    );
+    await outbox.tick();
+    assert.equal(calls, 2);
+    clock.advance(2_999);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.log), [], "not before Retry-After (the back-off alone would allow it after 1 s)");
+    clock.advance(1);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.log), ["soon"]);
+    clock.advance(8_000 - 3_000 - 1);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.log), ["soon"], "60 s is capped at maxDelayMs, 8 s");
+    clock.advance(1);
+    await outbox.tick();
+    assert.deepEqual(ids(pub.log), ["soon", "late"]);
+  });
+}
