@@ -5,7 +5,7 @@
  */
 
 import { type ChannelModel, type ConfirmChannel, connect } from "amqplib";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import type { StoredMessage } from "./conformance/publisher.ts";
 
 /** Broker URL of the shared test server (override with OUTBOX_TEST_AMQP_URL). */
@@ -44,8 +44,9 @@ export async function openConnection(name = uniqueName("outbox-test-")): Promise
 /**
  * A connection with a confirm channel, a topic exchange and a queue bound to
  * `<prefix>.#`: messages to topic `<prefix>.anything` are stored; others are unroutable.
+ * The queue is not durable unless `durable` is set.
  */
-export async function amqpQueue() {
+export async function amqpQueue(options: { durable?: boolean } = {}) {
   const connection = await openConnection();
   const admin = await connection.createChannel();
   const channel: ConfirmChannel = await connection.createConfirmChannel();
@@ -53,7 +54,8 @@ export async function amqpQueue() {
   const exchange = `${prefix}.ex`;
   const queue = `${prefix}.q`;
   await admin.assertExchange(exchange, "topic", { durable: false, autoDelete: false });
-  await admin.assertQueue(queue, { durable: false, autoDelete: false });
+  // Durable: persistent messages are written to disk before the confirm, as in production.
+  await admin.assertQueue(queue, { durable: options.durable ?? false, autoDelete: false });
   await admin.bindQueue(queue, exchange, `${prefix}.#`);
   const stored: QueuedMessage[] = [];
   let reader: Awaited<ReturnType<ChannelModel["createChannel"]>> | null = null;
@@ -98,19 +100,38 @@ export async function amqpQueue() {
   };
 }
 
-/** The RabbitMQ names (`name` column) of the connections whose `connection_name` is `connectionName`. */
+/**
+ * The pids of the connections whose `connection_name` client property is
+ * `connectionName`: what `rabbitmqctl close_connection` takes (it wants the connection
+ * process's pid, such as `<rabbit@host.1796144679.2601.0>`, not its display name).
+ */
 export function connectionsNamed(connectionName: string): string[] {
-  const out = spawnSync("rabbitmqctl", ["list_connections", "name", "client_properties", "--formatter", "json", "-q"], {
+  const out = spawnSync("rabbitmqctl", ["list_connections", "pid", "client_properties", "-q", "--no-table-headers"], {
     encoding: "utf8",
   });
   if (out.status !== 0) throw new Error(`rabbitmqctl list_connections failed: ${out.stderr}`);
-  const rows = JSON.parse(out.stdout || "[]") as { name: string; client_properties: unknown }[];
-  // client_properties comes as a list of [name, type, value] triples.
-  return rows.filter((row) => JSON.stringify(row.client_properties).includes(`"${connectionName}"`)).map((r) => r.name);
+  // One line per connection: the pid, a tab, then the properties as Erlang terms.
+  return out.stdout.split("\n")
+    .filter((line) => line.includes(`{"connection_name","${connectionName}"}`))
+    .map((line) => line.split("\t")[0]!);
 }
 
-/** Closes a connection from the broker's side, as an operator or a failing node would. */
-export function closeConnection(name: string, reason = "closed by the fault test"): void {
-  const out = spawnSync("rabbitmqctl", ["close_connection", name, reason], { encoding: "utf8" });
-  if (out.status !== 0) throw new Error(`rabbitmqctl close_connection failed: ${out.stderr}`);
+/**
+ * Closes a connection from the broker's side, as an operator or a failing node would,
+ * without blocking the event loop (the relay keeps running meanwhile).
+ *
+ * @param pid A pid from {@link connectionsNamed}.
+ */
+export function closeConnection(pid: string, reason = "closed by an outbox test"): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("rabbitmqctl", ["close_connection", pid, reason], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout!.on("data", (d) => (output += d));
+    child.stderr!.on("data", (d) => (output += d));
+    child.once("error", reject);
+    child.once(
+      "close",
+      (code) => code === 0 ? resolve() : reject(new Error(`rabbitmqctl close_connection: ${output}`)),
+    );
+  });
 }
