@@ -375,8 +375,9 @@ export function amqpPublisher(
         // known by the time its confirm arrives. Returns are matched by message id.
         const returned = l.returns.get(message.id)?.shift();
         if (returned && l.returns.get(message.id)!.length === 0) l.returns.delete(message.id);
-        if (error === null || error === undefined) {
-          if (!returned) return done(null);
+        // A returned message is unroutable whatever came after the return (an ack, or the
+        // channel's close before it): every attempt would be returned the same way.
+        if (returned) {
           const { replyCode, replyText } = returned.fields;
           return done(
             new PublishError(
@@ -386,6 +387,7 @@ export function amqpPublisher(
             ),
           );
         }
+        if (error === null || error === undefined) return done(null);
         if (/channel closed/i.test(errorText(error))) l.closed = true;
         done(classify(l, error, message, routingKey, encoded.content.byteLength));
       });
