@@ -23,6 +23,7 @@ import postgres from "postgres";
 import { createOutbox } from "@x/outbox";
 import { libsqlStorage } from "@x/outbox/libsql";
 import { postgresStorage } from "@x/outbox/postgres";
+import { generateWebhookSecret, verifyWebhook } from "@x/outbox/webhook";
 import { bundleWorker } from "../../examples/cloudflare-turso/build.mjs";
 import { startSqld } from "../sqld_helpers.mjs";
 
@@ -156,10 +157,11 @@ function tursoBackend() {
 function workerScenario(name, makeBackend) {
   describe(`workerd, ${name} path`, () => {
     const backend = makeBackend();
-    /** @type {{ id: string, topic: string, key: string, payload: any, idempotencyKey: string }[]} */
+    /** @type {{ id: string, topic: string, key: string, payload: any, webhookId: string, signed: boolean }[]} */
     const received = [];
     let failNext = 0;
     let webhook;
+    const secret = generateWebhookSecret();
     let mf;
     let options;
     const timings = {};
@@ -169,13 +171,16 @@ function workerScenario(name, makeBackend) {
       webhook = createServer((request, response) => {
         let body = "";
         request.on("data", (chunk) => (body += chunk));
-        request.on("end", () => {
+        request.on("end", async () => {
           if (failNext > 0) {
             failNext--;
             response.writeHead(503).end();
             return;
           }
-          received.push({ ...JSON.parse(body), idempotencyKey: request.headers["idempotency-key"] });
+          // The Standard Webhooks signature the Worker made with WEBHOOK_SECRET, checked
+          // on the raw body as a receiver would.
+          const signed = await verifyWebhook({ secret, headers: request.headers, body });
+          received.push({ ...JSON.parse(body), webhookId: request.headers["webhook-id"], signed });
           response.writeHead(204).end();
         });
       });
@@ -189,6 +194,7 @@ function workerScenario(name, makeBackend) {
         bindings: {
           ...storageBindings,
           PUBLISH_URL: `http://127.0.0.1:${webhook.address().port}/events`,
+          WEBHOOK_SECRET: secret,
           TICK_BUDGET_MS: "5000",
         },
       };
@@ -262,7 +268,8 @@ function workerScenario(name, makeBackend) {
       assert.deepEqual(received.map((event) => event.key).sort(), ["o-1", "o-2", "o-3"]);
       for (const event of received) {
         assert.equal(event.topic, "orders.created");
-        assert.equal(event.idempotencyKey, event.id, "the message id travels as the dedup key");
+        assert.equal(event.webhookId, event.id, "the message id travels as webhook-id, the dedup key");
+        assert.equal(event.signed, true, "the webhook-signature verifies with the shared secret");
       }
       assert.equal(new Set(received.map((event) => event.id)).size, 3);
       assert.deepEqual(received.find((event) => event.key === "o-2")?.payload, { id: "o-2", total: 20 });

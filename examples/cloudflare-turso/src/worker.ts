@@ -6,7 +6,9 @@
  *   on Postgres one `sql.begin()` transaction over `cloudflare:sockets`.
  * - `scheduled()` (a cron trigger) runs one bounded relay pass,
  *   `ctx.waitUntil(outbox.tick({ budgetMs }))`, which POSTs each event to `PUBLISH_URL`
- *   with the message id as `Idempotency-Key` (the receiver's dedup key).
+ *   with `webhookPublisher` from `@x/outbox/webhook` (fetch and Web Crypto, so it runs
+ *   in workerd): Standard Webhooks headers, the message id as `webhook-id` (the
+ *   receiver's dedup key), signed with `WEBHOOK_SECRET` when that secret is bound.
  *
  * Storage is chosen by the bindings: `TURSO_DATABASE_URL` (+ `TURSO_AUTH_TOKEN`) uses
  * `@libsql/client/web`; otherwise `DATABASE_URL` uses postgres.js, which connects through
@@ -15,9 +17,10 @@
 
 import { createClient } from "@libsql/client/web";
 import postgres from "postgres";
-import { createOutbox, PublishError, type TickOptions, type TickReport } from "@x/outbox";
+import { createOutbox, type TickOptions, type TickReport } from "@x/outbox";
 import { libsqlStorage } from "@x/outbox/libsql";
 import { postgresStorage } from "@x/outbox/postgres";
+import { webhookPublisher } from "@x/outbox/webhook";
 
 /** The Worker's bindings (wrangler.toml `[vars]` and secrets). */
 export interface Env {
@@ -30,6 +33,8 @@ export interface Env {
   DATABASE_SCHEMA?: string;
   /** Where the relay POSTs each event (a webhook, a queue's HTTP ingest, …). */
   PUBLISH_URL: string;
+  /** `whsec_…` secret shared with the receiver (`npx wrangler secret put WEBHOOK_SECRET`); unsigned without it. */
+  WEBHOOK_SECRET?: string;
   /** Wall-clock budget of one scheduled tick, in ms (default 5,000). */
   TICK_BUDGET_MS?: string;
 }
@@ -44,21 +49,20 @@ interface Order {
   total: number;
 }
 
-/** Publishes to the webhook; 4xx other than 408/429 is permanent (dead), the rest is retried. */
-function webhookPublisher(url: string) {
-  return async (message: { id: string; topic: string; key?: string | null; payload: unknown }) => {
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/json", "idempotency-key": message.id },
-      body: JSON.stringify({ id: message.id, topic: message.topic, key: message.key, payload: message.payload }),
-    });
-    await response.body?.cancel();
-    if (!response.ok) {
-      const permanent = response.status >= 400 && response.status < 500 && response.status !== 408 &&
-        response.status !== 429;
-      throw new PublishError(`Webhook answered ${response.status} for message ${message.id}`, { permanent });
-    }
-  };
+/**
+ * The relay's destination: one signed POST per event. 2xx is delivered; 408, 429, 5xx
+ * and network errors are retried with back-off; other 4xx answers are dead at once.
+ * The body is a small envelope (the receiver routes by topic), not the bare payload.
+ */
+function publisherFor(env: Env) {
+  return webhookPublisher({
+    url: env.PUBLISH_URL,
+    secret: env.WEBHOOK_SECRET || undefined,
+    // A scheduled tick has a wall-clock budget: a stuck receiver must not use it all.
+    timeoutMs: 10_000,
+    body: (message) =>
+      JSON.stringify({ id: message.id, topic: message.topic, key: message.key, payload: message.payload }),
+  });
 }
 
 /** A storage per request: Workers cannot share a connection between requests. */
@@ -70,7 +74,7 @@ interface Store {
 }
 
 function openStore(env: Env): Store {
-  const publisher = webhookPublisher(env.PUBLISH_URL);
+  const publisher = publisherFor(env);
   if (env.TURSO_DATABASE_URL) {
     const client = createClient({ url: env.TURSO_DATABASE_URL, authToken: env.TURSO_AUTH_TOKEN });
     // Small batches: a Workers invocation has a CPU budget (10 ms on the Free plan).
