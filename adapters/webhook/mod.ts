@@ -105,9 +105,8 @@ export interface WebhookPublisher extends Publisher {
 }
 
 /**
- * A transient failure with the receiver's `Retry-After`, in ms. The relay does not use
- * it yet (it retries with its own back-off); a later version honours it within
- * `retry.maxDelayMs`. Read it in your own hooks meanwhile.
+ * A transient failure with the receiver's `Retry-After`, in ms: the relay schedules the
+ * next attempt then instead of its back-off, at most `retry.maxDelayMs` later.
  */
 export interface RetryAfterError extends PublishError {
   /** How long the receiver asked the sender to wait, in ms (0 for a date in the past). */
@@ -324,12 +323,12 @@ function statusError(response: Response, url: URL, excerpt: string): PublishErro
   const line = `${status}${response.statusText ? ` ${response.statusText}` : ""}`;
   if (transientStatus(status)) {
     const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
-    const error = new PublishError(
+    return new PublishError(
       `Webhook ${shown(url)} answered ${line}${excerpt} (transient${
         retryAfterMs === undefined ? "" : `, Retry-After ${Math.ceil(retryAfterMs / 1000)} s`
       })`,
+      { retryAfterMs },
     );
-    return retryAfterMs === undefined ? error : Object.assign(error, { retryAfterMs });
   }
   if (status >= 300 && status < 400) {
     const location = response.headers.get("location");
