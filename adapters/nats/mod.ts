@@ -47,6 +47,7 @@ import type {
 } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
+import { duplicateWarner } from "../shared/duplicates.ts";
 import { checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule, unchecked } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, Publisher, PublishOutcome } from "../../src/types.ts";
 
@@ -75,8 +76,6 @@ export interface JetStreamPublisher extends Publisher {
 const NS_PER_MS = 1_000_000;
 /** How often a subject answered "no responders" is looked up again for a missing stream. */
 const MISSING_STREAM_RECHECK_MS = 60_000;
-/** Least time between two warnings about replays the stream dropped as duplicates. */
-const DUPLICATE_WARN_INTERVAL_MS = 10_000;
 
 function errorName(error: unknown): string {
   return (error as { name?: unknown })?.name as string ?? "";
@@ -298,23 +297,11 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
 
   // A duplicate ack on a message's first attempt (requeue() resets attempts) means the
   // stream held the id before this row was ever tried: a replay the stream dropped.
-  // Warnings are throttled; each counts the drops since the one before.
-  let dropped = 0;
-  let droppedWarnedAt = -Infinity;
-  function afterDuplicate(message: OutboxRecord, stream: string) {
-    if (warn === null) return;
-    dropped++;
-    const now = Date.now();
-    if (now - droppedWarnedAt < DUPLICATE_WARN_INTERVAL_MS) return;
-    const what = dropped === 1 ? `message ${message.id}` : `${dropped} messages (the last ${message.id})`;
-    dropped = 0;
-    droppedWarnedAt = now;
-    warn(
-      `JetStream stream "${stream}" already held ${what} and dropped the publish as a duplicate (same Nats-Msg-Id inside its duplicate_window); ` +
-        `the outbox counts it published. Harmless after a lost ack, but a replay (requeue() of published messages, or an id enqueued again) ` +
-        `is not delivered again inside the window: requeue after the window has passed, or enqueue the message with a new id.`,
-    );
-  }
+  const duplicates = duplicateWarner((what, stream) =>
+    `JetStream stream "${stream}" already held ${what} and dropped the publish as a duplicate (same Nats-Msg-Id inside its duplicate_window); ` +
+    `the outbox counts it published. Harmless after a lost ack, but a replay (requeue() of published messages, or an id enqueued again) ` +
+    `is not delivered again inside the window: requeue after the window has passed, or enqueue the message with a new id.`
+  );
 
   async function send(message: OutboxRecord, signal: AbortSignal): Promise<void> {
     const subject = subjectOf(message);
@@ -341,7 +328,7 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
       throw classified;
     }
     afterAck(ack.stream);
-    if (ack.duplicate && message.attempts === 1) afterDuplicate(message, ack.stream);
+    if (ack.duplicate && message.attempts === 1) duplicates.dropped(message, ack.stream);
   }
 
   return {
@@ -375,6 +362,7 @@ export function jetstreamPublisher(js: JetStreamClient, options: JetStreamPublis
     async check({ retryHorizonMs, warn: report }) {
       horizonMs = retryHorizonMs;
       warn = report;
+      duplicates.warn = report;
       // Streams met before check() ran are checked again against this horizon.
       const streams = [...checked];
       checked.clear();

@@ -41,6 +41,7 @@ import { OutboxConfigError, PublishError } from "../../src/errors.ts";
 import { checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, Publisher, PublishOutcome } from "../../src/types.ts";
 import { hasMethods } from "../shared/client.ts";
+import { duplicateWarner } from "../shared/duplicates.ts";
 
 /**
  * What the publisher needs of a Redis client: node-redis v5's `evalSha` and
@@ -99,8 +100,6 @@ export interface RedisStreamsPublisher extends Publisher {
 
 /** Default `dedupTtlMs`: a day, far above the default retry horizon. */
 const DEFAULT_DEDUP_TTL_MS = 24 * 60 * 60 * 1_000;
-/** Least time between two warnings about replays dropped as duplicates. */
-const DUPLICATE_WARN_INTERVAL_MS = 10_000;
 
 /**
  * KEYS[1] the stream, KEYS[2] the dedup key; ARGV[1] the TTL in ms, ARGV[2] MAXLEN (0:
@@ -304,23 +303,13 @@ export function redisStreamsPublisher(
     return loading;
   };
 
-  let warn: ((message: string) => void) | null = null;
-  let dropped = 0;
-  let droppedWarnedAt = -Infinity;
-  function afterDuplicate(message: OutboxRecord, stream: string) {
-    if (warn === null) return;
-    dropped++;
-    const now = Date.now();
-    if (now - droppedWarnedAt < DUPLICATE_WARN_INTERVAL_MS) return;
-    const what = dropped === 1 ? `message ${message.id}` : `${dropped} messages (the last ${message.id})`;
-    dropped = 0;
-    droppedWarnedAt = now;
-    warn(
-      `Redis stream "${stream}" already held ${what}: the publisher remembered the id (dedupTtlMs) and added nothing; ` +
-        `the outbox counts it published. Harmless after a crash before settling, but a replay (requeue() of published ` +
-        `messages, or an id enqueued again) is not delivered again within dedupTtlMs: enqueue it with a new id.`,
-    );
-  }
+  // A duplicate on a message's first attempt (requeue() resets attempts) is a replay the
+  // dedup key turned away, not a retry after a crash.
+  const duplicates = duplicateWarner((what, stream) =>
+    `Redis stream "${stream}" already held ${what}: the publisher remembered the id (dedupTtlMs) and added nothing; ` +
+    `the outbox counts it published. Harmless after a crash before settling, but a replay (requeue() of published ` +
+    `messages, or an id enqueued again) is not delivered again within dedupTtlMs: enqueue it with a new id.`
+  );
 
   function send(hash: string, message: OutboxRecord, stream: string): Promise<unknown> {
     const fields: string[] = ["id", message.id, "topic", message.topic];
@@ -433,7 +422,7 @@ export function redisStreamsPublisher(
       outcomes[i] = OK;
       const reply = result.reply as unknown[] | undefined;
       if (Array.isArray(reply) && Number(reply[0]) === 0 && messages[i]!.attempts === 1) {
-        afterDuplicate(messages[i]!, streams[i]!);
+        duplicates.dropped(messages[i]!, streams[i]!);
       }
     }
     return outcomes;
@@ -448,7 +437,7 @@ export function redisStreamsPublisher(
     },
     publishRun,
     async check({ retryHorizonMs, warn: report }) {
-      warn = report;
+      duplicates.warn = report;
       if (dedupTtlMs <= retryHorizonMs) {
         report(
           `redisStreamsPublisher remembers published ids for dedupTtlMs = ${dedupTtlMs} ms, but a message can be retried for up to ` +
