@@ -34,6 +34,7 @@
  * @module
  */
 
+import { onAbort } from "../shared/abort.ts";
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
 import { bool, checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, Publisher, PublishOutcome } from "../../src/types.ts";
@@ -459,12 +460,12 @@ export function amqpPublisher(
       }
       if (oldest < sent) timer = setTimeout(expire, Math.max(1, sentAt[oldest]! + timeoutMs - now));
     };
-    const onAbort = () => {
+    const cancelAll = () => {
       const error = cancelled(signal);
       for (let i = 0; i < n; i++) settle(i, { ok: false, error });
     };
-    signal.addEventListener("abort", onAbort, { once: true });
-    if (signal.aborted) onAbort(); // aborted while the channel was being opened
+    const stopWaiting = onAbort(signal, cancelAll);
+    if (signal.aborted) cancelAll(); // aborted while the channel was being opened
     try {
       const waitForOne = () => new Promise<void>((resolve) => (wake = resolve));
       for (; sent < n && !signal.aborted; sent++) {
@@ -477,7 +478,7 @@ export function amqpPublisher(
       }
       while (settled < n) await waitForOne();
     } finally {
-      signal.removeEventListener("abort", onAbort);
+      stopWaiting();
       if (timer !== undefined) clearTimeout(timer);
     }
     return outcomes;
@@ -510,8 +511,7 @@ const OK: PublishOutcome = { ok: true };
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    const stopWaiting = onAbort(signal, () => reject(signal.reason));
+    promise.then(resolve, reject).finally(stopWaiting);
   });
 }

@@ -40,6 +40,7 @@
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
 import { checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, Publisher, PublishOutcome } from "../../src/types.ts";
+import { onAbort } from "../shared/abort.ts";
 import { hasMethods } from "../shared/client.ts";
 import { duplicateWarner } from "../shared/duplicates.ts";
 
@@ -237,14 +238,13 @@ const abortError = (signal: AbortSignal) =>
 /** `pending`, or a transient timeout after `ms`, or the abort error, whichever comes first. */
 function deadline<T>(pending: Promise<T>, ms: number, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => settle(() => reject(abortError(signal)));
     const timer = setTimeout(() => settle(() => reject(timeoutError(ms))), ms);
     const settle = (how: () => void) => {
       clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
+      stopWaiting();
       how();
     };
-    signal.addEventListener("abort", onAbort, { once: true });
+    const stopWaiting = onAbort(signal, () => settle(() => reject(abortError(signal))));
     pending.then((value) => settle(() => resolve(value)), (error) => settle(() => reject(error)));
   });
 }
@@ -347,7 +347,7 @@ export function redisStreamsPublisher(
       const finish = () => {
         done = true;
         clearTimeout(timer);
-        signal.removeEventListener("abort", onAbort);
+        stopWaiting();
         resolve(results);
       };
       const fillRest = (error: unknown) => {
@@ -356,8 +356,7 @@ export function redisStreamsPublisher(
         finish();
       };
       const timer = setTimeout(() => fillRest(timeoutError(timeoutMs)), timeoutMs);
-      const onAbort = () => fillRest(abortError(signal));
-      signal.addEventListener("abort", onAbort, { once: true });
+      const stopWaiting = onAbort(signal, () => fillRest(abortError(signal)));
       for (let i = 0; i < n; i++) {
         let pending: Promise<unknown>;
         try {

@@ -34,3 +34,25 @@ export async function abortable<T>(
     Promise.resolve(pending).catch(() => {});
   }
 }
+
+const watchers = new WeakMap<AbortSignal, Set<() => void>>();
+
+/**
+ * Calls `fn` once when `signal` aborts, through ONE listener per signal however many
+ * callers wait on it: the relay hands one lease signal to every publish and run of a
+ * batch, and a listener each would pass Node's limit of 10 (MaxListenersExceededWarning).
+ * Returns the way to stop waiting; call it when the work is done.
+ */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  let set = watchers.get(signal);
+  if (!set) {
+    const callbacks = set = new Set();
+    watchers.set(signal, callbacks);
+    signal.addEventListener("abort", () => {
+      for (const callback of [...callbacks]) callback();
+      callbacks.clear();
+    }, { once: true });
+  }
+  set.add(fn);
+  return () => void set.delete(fn);
+}

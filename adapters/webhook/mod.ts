@@ -57,6 +57,7 @@
  * @module
  */
 
+import { onAbort } from "../shared/abort.ts";
 import { OutboxConfigError, OutboxError, PublishError } from "../../src/errors.ts";
 import { checkOptions, duration, fail, MAX_TIMER_MS, type Rule } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, Publisher } from "../../src/types.ts";
@@ -344,30 +345,6 @@ function statusError(response: Response, url: URL, excerpt: string): PublishErro
   });
 }
 
-/**
- * Aborts the requests of a lease when its signal fires, with one listener per signal.
- * The relay hands every publish of a batch the same signal: a listener per publish in
- * flight would pile up on it (Node warns past 10), and `AbortSignal.any` is missing on
- * older runtimes, so each publisher keeps its own controllers here instead.
- */
-class LeaseWatch {
-  readonly #following = new WeakMap<AbortSignal, Set<AbortController>>();
-
-  follow(signal: AbortSignal, controller: AbortController): () => void {
-    let controllers = this.#following.get(signal);
-    if (!controllers) {
-      const set = controllers = new Set();
-      this.#following.set(signal, set);
-      signal.addEventListener("abort", () => {
-        for (const c of set) c.abort(signal.reason);
-        set.clear();
-      }, { once: true });
-    }
-    controllers.add(controller);
-    return () => controllers.delete(controller);
-  }
-}
-
 const OPTION_RULES: Record<string, Rule> = {
   url: (x, path) => {
     if (typeof x === "function") return;
@@ -453,7 +430,6 @@ export function webhookPublisher(options: WebhookPublisherOptions): WebhookPubli
   const keyBytesList = options.secret === undefined ? [] : keyList(options.secret, "secret");
   // Imported once, on first use: importKey is async, and the factory is not.
   let keys: Promise<CryptoKey[]> | null = null;
-  const leases = new LeaseWatch();
 
   function urlOf(message: OutboxRecord): URL {
     if (fixedUrl) return fixedUrl;
@@ -529,7 +505,8 @@ export function webhookPublisher(options: WebhookPublisherOptions): WebhookPubli
     // first; the timer is cleared when the request ends (AbortSignal.timeout's is not).
     const controller = new AbortController();
     let abortedBy: "lease" | "timeout" | null = null;
-    const unfollow = leases.follow(context.signal, controller);
+    // One listener per lease signal however many requests share it (shared/abort.ts).
+    const unfollow = onAbort(context.signal, () => controller.abort(context.signal.reason));
     const timer = setTimeout(() => {
       abortedBy ??= "timeout";
       controller.abort(new Error(`No answer within ${timeoutMs} ms`));
