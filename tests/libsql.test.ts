@@ -215,3 +215,20 @@ test("libsql: an idle tick sends one statement batch to the database", () =>
     assert.equal(report.claimed, 0);
     assert.deepEqual(calls, ["batch"]);
   }));
+
+test("libsql: a payload column holding a number (written by hand) reaches the publisher as text, bytes as bytes", () =>
+  withDatabase(async (client) => {
+    const publisher = memoryPublisher();
+    const outbox = createOutbox({ storage: libsqlStorage(client), publisher });
+    await outbox.setup();
+    await outbox.enqueue(client, [
+      { id: "n", topic: "t", payload: 1 },
+      { id: "b", topic: "t", payload: new Uint8Array([1, 2]) },
+    ]);
+    await client.execute("UPDATE outbox SET payload = 12345 WHERE id = 'n'");
+    await outbox.tick();
+    const [n, b] = publisher.messages;
+    assert.equal(n!.body, "12345");
+    assert.equal(n!.payload, 12345);
+    assert.deepEqual([...(b!.body as Uint8Array)], [1, 2]);
+  }));

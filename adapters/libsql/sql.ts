@@ -132,14 +132,16 @@ WHERE seq IN (
 /**
  * Reads back the rows leased to one claim token (lockedIndex) as one JSON text, a row
  * per array in seq order: `[seq, id, topic, key, headers, attempts, created_at, text,
- * hex]`, where a BLOB payload (which JSON cannot hold) is in `hex` and `text` is NULL.
+ * hex]`, where a BLOB payload (which JSON cannot hold) is in `hex` and `text` is NULL,
+ * and any other value is text (a number written into the column by hand reaches the
+ * publisher as its JSON text, never as a number).
  * Over HTTP the client would decode every value of every row into an object and give
  * each row two properties per column, the largest CPU cost of a claim on the edge; one
  * text value is parsed natively. Param: ?1 token.
  */
 function claimedSql(n: LibsqlNames): string {
   return `SELECT json_group_array(json_array(seq, id, topic, key, headers, attempts, created_at,
-  CASE typeof(payload) WHEN 'blob' THEN NULL ELSE payload END, CASE typeof(payload) WHEN 'blob' THEN hex(payload) END)) AS claimed
+  CASE typeof(payload) WHEN 'blob' THEN NULL ELSE CAST(payload AS TEXT) END, CASE typeof(payload) WHEN 'blob' THEN hex(payload) END)) AS claimed
 FROM (SELECT * FROM ${n.table} WHERE locked_by = ?1 ORDER BY seq)`;
 }
 
