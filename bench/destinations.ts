@@ -39,29 +39,19 @@
 import * as fs from "node:fs";
 import { Buffer } from "node:buffer";
 import { connect as amqpConnect } from "amqplib";
-import postgres from "postgres";
 import { createClient } from "redis";
-import { createOutbox, type OutboxRecord, type OutboxStorage, type Publisher, uuidv7 } from "../mod.ts";
+import { createOutbox, type OutboxRecord, type Publisher, uuidv7 } from "../mod.ts";
 import { amqpPublisher } from "../adapters/amqp/mod.ts";
-import { libsqlStorage } from "../adapters/libsql/mod.ts";
-import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { redisStreamsPublisher } from "../adapters/redis/mod.ts";
-import {
-  env,
-  fillLibsqlBacklog,
-  fillPostgresBacklog,
-  g,
-  libsql,
-  listenerPid,
-  loadavg,
-  log,
-  median,
-  PG_URL,
-  round,
-  selfCpuMs,
-  serverCpuSync,
-  sleep,
-} from "./lib.ts";
+import { type BenchStore, libsqlStore, postgresStore, type StoredRow } from "./stores.ts";
+
+/** A stored row whose payload is JSON text (the backlogs here are). */
+type TextRow = StoredRow & { body: string };
+const textRow = (r: StoredRow): TextRow => {
+  if (typeof r.body !== "string") throw new Error(`row ${r.id}: expected a JSON text payload`);
+  return r as TextRow;
+};
+import { env, g, listenerPid, loadavg, log, median, PG_URL, round, selfCpuMs, serverCpuSync, sleep } from "./lib.ts";
 
 // ---- arguments ----
 
@@ -154,88 +144,13 @@ const perMsg = (a: Snap, b: Snap, n: number): Run => ({
 
 // ---- stores ----
 
-interface Row {
-  id: string;
-  key: string | null;
-  body: string;
-}
-interface Store {
-  name: "pg" | "libsql";
-  relayStorage: OutboxStorage<unknown, unknown>;
-  fill(messages: number, keys: number, topic: string): Promise<void>;
-  /** Stored rows in seq order: id, key, the JSON text as stored. */
-  rows(): Promise<Row[]>;
-  count(): Promise<number>;
-  close(): Promise<void>;
-}
-
-async function postgresStore(): Promise<Store> {
-  const schema = `bench_dest_${Date.now().toString(36)}`;
-  const writerSql = postgres(PG_URL, { max: 2, onnotice: () => {} });
-  const writerStorage = postgresStorage(writerSql as unknown as PostgresSql, { schema });
-  await writerStorage.setup();
-  const writer = createOutbox({ storage: writerStorage, publisher: () => {} });
-  // The relay's client as an app would make it: postgres.js defaults.
-  const relaySql = postgres(PG_URL, { onnotice: () => {} });
-  return {
-    name: "pg",
-    relayStorage: postgresStorage(relaySql as unknown as PostgresSql, { schema }) as OutboxStorage<unknown, unknown>,
-    fill: (messages, keys, topic) => fillPostgresBacklog(writerSql, schema, writer, { messages, keys, topic }),
-    async rows() {
-      const rows = await writerSql.unsafe(
-        `SELECT id, key, payload::text AS payload FROM "${schema}".outbox ORDER BY seq`,
-      );
-      return rows.map((r) => ({
-        id: String(r.id),
-        key: r.key === null ? null : String(r.key),
-        body: String(r.payload),
-      }));
-    },
-    async count() {
-      return Number((await writerSql.unsafe(`SELECT count(*)::int AS n FROM "${schema}".outbox`))[0]!.n);
-    },
-    async close() {
-      await relaySql.end({ timeout: 1 });
-      await writerSql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-      await writerSql.end({ timeout: 1 });
-    },
-  };
-}
-
-async function libsqlStore(): Promise<Store> {
-  const db = await libsql();
-  const client = db.client;
-  const storage = libsqlStorage(client);
-  await storage.setup();
-  const writer = createOutbox({ storage, publisher: () => {} });
-  return {
-    name: "libsql",
-    relayStorage: storage as OutboxStorage<unknown, unknown>,
-    fill: (messages, keys, topic) => fillLibsqlBacklog(client, writer, { messages, keys, topic }),
-    async rows() {
-      const rs = await client.execute("SELECT id, key, payload FROM outbox ORDER BY seq");
-      return rs.rows.map((r) => {
-        const v = r.payload as unknown;
-        if (typeof v !== "string") throw new Error(`unexpected payload type ${typeof v}`);
-        return { id: String(r.id), key: r.key === null ? null : String(r.key), body: v };
-      });
-    },
-    async count() {
-      return Number((await client.execute("SELECT count(*) AS n FROM outbox")).rows[0]!.n);
-    },
-    async close() {
-      db.close();
-    },
-  };
-}
-
 // ---- brokers ----
 
 /** A raw reference: what it is called, and one timed send of `rows` into `target`. */
 interface RawRef {
   name: string;
   /** Makes what is sent (outside timing); returns the timed send. */
-  prepare(target: string, rows: readonly Row[]): () => Promise<void>;
+  prepare(target: string, rows: readonly TextRow[]): () => Promise<void>;
 }
 interface Broker {
   name: "redis" | "amqp";
@@ -290,7 +205,7 @@ async function redisBroker(): Promise<Broker> {
   if (script === null) throw new Error("could not capture the publisher's script");
   const sha = String(await redis.scriptLoad(script));
   const DEDUP_TTL = String(24 * 60 * 60 * 1_000); // the publisher's default dedupTtlMs
-  const fieldsOf = (stream: string, r: Row): Record<string, string> => {
+  const fieldsOf = (stream: string, r: TextRow): Record<string, string> => {
     const f: Record<string, string> = { id: r.id, topic: stream };
     if (r.key !== null) f.key = r.key;
     f.body = r.body;
@@ -396,7 +311,7 @@ async function amqpBroker(): Promise<Broker> {
 
 // ---- runs ----
 
-async function rawRun(broker: Broker, ref: RawRef, rows: readonly Row[]): Promise<Run> {
+async function rawRun(broker: Broker, ref: RawRef, rows: readonly TextRow[]): Promise<Run> {
   const target = await broker.fresh();
   try {
     const send = ref.prepare(target, rows);
@@ -412,7 +327,7 @@ async function rawRun(broker: Broker, ref: RawRef, rows: readonly Row[]): Promis
 }
 
 /** Drains the backlog already in `store` (topic = target) with start(), default options. */
-async function relayRun(store: Store, broker: Broker, target: string, n: number, label: string): Promise<Run> {
+async function relayRun(store: BenchStore, broker: Broker, target: string, n: number, label: string): Promise<Run> {
   const outbox = createOutbox({ storage: store.relayStorage, publisher: broker.publisher() });
   let published = 0;
   let end: Snap | null = null;
@@ -460,7 +375,7 @@ interface Result {
 }
 /** The relay and every raw reference over the same stored rows; `rawFirst` picks the order. */
 async function group(
-  store: Store,
+  store: BenchStore,
   broker: Broker,
   n: number,
   keys: number,
@@ -470,7 +385,7 @@ async function group(
   const target = await broker.fresh();
   try {
     await store.fill(n, keys, target);
-    const rows = await store.rows();
+    const rows = (await store.rows()).map(textRow);
     if (rows.length !== n) throw new Error(`${label}: ${rows.length} rows stored, expected ${n}`);
     const raws: Run[] = new Array(broker.raws.length);
     const order = broker.raws.map((_, i) => i);
@@ -509,8 +424,8 @@ async function idle(ms = 1_000) {
 }
 const idleBefore = await idle();
 
-const stores: Store[] = [];
-if (STORE !== "libsql") stores.push(await postgresStore());
+const stores: BenchStore[] = [];
+if (STORE !== "libsql") stores.push(await postgresStore("bench_dest", "x-outbox-bench-destinations"));
 if (STORE !== "pg") stores.push(await libsqlStore());
 const brokers: Broker[] = [];
 if (ONLY !== "amqp") brokers.push(await redisBroker());

@@ -37,15 +37,11 @@ import * as fs from "node:fs";
 import { jetstream, type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
-import { createOutbox, type OutboxStorage, uuidv7 } from "../mod.ts";
-import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { createOutbox, uuidv7 } from "../mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
-import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
+import { type BenchStore, libsqlStore, postgresStore } from "./stores.ts";
 import {
-  fillLibsqlBacklog,
-  fillPostgresBacklog,
   g,
-  libsql,
   listenerPid,
   loadavg,
   log,
@@ -158,80 +154,6 @@ const monitor = postgres(PG_URL, {
   connection: { application_name: `${RELAY_APP}-monitor` },
 });
 
-interface Store {
-  name: "pg" | "libsql";
-  /** The storage as the relay sees it (its own client for Postgres). */
-  relayStorage: OutboxStorage<unknown, unknown>;
-  fill(messages: number, keys: number, topic: string): Promise<void>;
-  /** Stored payloads in seq order, as the driver returns them. */
-  bodies(): Promise<(string | Uint8Array)[]>;
-  count(): Promise<number>;
-  /** Backend pids of the relay's Postgres connections (none for libSQL). */
-  ownPids(): Promise<number[]>;
-  close(): Promise<void>;
-}
-
-async function postgresStore(): Promise<Store> {
-  const schema = `bench_cpu_${Date.now().toString(36)}`;
-  const writerSql = postgres(PG_URL, { max: 2, onnotice: () => {} });
-  const writerStorage = postgresStorage(writerSql as unknown as PostgresSql, { schema });
-  await writerStorage.setup();
-  const writer = createOutbox({ storage: writerStorage, publisher: () => {} });
-  // The relay's client as an app would make it: postgres.js defaults, named so its backends can be found.
-  const relaySql = postgres(PG_URL, { connection: { application_name: RELAY_APP } });
-  return {
-    name: "pg",
-    relayStorage: postgresStorage(relaySql as unknown as PostgresSql, { schema }) as OutboxStorage<unknown, unknown>,
-    fill: (messages, keys, topic) => fillPostgresBacklog(writerSql, schema, writer, { messages, keys, topic }),
-    async bodies() {
-      const rows = await writerSql.unsafe(`SELECT payload::text AS payload FROM "${schema}".outbox ORDER BY seq`);
-      return rows.map((r) => String(r.payload));
-    },
-    async count() {
-      return Number((await writerSql.unsafe(`SELECT count(*)::int AS n FROM "${schema}".outbox`))[0]!.n);
-    },
-    async ownPids() {
-      const rows = await monitor.unsafe(`SELECT pid FROM pg_stat_activity WHERE application_name = $1`, [RELAY_APP]);
-      return rows.map((r) => Number(r.pid));
-    },
-    async close() {
-      await relaySql.end({ timeout: 1 });
-      await writerSql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-      await writerSql.end({ timeout: 1 });
-    },
-  };
-}
-
-async function libsqlStore(): Promise<Store> {
-  const db = await libsql();
-  const client = db.client;
-  const storage = libsqlStorage(client);
-  await storage.setup();
-  const writer = createOutbox({ storage, publisher: () => {} });
-  return {
-    name: "libsql",
-    relayStorage: storage as OutboxStorage<unknown, unknown>,
-    fill: (messages, keys, topic) => fillLibsqlBacklog(client, writer, { messages, keys, topic }),
-    async bodies() {
-      const rs = await client.execute("SELECT payload FROM outbox ORDER BY seq");
-      return rs.rows.map((r) => {
-        const v = r.payload as unknown;
-        if (typeof v === "string") return v;
-        if (v instanceof ArrayBuffer) return new Uint8Array(v);
-        if (v instanceof Uint8Array) return v;
-        throw new Error(`unexpected payload type ${typeof v}`);
-      });
-    },
-    async count() {
-      return Number((await client.execute("SELECT count(*) AS n FROM outbox")).rows[0]!.n);
-    },
-    ownPids: async () => [],
-    async close() {
-      db.close();
-    },
-  };
-}
-
 // ---- runs ----
 
 let streamSeq = 0;
@@ -273,7 +195,7 @@ async function rawRun(bodies: readonly (string | Uint8Array)[], ids: readonly st
 
 /** Drains the backlog already in `store` (topic = stream.subject) with start(), default options. */
 async function relayRun(
-  store: Store,
+  store: BenchStore,
   stream: { name: string; subject: string },
   n: number,
   label: string,
@@ -325,11 +247,11 @@ interface Pair {
   relay: Run;
 }
 /** One raw run and one relay run over the same stored bodies; `rawFirst` picks the order. */
-async function pair(store: Store, n: number, keys: number, rawFirst: boolean, label: string): Promise<Pair> {
+async function pair(store: BenchStore, n: number, keys: number, rawFirst: boolean, label: string): Promise<Pair> {
   const stream = await freshStream();
   try {
     await store.fill(n, keys, stream.subject);
-    const bodies = await store.bodies();
+    const bodies = (await store.rows()).map((r) => r.body);
     if (bodies.length !== n) throw new Error(`${label}: ${bodies.length} rows stored, expected ${n}`);
     const ids = Array.from({ length: n }, () => uuidv7());
     let raw: Run | null = null;
@@ -363,8 +285,8 @@ async function idle(ms = 1_000) {
 }
 const idleBefore = await idle();
 
-const stores: Store[] = [];
-if (ONLY !== "libsql") stores.push(await postgresStore());
+const stores: BenchStore[] = [];
+if (ONLY !== "libsql") stores.push(await postgresStore("bench_cpu", RELAY_APP));
 if (ONLY !== "pg") stores.push(await libsqlStore());
 retryHorizonMs = createOutbox({ storage: stores[0]!.relayStorage, publisher: () => {} }).retryHorizonMs;
 const modeName = (keys: number) => (keys === 0 ? "unkeyed" : `${keys}keys`);
