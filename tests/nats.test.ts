@@ -7,13 +7,13 @@ import assert from "node:assert/strict";
 import { createOutbox, isPermanentError, type OutboxRecord, type OutboxStorage } from "../mod.ts";
 import { classifyJetStreamError, ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
-import { type PostgresSql, postgresStorage, type PostgresTx } from "../adapters/postgres/mod.ts";
 import { publisherConformance } from "./conformance/publisher.ts";
+import type { HarnessFactory } from "./conformance/storage.ts";
 import { test } from "./harness.ts";
 import { natsStream, readStream, uniqueName } from "./nats_helpers.ts";
 import { until } from "./faults/helpers.ts";
-import { openSql, uniqueSchema } from "./postgres_helpers.ts";
-import { openClient, tempDatabase } from "./libsql_helpers.ts";
+import { postgresHarness } from "./postgres_helpers.ts";
+import { libsqlHarness, openClient, tempDatabase } from "./libsql_helpers.ts";
 import { rmSync } from "node:fs";
 
 const decoder = new TextDecoder();
@@ -274,45 +274,30 @@ async function endToEnd<Tx>(
   }
 }
 
+/** Runs {@link endToEnd} on a fresh storage of the conformance suite's harness. */
+async function endToEndOn<Tx>(harness: HarnessFactory<Tx>) {
+  const h = await harness();
+  try {
+    await endToEnd(h.storage, (fn) => h.commit(fn));
+  } finally {
+    await h.close();
+  }
+}
+
 test(
   "jetstream: end to end from Postgres: ids, payloads, headers, key order, and no duplicates in the stream",
-  async () => {
-    const sql = openSql();
-    const schema = uniqueSchema("e2e");
-    try {
-      await endToEnd(
-        postgresStorage(sql as unknown as PostgresSql, { schema }),
-        (fn) => sql.begin((tx) => fn(tx as unknown as PostgresTx)),
-      );
-    } finally {
-      await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-      await sql.end({ timeout: 1 });
-    }
+  () => endToEndOn(postgresHarness),
+  {
+    timeout: 60_000,
   },
-  { timeout: 60_000 },
 );
 
 test(
   "jetstream: end to end from libSQL: ids, payloads, headers, key order, and no duplicates in the stream",
-  async () => {
-    const { url, dir } = tempDatabase();
-    const client = await openClient(url);
-    try {
-      await endToEnd(libsqlStorage(client), async (fn) => {
-        const tx = await client.transaction("write");
-        try {
-          await fn(tx);
-          await tx.commit();
-        } finally {
-          tx.close();
-        }
-      });
-    } finally {
-      client.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+  () => endToEndOn(libsqlHarness),
+  {
+    timeout: 60_000,
   },
-  { timeout: 60_000 },
 );
 
 test("jetstream: pipelined runs keep one hot key in order in the stream", async () => {
