@@ -43,6 +43,20 @@ import { createClient } from "redis";
 import { createOutbox, type OutboxRecord, type Publisher, uuidv7 } from "../mod.ts";
 import { amqpPublisher } from "../adapters/amqp/mod.ts";
 import { redisStreamsPublisher } from "../adapters/redis/mod.ts";
+import {
+  drainWithStart,
+  env,
+  g,
+  listenerPid,
+  loadavg,
+  log,
+  median,
+  PG_URL,
+  round,
+  selfCpuMs,
+  serverCpuSync,
+  sleep,
+} from "./lib.ts";
 import { type BenchStore, libsqlStore, postgresStore, type StoredRow } from "./stores.ts";
 
 /** A stored row whose payload is JSON text (the backlogs here are). */
@@ -51,7 +65,6 @@ const textRow = (r: StoredRow): TextRow => {
   if (typeof r.body !== "string") throw new Error(`row ${r.id}: expected a JSON text payload`);
   return r as TextRow;
 };
-import { env, g, listenerPid, loadavg, log, median, PG_URL, round, selfCpuMs, serverCpuSync, sleep } from "./lib.ts";
 
 // ---- arguments ----
 
@@ -329,38 +342,12 @@ async function rawRun(broker: Broker, ref: RawRef, rows: readonly TextRow[]): Pr
 /** Drains the backlog already in `store` (topic = target) with start(), default options. */
 async function relayRun(store: BenchStore, broker: Broker, target: string, n: number, label: string): Promise<Run> {
   const outbox = createOutbox({ storage: store.relayStorage, publisher: broker.publisher() });
-  let published = 0;
   let end: Snap | null = null;
-  let drained!: () => void;
-  const done = new Promise<void>((r) => (drained = r));
   phase = label;
   const a = snapStart(broker.pid);
-  const handle = outbox.start(
-    {
-      onTick(report) {
-        published += report.published;
-        if (end === null && published >= n) {
-          end = snapEnd(broker.pid);
-          drained();
-        }
-      },
-    },
-  );
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limitMs = 120_000 + n;
   try {
-    await Promise.race([
-      done,
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${label}: ${published}/${n} published after ${limitMs} ms`)),
-          limitMs,
-        );
-      }),
-    ]);
+    await drainWithStart(outbox, n, label, () => (end = snapEnd(broker.pid)));
   } finally {
-    clearTimeout(timer);
-    await handle.stop();
     phase = null;
   }
   const got = await broker.count(target);

@@ -359,3 +359,46 @@ export async function rawPublishWindow(
   };
   await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
 }
+
+/**
+ * Runs `outbox.start()` with default options until `n` messages are published, as users
+ * run the relay. `atEnd` runs once, inside the tick that publishes the n-th message (take
+ * the closing CPU and clock readings there, before the loop's stop). Fails after
+ * 120 s + 1 ms per message.
+ */
+export async function drainWithStart(
+  outbox: { start(options: { onTick(report: { published: number }): void }): { stop(): Promise<void> } },
+  n: number,
+  label: string,
+  atEnd: () => void,
+): Promise<void> {
+  let published = 0;
+  let drained!: () => void;
+  const done = new Promise<void>((resolve) => (drained = resolve));
+  const handle = outbox.start({
+    onTick(report) {
+      const before = published;
+      published += report.published;
+      if (before < n && published >= n) {
+        atEnd();
+        drained();
+      }
+    },
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limitMs = 120_000 + n;
+  try {
+    await Promise.race([
+      done,
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`${label}: ${published}/${n} published after ${limitMs} ms`)),
+          limitMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    await handle.stop();
+  }
+}

@@ -33,7 +33,7 @@ import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { otelInstrumentation } from "../otel/mod.ts";
-import { backlogMessages, g, libsql, log, median, nats, pg, round, selfCpuMs } from "./lib.ts";
+import { backlogMessages, drainWithStart, g, libsql, log, median, nats, pg, round, selfCpuMs } from "./lib.ts";
 
 const args: string[] = g.Deno?.args ?? g.process.argv.slice(2);
 const flag = (name: string) => {
@@ -130,19 +130,10 @@ async function run(store: Store, otel: boolean): Promise<{ cpuUs: number; rate: 
       publisher: jetstreamPublisher(stream.js),
       ...(otel ? { instrumentation: otelInstrumentation() } : {}),
     });
-    let published = 0;
-    let drained!: (x: { cpu: number; t: number }) => void;
-    const done = new Promise<{ cpu: number; t: number }>((r) => (drained = r));
+    let end = { cpu: 0, t: 0 };
     const cpu0 = selfCpuMs();
     const t0 = performance.now();
-    const handle = outbox.start({
-      onTick(report) {
-        published += report.published;
-        if (published >= N) drained({ cpu: selfCpuMs(), t: performance.now() });
-      },
-    });
-    const end = await done;
-    await handle.stop();
+    await drainWithStart(outbox, N, otel ? "otel" : "plain", () => (end = { cpu: selfCpuMs(), t: performance.now() }));
     const info = await stream.jsm.streams.info(stream.stream);
     if (info.state.messages !== N) throw new Error(`stream holds ${info.state.messages}, expected ${N}`);
     return { cpuUs: (end.cpu - cpu0) * 1000 / N, rate: N / ((end.t - t0) / 1000) };

@@ -41,6 +41,7 @@ import { createOutbox, uuidv7 } from "../mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type BenchStore, libsqlStore, postgresStore } from "./stores.ts";
 import {
+  drainWithStart,
   g,
   listenerPid,
   loadavg,
@@ -201,36 +202,12 @@ async function relayRun(
   label: string,
 ): Promise<Run> {
   const outbox = createOutbox({ storage: store.relayStorage, publisher: jetstreamPublisher(js) });
-  let published = 0;
   let end: Snap | null = null;
-  let drained!: () => void;
-  const done = new Promise<void>((r) => (drained = r));
   phase = label;
   const a = snapStart();
-  const handle = outbox.start({
-    onTick(report) {
-      published += report.published;
-      if (end === null && published >= n) {
-        end = snapEnd();
-        drained();
-      }
-    },
-  });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limitMs = 120_000 + n;
   try {
-    await Promise.race([
-      done,
-      new Promise((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`${label}: ${published}/${n} published after ${limitMs} ms`)),
-          limitMs,
-        );
-      }),
-    ]);
+    await drainWithStart(outbox, n, label, () => (end = snapEnd()));
   } finally {
-    clearTimeout(timer);
-    await handle.stop();
     phase = null;
   }
   const own = await store.ownPids();
