@@ -8,7 +8,7 @@ import { createOutbox, isPermanentError, type OutboxRecord, type OutboxStorage }
 import { classifyJetStreamError, ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { publisherConformance } from "./conformance/publisher.ts";
-import type { HarnessFactory } from "./conformance/storage.ts";
+import { onFreshStorage } from "./conformance/storage/harness.ts";
 import { test } from "./harness.ts";
 import { natsStream, readStream, uniqueName } from "./nats_helpers.ts";
 import { until } from "./faults/helpers.ts";
@@ -274,19 +274,9 @@ async function endToEnd<Tx>(
   }
 }
 
-/** Runs {@link endToEnd} on a fresh storage of the conformance suite's harness. */
-async function endToEndOn<Tx>(harness: HarnessFactory<Tx>) {
-  const h = await harness();
-  try {
-    await endToEnd(h.storage, (fn) => h.commit(fn));
-  } finally {
-    await h.close();
-  }
-}
-
 test(
   "jetstream: end to end from Postgres: ids, payloads, headers, key order, and no duplicates in the stream",
-  () => endToEndOn(postgresHarness),
+  () => onFreshStorage(postgresHarness, endToEnd),
   {
     timeout: 60_000,
   },
@@ -294,7 +284,7 @@ test(
 
 test(
   "jetstream: end to end from libSQL: ids, payloads, headers, key order, and no duplicates in the stream",
-  () => endToEndOn(libsqlHarness),
+  () => onFreshStorage(libsqlHarness, endToEnd),
   {
     timeout: 60_000,
   },

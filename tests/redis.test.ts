@@ -10,7 +10,7 @@ import { createOutbox, isPermanentError, type OutboxRecord, type OutboxStorage, 
 import { classifyRedisError, redisStreamsPublisher } from "../adapters/redis/mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { publisherConformance } from "./conformance/publisher.ts";
-import type { HarnessFactory } from "./conformance/storage.ts";
+import { onFreshStorage } from "./conformance/storage/harness.ts";
 import { test } from "./harness.ts";
 import { dropStreams, openRedis, readEntries, type Redis, uniqueStream } from "./redis_helpers.ts";
 import { postgresHarness } from "./postgres_helpers.ts";
@@ -332,19 +332,9 @@ async function endToEnd<Tx>(
   }
 }
 
-/** Runs {@link endToEnd} on a fresh storage of the conformance suite's harness. */
-async function endToEndOn<Tx>(harness: HarnessFactory<Tx>) {
-  const h = await harness();
-  try {
-    await endToEnd(h.storage, (fn) => h.commit(fn));
-  } finally {
-    await h.close();
-  }
-}
-
 test(
   "redis: end to end from Postgres: ids, payloads, headers, key order, and no duplicates in the stream",
-  () => endToEndOn(postgresHarness),
+  () => onFreshStorage(postgresHarness, endToEnd),
   {
     timeout: 60_000,
   },
@@ -352,7 +342,7 @@ test(
 
 test(
   "redis: end to end from libSQL: ids, payloads, headers, key order, and no duplicates in the stream",
-  () => endToEndOn(libsqlHarness),
+  () => onFreshStorage(libsqlHarness, endToEnd),
   {
     timeout: 60_000,
   },

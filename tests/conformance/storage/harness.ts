@@ -111,3 +111,23 @@ export function storageSuite<Tx>(name: string, factory: HarnessFactory<Tx>): Sto
       }),
   };
 }
+
+/**
+ * Runs `body` on a fresh storage made by `factory` (a set-up table and a commit), then
+ * closes it: for tests outside the suite that need "some outbox storage", e.g. a
+ * publisher's end-to-end run from each database.
+ */
+export async function onFreshStorage<Tx>(
+  factory: HarnessFactory<Tx>,
+  body: (
+    storage: OutboxStorage<Tx, unknown>,
+    commit: (fn: (tx: Tx) => Promise<unknown>) => Promise<unknown>,
+  ) => Promise<void>,
+): Promise<void> {
+  const h = await factory();
+  try {
+    await body(h.storage, (fn) => h.commit(fn));
+  } finally {
+    await h.close();
+  }
+}
