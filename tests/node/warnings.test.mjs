@@ -22,13 +22,30 @@ import { connect as connectAmqp } from "amqplib";
 
 const NATS_URL = process.env.OUTBOX_TEST_NATS_URL ?? "127.0.0.1:4222";
 
-test("Node: start() with default options relays 3,000 messages over 200 keys to JetStream without a warning or an unhandled rejection", async () => {
+/** Records the process's warnings and unhandled rejections until `stop()`. */
+function watchProcess() {
   const warnings = [];
   const rejections = [];
   const onWarning = (w) => warnings.push(`${w.name}: ${w.message}`);
   const onRejection = (reason) => rejections.push(reason);
   process.on("warning", onWarning);
   process.on("unhandledRejection", onRejection);
+  return {
+    async assertQuiet() {
+      // Warnings are emitted on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(warnings, []);
+      assert.deepEqual(rejections, []);
+    },
+    stop() {
+      process.off("warning", onWarning);
+      process.off("unhandledRejection", onRejection);
+    },
+  };
+}
+
+test("Node: start() with default options relays 3,000 messages over 200 keys to JetStream without a warning or an unhandled rejection", async () => {
+  const watch = watchProcess();
   const dir = mkdtempSync(join(tmpdir(), "outbox-warnings-"));
   const client = createClient({ url: `file:${join(dir, "outbox.db")}` });
   const nc = await connect({ servers: NATS_URL });
@@ -60,13 +77,9 @@ test("Node: start() with default options relays 3,000 messages over 200 keys to 
       await relay.stop();
     }
     assert.equal((await jsm.streams.info(stream)).state.messages, total);
-    // Warnings are emitted on the next tick.
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.deepEqual(warnings, []);
-    assert.deepEqual(rejections, []);
+    await watch.assertQuiet();
   } finally {
-    process.off("warning", onWarning);
-    process.off("unhandledRejection", onRejection);
+    watch.stop();
     await jsm.streams.delete(stream).catch(() => {});
     await nc.close();
     client.close();
@@ -79,12 +92,7 @@ test("Node: start() with default options relays 3,000 messages over 200 keys to 
  * the batch's lease signal: with more than 10 keys in a batch Node warned once per batch.
  */
 async function relaysWithoutWarnings(name, publisher, count) {
-  const warnings = [];
-  const rejections = [];
-  const onWarning = (w) => warnings.push(`${w.name}: ${w.message}`);
-  const onRejection = (reason) => rejections.push(reason);
-  process.on("warning", onWarning);
-  process.on("unhandledRejection", onRejection);
+  const watch = watchProcess();
   const dir = mkdtempSync(join(tmpdir(), "outbox-warnings-"));
   const client = createClient({ url: `file:${join(dir, "outbox.db")}` });
   try {
@@ -108,12 +116,9 @@ async function relaysWithoutWarnings(name, publisher, count) {
       await relay.stop();
     }
     assert.equal(await count(), total);
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.deepEqual(warnings, []);
-    assert.deepEqual(rejections, []);
+    await watch.assertQuiet();
   } finally {
-    process.off("warning", onWarning);
-    process.off("unhandledRejection", onRejection);
+    watch.stop();
     client.close();
     rmSync(dir, { recursive: true, force: true });
   }
