@@ -46,6 +46,7 @@ import { redisStreamsPublisher } from "../adapters/redis/mod.ts";
 import {
   drainWithStart,
   env,
+  flag,
   g,
   listenerPid,
   loadavg,
@@ -68,12 +69,6 @@ const textRow = (r: StoredRow): TextRow => {
 
 // ---- arguments ----
 
-const argv: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(`--${name}`);
-  if (i >= 0) return argv[i + 1];
-  return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-};
 const MESSAGES = Number(flag("messages") ?? 20_000);
 const REPEATS = Number(flag("repeats") ?? 3);
 const ONLY = flag("only");

@@ -18,13 +18,8 @@
 
 import { runEnqueue } from "./enqueue.ts";
 import { latencyLibsql, latencyPostgres, type LatencyResult } from "./latency.ts";
-import { g, loadavg, log, nats, round } from "./lib.ts";
+import { flag, g, loadavg, log, nats, round } from "./lib.ts";
 
-const argv: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(`--${name}`);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
 const SECONDS = Number(flag("seconds") ?? 10);
 const BLOCKS = Number(flag("blocks") ?? 7);
 const PER_BLOCK = Number(flag("per-block") ?? 300);

@@ -15,6 +15,16 @@ import postgres from "postgres";
 
 // deno-lint-ignore no-explicit-any
 export const g = globalThis as any;
+/** The bench's command-line arguments, under Bun, Deno and Node alike. */
+export const argv: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
+
+/** The value of `--name value` or `--name=value`, if given. */
+export function flag(name: string): string | undefined {
+  const i = argv.indexOf(`--${name}`);
+  if (i >= 0) return argv[i + 1];
+  return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+}
+
 export const env = (name: string): string | undefined =>
   g.process?.env?.[name] ?? (g.Deno ? g.Deno.env.get(name) : undefined);
 export const PG_URL = env("OUTBOX_BENCH_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/test";

@@ -33,13 +33,8 @@ import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { otelInstrumentation } from "../otel/mod.ts";
-import { backlogMessages, drainWithStart, g, libsql, log, median, nats, pg, round, selfCpuMs } from "./lib.ts";
+import { backlogMessages, drainWithStart, flag, g, libsql, log, median, nats, pg, round, selfCpuMs } from "./lib.ts";
 
-const args: string[] = g.Deno?.args ?? g.process.argv.slice(2);
-const flag = (name: string) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 const N = Number(flag("messages") ?? 20_000);
 const REPEATS = Number(flag("repeats") ?? 3);
 const STORE = flag("store") ?? "libsql";

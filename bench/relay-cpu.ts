@@ -41,7 +41,9 @@ import { createOutbox, uuidv7 } from "../mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { type BenchStore, libsqlStore, postgresStore } from "./stores.ts";
 import {
+  argv,
   drainWithStart,
+  flag,
   g,
   listenerPid,
   loadavg,
@@ -59,12 +61,6 @@ import {
 
 // ---- arguments ----
 
-const argv: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(`--${name}`);
-  if (i >= 0) return argv[i + 1];
-  return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-};
 const MESSAGES = Number(flag("messages") ?? 20_000);
 const REPEATS = Number(flag("repeats") ?? 3);
 const ONLY = flag("only");

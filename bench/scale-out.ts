@@ -47,7 +47,9 @@ import postgres from "postgres";
 import { createOutbox, type OutboxRecord, type Publisher } from "../mod.ts";
 import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import {
+  argv,
   fillPostgresBacklog,
+  flag,
   g,
   listenerPid,
   loadavg,
@@ -63,12 +65,6 @@ import {
 
 // ---- arguments ----
 
-const argv: string[] = g.Deno ? [...g.Deno.args] : (g.process?.argv ?? []).slice(2);
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(`--${name}`);
-  if (i >= 0) return argv[i + 1];
-  return argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-};
 const list = (s: string) => s.split(",").map(Number);
 const MESSAGES = Number(flag("messages") ?? 40_000);
 const REPEATS = Number(flag("repeats") ?? 3);
