@@ -34,7 +34,7 @@
  * @module
  */
 
-import { onAbort } from "../shared/abort.ts";
+import { abortable, onAbort } from "../shared/abort.ts";
 import { OutboxConfigError, PublishError } from "../../src/errors.ts";
 import { bool, checkOptions, duration, fail, int, MAX_TIMER_MS, type Rule } from "../../src/rules.ts";
 import type { OutboxRecord, PublishContext, Publisher, PublishOutcome } from "../../src/types.ts";
@@ -295,7 +295,7 @@ export function amqpPublisher(
     }
     const pending = opening;
     try {
-      return await abortable(pending, signal);
+      return await abortable(signal, () => pending);
     } catch (error) {
       if (signal.aborted) throw cancelled(signal);
       throw new PublishError(`Could not open an AMQP channel: ${errorText(error)} (transient)`, { cause: error });
@@ -506,12 +506,3 @@ export function amqpPublisher(
 
 /** The outcome of every confirmed publish (shared: outcomes are read-only). */
 const OK: PublishOutcome = { ok: true };
-
-/** Waits for `promise`, or rejects with the signal's reason once it aborts. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const stopWaiting = onAbort(signal, () => reject(signal.reason));
-    promise.then(resolve, reject).finally(stopWaiting);
-  });
-}

@@ -18,18 +18,17 @@ export async function abortable<T>(
   if (!signal) return await start();
   signal.throwIfAborted();
   const pending = start();
-  let onAbort = () => {};
+  let stopWaiting = () => {};
   const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => {
+    stopWaiting = onAbort(signal, () => {
       cancel?.(pending);
       reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
+    });
   });
   try {
     return await Promise.race([pending, aborted]);
   } finally {
-    signal.removeEventListener("abort", onAbort);
+    stopWaiting();
     // A statement cancelled or outrun by the abort rejects later: that is expected.
     Promise.resolve(pending).catch(() => {});
   }
