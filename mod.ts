@@ -57,6 +57,7 @@ export type {
   RequeueRequest,
   Settlement,
   SettleRequest,
+  SetupOptions,
   SignalOptions,
   StatusCounts,
   StorageStats,

@@ -24,8 +24,12 @@ import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-/** 8 kB min+gzip for the core entry point. */
-const BUDGET_BYTES = 8 * 1024;
+/**
+ * 9 kB min+gzip for the core entry point: 8 kB until fan-out (a relay context per
+ * destination, routing at enqueue) took it to 8.4 kB; trimming the rest would have
+ * meant shorter error messages, which are worth more than the bytes.
+ */
+const BUDGET_BYTES = 9 * 1024;
 /** Each external command is stopped after this long. */
 const COMMAND_TIMEOUT_MS = 90_000;
 

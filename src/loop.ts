@@ -35,72 +35,77 @@ export interface RelayHandle {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Starts the loop. */
-export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayHandle {
+/**
+ * Starts the loop: one per relay context (a destination), sharing the stop signal,
+ * the wake-ups and the handle.
+ */
+export function startLoop(ctxs: readonly RelayContext[], options: StartOptions = {}): RelayHandle {
   const minIdle = Math.max(1, options.minIdleMs ?? 50);
   const maxIdle = Math.max(minIdle, options.maxIdleMs ?? 1_000);
+  const { storage, options: o, nudges } = ctxs[0]!;
   const stopper = new AbortController();
   const stopSignal = stopper.signal;
   const onAbort = () => stopper.abort();
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) stopper.abort();
 
-  let wakeUp: (() => void) | null = null;
-  let woken = false;
-  const wake = () => {
-    woken = true;
-    wakeUp?.();
-  };
+  // Each loop's wake-up: `nudged` says an enqueue in this process caused it.
+  const wakers = new Set<(nudged: boolean) => void>();
+  const wake = () => wakers.forEach((w) => w(false));
   stopSignal.addEventListener("abort", wake, { once: true });
-
-  const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      if (woken || stopSignal.aborted) return resolve();
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        wakeUp = null;
-        resolve();
-      }
-      wakeUp = done;
-    });
 
   // An enqueue in this process will most likely commit within milliseconds, but when is
   // unknown: poll 1 ms later, then back off from 1 ms rather than from minIdle, so a
   // commit a few ms away is found within about as long again. (A hint, like NOTIFY.)
   let nudgeTimer: ReturnType<typeof setTimeout> | undefined;
-  let nudged = false;
   const nudge = () => {
     if (nudgeTimer !== undefined || stopSignal.aborted) return;
     nudgeTimer = setTimeout(() => {
       nudgeTimer = undefined;
-      nudged = true;
-      wake();
+      wakers.forEach((w) => w(true));
     }, 1);
   };
-  ctx.nudges.add(nudge);
-
-  if (ctx.publisher.check) {
-    const o = ctx.options;
-    Promise.resolve()
-      .then(() => ctx.publisher.check!({ retryHorizonMs: retryHorizonMs(o), warn: o.onWarning }))
-      .catch((error) => o.onError(error, { phase: "check" }));
-  }
+  nudges.add(nudge);
 
   // Whether wake-ups arrive (LISTEN is up): then a commit during a tick is known by
   // `woken`, and an extra claim "just in case" after a partial batch is not needed.
   let listening = false;
-  if (ctx.storage.listen) {
-    Promise.resolve().then(() => ctx.storage.listen!(wake, stopSignal)).then(
+  if (storage.listen) {
+    Promise.resolve().then(() => storage.listen!(wake, stopSignal)).then(
       () => {
         listening = !stopSignal.aborted;
       },
-      (error) => ctx.options.onError(error, { phase: "listen" }),
+      (error) => o.onError(error, { phase: "listen" }),
     );
   }
 
-  let running = true;
-  const loop = async () => {
+  const loop = async (ctx: RelayContext) => {
+    const { publisher } = ctx;
+    if (publisher.check) {
+      Promise.resolve()
+        .then(() => publisher.check!({ retryHorizonMs: retryHorizonMs(o), warn: o.onWarning }))
+        .catch((error) => o.onError(error, { phase: "check" }));
+    }
+    let wakeUp: (() => void) | null = null;
+    let woken = false;
+    let nudged = false;
+    const waker = (n: boolean) => {
+      woken = true;
+      nudged ||= n;
+      wakeUp?.();
+    };
+    wakers.add(waker);
+    const sleep = (ms: number) =>
+      new Promise<void>((resolve) => {
+        if (woken || stopSignal.aborted) return resolve();
+        const timer = setTimeout(done, ms);
+        function done() {
+          clearTimeout(timer);
+          wakeUp = null;
+          resolve();
+        }
+        wakeUp = done;
+      });
     let idle = minIdle;
     let failures = 0;
     while (!stopSignal.aborted) {
@@ -110,7 +115,7 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
         report = await runTick(ctx, { maxBatches: 16, signal: stopSignal, budgetMs: Infinity });
         failures = 0;
       } catch (error) {
-        ctx.options.onError(error, { phase: "tick" });
+        o.onError(error, { phase: "tick" });
         failures++;
         // Back off on a failing database, up to the idle cap or 5 s, whichever is larger.
         await sleep(Math.min(Math.max(maxIdle, 5_000), minIdle * 2 ** Math.min(failures, 16)));
@@ -118,9 +123,9 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       }
       if ((report.claimed > 0 || report.cleaned > 0) && options.onTick) {
         // A throwing (or rejecting) hook is reported, never the end of the loop.
-        Promise.resolve(report).then(options.onTick).catch((error) => ctx.options.onError(error, { phase: "onTick" }));
+        Promise.resolve(report).then(options.onTick).catch((error) => o.onError(error, { phase: "onTick" }));
       }
-      if (report.claimed >= ctx.options.batchSize) {
+      if (report.claimed >= o.batchSize) {
         idle = minIdle;
         continue;
       }
@@ -136,15 +141,17 @@ export function startLoop(ctx: RelayContext, options: StartOptions = {}): RelayH
       nudged = false;
     }
   };
-  // `done` never rejects: whatever escapes the loop (a defect) is reported, and the
+  let running = true;
+  // `done` never rejects: whatever escapes a loop (a defect) is reported, and the
   // handle still ends in a stopped state.
-  const done = loop().catch((error) => ctx.options.onError(error, { phase: "tick" })).finally(() => {
-    running = false;
-    stopper.abort();
-    ctx.nudges.delete(nudge);
-    clearTimeout(nudgeTimer);
-    options.signal?.removeEventListener("abort", onAbort);
-  });
+  const done = Promise.all(ctxs.map((ctx) => loop(ctx).catch((error) => o.onError(error, { phase: "tick" }))))
+    .then(() => {
+      running = false;
+      stopper.abort();
+      nudges.delete(nudge);
+      clearTimeout(nudgeTimer);
+      options.signal?.removeEventListener("abort", onAbort);
+    });
 
   const stop = () => {
     stopper.abort();

@@ -6,7 +6,14 @@
 import { OutboxConfigError } from "./errors.ts";
 import { checkEntries, duration, fail, fn, group, int, isObject, MAX_TIMER_MS, oneOf, type Rule } from "./rules.ts";
 import type { StandardSchemaV1 } from "./standard_schema.ts";
-import type { Instrumentation, OutboxRecord, OutboxStorage, Publisher, PublishFunction } from "./types.ts";
+import type {
+  Instrumentation,
+  OutboxMessage,
+  OutboxRecord,
+  OutboxStorage,
+  Publisher,
+  PublishFunction,
+} from "./types.ts";
 
 /**
  * Payload schemas per topic, any Standard Schema v1 validator (valibot, zod, arktype …):
@@ -61,8 +68,28 @@ export interface OutboxErrorContext {
 export interface OutboxOptions<Tx, Stmt, M extends MessageSchemas> {
   /** Where messages live, e.g. `libsqlStorage(client)`. */
   storage: OutboxStorage<Tx, Stmt>;
-  /** Where messages go: a `Publisher` or a plain async function. */
-  publisher: Publisher | PublishFunction;
+  /**
+   * Where messages go: a `Publisher` or a plain async function. Give this or
+   * `publishers`, not both.
+   */
+  publisher?: Publisher | PublishFunction;
+  /**
+   * Fan-out: several destinations by name, e.g. `{ nats: jetstreamPublisher(js), hooks:
+   * webhookPublisher({ … }) }`. `enqueue` writes a row per destination (see `route`),
+   * all with the message's id, and each row has its own status, attempts, back-off,
+   * dead state and per-key order: a failing destination never delays or repeats the
+   * others. Names are 1–64 letters, digits and `_ . -`. Run `outbox.setup()` of such an
+   * outbox once (it readies the table: schema version 3).
+   */
+  publishers?: Record<string, Publisher | PublishFunction>;
+  /**
+   * With `publishers`: the destinations of a message, by name (default: all of them).
+   * An empty list stores nothing for the message. Called at `enqueue`, after validation.
+   *
+   * @example
+   * route: (m) => (m.topic.startsWith("orders.") ? ["nats", "hooks"] : ["nats"])
+   */
+  route?: (message: OutboxMessage<string, unknown>) => readonly string[];
   /** Hooks for traces, metrics and logs, e.g. `otelInstrumentation()` from `@x/outbox/otel`. */
   instrumentation?: Instrumentation;
   /** Optional valibot schema per topic: enqueue is typed and validated, and only these topics are accepted. */
@@ -128,6 +155,12 @@ const DAY = 86_400_000;
 
 const isNumber = (x: unknown): x is number => typeof x === "number" && x === x;
 
+const isPublisher: Rule = (x, path) => {
+  if (typeof x !== "function" && !(isObject(x) && typeof x.publish === "function")) {
+    fail(`${path} must be a function or an object with publish(message)`, path);
+  }
+};
+
 const OPTION_RULES: Record<string, Rule> = {
   storage: (x, path) => {
     if (
@@ -137,11 +170,17 @@ const OPTION_RULES: Record<string, Rule> = {
       fail("storage must be an OutboxStorage, e.g. libsqlStorage(client)", path);
     }
   },
-  publisher: (x, path) => {
-    if (typeof x !== "function" && !(isObject(x) && typeof x.publish === "function")) {
-      fail("publisher must be a function or an object with publish(message)", path);
+  publisher: isPublisher,
+  publishers: (x, path) => {
+    if (!isObject(x) || Array.isArray(x) || !Object.keys(x)[0]) {
+      fail(`${path} must be an object of named publishers`, path);
+    }
+    for (const name in x) {
+      if (!/^[\w.-]{1,64}$/.test(name)) fail(`${path} names must be 1–64 letters, digits and _ . -`, `${path}.${name}`);
+      isPublisher(x[name], `${path}.${name}`);
     }
   },
+  route: fn,
   messages: (x, path) => {
     if (!isObject(x)) fail("messages must be an object mapping topics to schemas", path);
     for (const topic of Object.keys(x)) {
@@ -220,8 +259,12 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     throw new OutboxConfigError("createOutbox needs an options object with storage and publisher");
   }
   const unknown = (key: string) => `Unknown option ${key} passed to createOutbox`;
-  checkEntries(input as Record<string, unknown>, OPTION_RULES, "", unknown, ["storage", "publisher"]);
+  checkEntries(input as Record<string, unknown>, OPTION_RULES, "", unknown, ["storage"]);
   const o = input as OutboxOptions<unknown, unknown, MessageSchemas>;
+  if (!o.publisher === !o.publishers) {
+    fail("createOutbox needs a publisher, or publishers for fan-out (not both)", "publisher");
+  }
+  if (o.route && !o.publishers) fail("route needs publishers", "route");
   const retry: Required<RetryOptions> = {
     maxAttempts: o.retry?.maxAttempts ?? 10,
     baseDelayMs: o.retry?.baseDelayMs ?? 1_000,

@@ -13,9 +13,10 @@ import {
   resolveOptions,
   retryHorizonMs,
 } from "./options.ts";
-import { type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
+import { emptyReport, type RelayContext, runTick, type TickOptions, type TickReport } from "./relay.ts";
 import type {
   InspectOptions,
+  NewOutboxRow,
   OutboxMessage,
   OutboxRow,
   OutboxStorage,
@@ -60,6 +61,8 @@ export interface OutboxStats {
   blockedKeys: number;
   /** Counts by status per topic (topics with no rows are absent). */
   topics: Record<string, StatusCounts>;
+  /** Counts by status per destination (`""`: the one `publisher`; destinations with no rows are absent). */
+  destinations: Record<string, StatusCounts>;
 }
 
 /** Which messages `outbox.requeue()` gives another life. */
@@ -70,6 +73,8 @@ export interface RequeueOptions {
   ids?: readonly string[];
   /** Only this topic. */
   topic?: string;
+  /** Only this destination (a `publishers` name; `""`: the one `publisher`). */
+  destination?: string;
   /** Cancels the call: it rejects with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -87,6 +92,8 @@ export interface PurgeOptions {
   ids?: readonly string[];
   /** Only this topic. */
   topic?: string;
+  /** Only this destination (a `publishers` name; `""`: the one `publisher`). */
+  destination?: string;
   /** Cancels the call (between batches too): it rejects with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -106,7 +113,11 @@ export interface Outbox<Tx, Stmt = never, M extends MessageSchemas = Record<neve
    * back-off): a broker's dedup window must be longer (see `ensureStream`).
    */
   readonly retryHorizonMs: number;
-  /** Creates the outbox table and indexes if missing. Idempotent. */
+  /**
+   * Creates the outbox table and indexes, or upgrades an older table in place, and
+   * records its schema version. Idempotent. An outbox with `publishers` also readies the
+   * table for a row per destination (schema version 3; see docs/destinations.md).
+   */
   setup(options?: SignalOptions): Promise<void>;
   /**
    * Validates messages and writes them in the caller's transaction. Never commits or
@@ -204,36 +215,62 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
   const resolved = resolveOptions(options);
   const hooks = options.instrumentation;
   const storage = hooks?.storage?.(options.storage) ?? options.storage;
-  const publisher = toPublisher(options.publisher);
   const schemas = options.messages && Object.keys(options.messages).length > 0 ? options.messages : undefined;
-  const ctx: RelayContext = {
-    storage: storage as OutboxStorage<unknown, unknown>,
-    publisher: hooks?.publisher?.(publisher) ?? publisher,
-    options: resolved,
-    instance: crypto.randomUUID().slice(0, 8),
-    claims: 0,
-    lastCleanupAt: -Infinity,
-    nudges: new Set(),
-  };
+  const fanOut = options.publishers;
+  const names = fanOut ? Object.keys(fanOut) : [""];
+  const instance = crypto.randomUUID().slice(0, 8);
+  const nudges = new Set<() => void>();
+  // One relay context per destination: its own claims, lanes and loop, so a slow or
+  // failing destination holds up only its own rows. The first one runs cleanup.
+  const ctxs: RelayContext[] = names.map((destination, i) => {
+    const publisher = toPublisher(fanOut ? fanOut[destination]! : options.publisher!);
+    return {
+      storage: storage as OutboxStorage<unknown, unknown>,
+      publisher: hooks?.publisher?.(publisher) ?? publisher,
+      options: resolved,
+      destination,
+      // Claim tokens must differ between the destinations' contexts too.
+      instance: fanOut ? `${instance}${i}` : instance,
+      claims: 0,
+      lastCleanupAt: i ? Infinity : -Infinity,
+      nudges,
+    };
+  });
+  const ctx = ctxs[0]!;
   const nudge = () => {
-    for (const n of ctx.nudges) n();
+    for (const n of nudges) n();
   };
-  const prepare = (messages: unknown) => {
+  /** The messages' rows, and the rows to write: with fan-out, a copy per destination. */
+  const prepare = (messages: unknown): [NewOutboxRow[], NewOutboxRow[]] => {
     const rows = prepareMessages(messages, { schemas, maxPayloadBytes: resolved.maxPayloadBytes, now: resolved.now() });
-    return rows;
+    if (!fanOut) return [rows, rows];
+    const list = Array.isArray(messages) ? messages : [messages];
+    return [
+      rows,
+      rows.flatMap((row, i) => {
+        const to = options.route ? options.route(list[i]) : names;
+        if (!Array.isArray(to) || to.some((d) => !Object.hasOwn(fanOut, d))) {
+          throw new OutboxConfigError(
+            `route must return names of publishers (${names.join(", ")}), got ${JSON.stringify(to)}`,
+            "route",
+          );
+        }
+        return [...new Set(to)].map((destination) => ({ ...row, destination }));
+      }),
+    ];
   };
 
   return {
     relayId: resolved.relayId,
     retryHorizonMs: retryHorizonMs(resolved),
-    setup: (o) => storage.setup(o),
+    setup: (o) => storage.setup(fanOut ? { ...o, fanOut: true } : o),
     async enqueue(tx, messages) {
-      const rows = prepare(messages);
+      const [prepared, rows] = prepare(messages);
       if (rows.length > 0) {
         await storage.insert(tx, rows);
         nudge();
       }
-      return rows.map((r) => r.id);
+      return prepared.map((r) => r.id);
     },
     statements(messages) {
       if (!storage.statements) {
@@ -242,24 +279,37 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
           "storage",
         );
       }
-      const rows = prepare(messages);
+      const rows = prepare(messages)[1];
       if (rows.length === 0) return [];
       nudge();
       return storage.statements(rows);
     },
     async tick(tickOptions) {
       checkCallOptions("tick", tickOptions);
-      return await runTick(ctx, tickOptions);
+      if (!fanOut) return await runTick(ctx, tickOptions);
+      // Every destination's pass runs to its end before an error is thrown: none is
+      // left running unseen behind a rejected tick.
+      const results = await Promise.allSettled(ctxs.map((c) => runTick(c, tickOptions)));
+      const total = emptyReport();
+      for (const r of results) {
+        if (r.status === "rejected") throw r.reason;
+        for (const k in total) {
+          const key = k as keyof TickReport;
+          total[key] = key === "durationMs" ? Math.max(total[key], r.value[key]) : total[key] + r.value[key];
+        }
+      }
+      return total;
     },
     start(startOptions) {
       checkCallOptions("start", startOptions);
-      return startLoop(ctx, startOptions);
+      return startLoop(ctxs, startOptions);
     },
     async stats(o) {
       const now = resolved.now();
       const s = await storage.stats(now, o);
       return {
         topics: {},
+        destinations: {},
         ...s,
         oldestPendingAt: s.oldestPendingAt === null ? null : new Date(s.oldestPendingAt),
         oldestPendingAgeMs: s.oldestPendingAt === null ? 0 : Math.max(0, now - s.oldestPendingAt),

@@ -56,6 +56,8 @@ export interface RelayContext {
   readonly storage: OutboxStorage<unknown, unknown>;
   readonly publisher: Publisher;
   readonly options: ResolvedOptions;
+  /** The rows this context claims: a `publishers` name, or `""` for the one `publisher`. */
+  readonly destination: string;
   /**
    * Random per outbox instance, part of every claim token: two instances sharing a
    * `relayId` (replicas of one config, a restarted process) must never settle or read
@@ -111,7 +113,11 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
     const token = `${o.relayId}:${ctx.instance}:${++ctx.claims}`;
     const lockedUntil = now + o.leaseMs;
     report.batches++;
-    return bounded(storage.claim({ token, now, lockedUntil, limit: o.batchSize, clock: o.clock }), o.leaseMs, "claim")
+    return bounded(
+      storage.claim({ token, now, lockedUntil, limit: o.batchSize, clock: o.clock, destination: ctx.destination }),
+      o.leaseMs,
+      "claim",
+    )
       .then((rows) => ({ rows, token, lockedUntil }));
   };
   // Settlements still being written while the next batch is published; awaited (and

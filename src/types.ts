@@ -152,6 +152,12 @@ export interface NewOutboxRow {
   readonly deliverAt: number | null;
   /** Epoch ms of the enqueue. */
   readonly createdAt: number;
+  /**
+   * The destination this row is for: a name of `createOutbox({ publishers })`, or `""`
+   * (also when absent) for the one `publisher`. With fan-out, one message is a row per
+   * destination, all with the same `id`.
+   */
+  readonly destination?: string;
 }
 
 /** A row returned by {@link OutboxStorage.claim}. */
@@ -191,6 +197,11 @@ export interface ClaimRequest {
   readonly limit: number;
   /** Whose clock decides what is due and when the lease ends (see {@link ClockSource}). */
   readonly clock?: ClockSource;
+  /**
+   * Claim only rows of this destination (default `""`). Per-key order holds within a
+   * destination: a key's row for one destination never waits for its row for another.
+   */
+  readonly destination?: string;
 }
 
 /**
@@ -253,6 +264,8 @@ export interface StorageStats {
   readonly blockedKeys: number;
   /** Counts per topic and status (optional for storages written before it). */
   readonly topics?: Readonly<Record<string, StatusCounts>>;
+  /** Counts per destination (`""`: the one `publisher`) and status (optional, as `topics`). */
+  readonly destinations?: Readonly<Record<string, StatusCounts>>;
 }
 
 /** Message counts by status. */
@@ -273,6 +286,8 @@ export interface RequeueRequest {
   readonly status: "dead" | "published";
   readonly ids?: readonly string[];
   readonly topic?: string;
+  /** Only rows of this destination (`""`: the one `publisher`'s). */
+  readonly destination?: string;
 }
 
 /** Which settled rows {@link OutboxStorage.purge} deletes, at most `limit` per call. */
@@ -284,6 +299,8 @@ export interface PurgeRequest {
   readonly before: number | null;
   readonly ids?: readonly string[];
   readonly topic?: string;
+  /** Only rows of this destination (`""`: the one `publisher`'s). */
+  readonly destination?: string;
   /** Most rows to delete in this call. */
   readonly limit: number;
 }
@@ -293,6 +310,8 @@ export interface InspectOptions {
   readonly status?: OutboxStatus;
   readonly topic?: string;
   readonly key?: string;
+  /** Only rows of this destination (`""`: the one `publisher`'s). */
+  readonly destination?: string;
   /** Most rows to return (default: all). */
   readonly limit?: number;
   /** Only rows with a larger `seq`: pass the last row's `seq` to read the next page. */
@@ -305,6 +324,20 @@ export interface InspectOptions {
 export interface SignalOptions {
   /** Cancels the call: it rejects with the signal's reason (an `AbortError` by default). */
   readonly signal?: AbortSignal;
+}
+
+/**
+ * Options of {@link OutboxStorage.setup}. Setup creates the table at the current schema
+ * version, or upgrades an older table in place, and records the version it reached.
+ */
+export interface SetupOptions extends SignalOptions {
+  /**
+   * Also let one message id have a row per destination (fan-out, schema version 3):
+   * the id's unique index becomes one on (id, destination). Writers of versions before
+   * this one cannot insert into such a table, so `outbox.setup()` asks for it only when
+   * the outbox has `publishers`; upgrade every process first.
+   */
+  readonly fanOut?: boolean;
 }
 
 /** A message row as {@link OutboxStorage.inspect} returns it (for tests and tooling). */
@@ -320,6 +353,8 @@ export interface OutboxRow {
   readonly lastError: string | null;
   readonly createdAt: number;
   readonly settledAt: number | null;
+  /** The row's destination (`""`: the one `publisher`'s; absent from storages written before it). */
+  readonly destination?: string;
   /** The scheduled time (`deliverAt`), or `null`. */
   readonly deliverAt?: number | null;
   /** The encoded payload as stored: JSON text, or bytes. */
@@ -344,8 +379,8 @@ export interface OutboxRow {
 export interface OutboxStorage<Tx = unknown, Stmt = never> {
   /** A short name for logs, e.g. `"libsql"`. */
   readonly name: string;
-  /** Creates the table and indexes if missing. Idempotent. */
-  setup(options?: SignalOptions): Promise<void>;
+  /** Creates the table and indexes if missing, or upgrades them, and records the schema version. Idempotent. */
+  setup(options?: SetupOptions): Promise<void>;
   /** Writes rows inside the caller's transaction. */
   insert(tx: Tx, rows: readonly NewOutboxRow[]): Promise<void>;
   /** Statements that insert rows, for a batch API (optional). */

@@ -81,6 +81,18 @@ test("createOutbox() rejects each invalid option with OutboxConfigError naming t
     ["relayId with spaces", { storage, publisher, relayId: "my relay" }, "relayId"],
     ["messages not schemas", { storage, publisher, messages: { "a.b": { type: "object" } } }, "messages.a.b"],
     ["unknown option (typo)", { storage, publisher, batchsize: 10 }, "batchsize"],
+    ["publisher and publishers", { storage, publisher, publishers: { a: publisher } }, "publisher"],
+    ["publishers empty", { storage, publishers: {} }, "publishers"],
+    ["publishers not an object", { storage, publishers: [publisher] }, "publishers"],
+    ["publishers name with a space", { storage, publishers: { "a b": publisher } }, "publishers.a b"],
+    [
+      "publishers name too long",
+      { storage, publishers: { ["x".repeat(65)]: publisher } },
+      `publishers.${"x".repeat(65)}`,
+    ],
+    ["publishers value not a publisher", { storage, publishers: { a: { send() {} } } }, "publishers.a"],
+    ["route not a function", { storage, publishers: { a: publisher }, route: ["a"] }, "route"],
+    ["route without publishers", { storage, publisher, route: () => [] }, "route"],
   ];
   for (const [what, options, path] of cases) {
     assert.throws(
@@ -98,7 +110,7 @@ test("createOutbox() rejects each invalid option with OutboxConfigError naming t
   assert.throws(() => createOutbox({ publisher } as never), /^OutboxConfigError: storage is required$/);
   assert.throws(
     () => createOutbox({ storage, publisher: undefined } as never),
-    /^OutboxConfigError: publisher is required$/,
+    /^OutboxConfigError: createOutbox needs a publisher, or publishers for fan-out \(not both\)$/,
   );
   assert.throws(
     () => createOutbox({ storage, publisher, retry: 3 } as never),

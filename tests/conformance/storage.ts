@@ -12,6 +12,7 @@
 
 import { atomicityTests } from "./storage/atomicity.ts";
 import { budgetAndStartTests } from "./storage/budget_and_start.ts";
+import { fanOutTests } from "./storage/fan_out.ts";
 import { type HarnessFactory, storageSuite } from "./storage/harness.ts";
 import { keyOrderTests } from "./storage/key_order.ts";
 import { leaseTests } from "./storage/leases.ts";
@@ -45,4 +46,5 @@ export function storageConformance<Tx>(name: string, factory: HarnessFactory<Tx>
   budgetAndStartTests(suite);
   productionTopologyTests(suite);
   setupTests(suite);
+  fanOutTests(suite);
 }

@@ -23,6 +23,7 @@ export function statsRequeueTests<Tx>({ it, make }: StorageSuite<Tx>): void {
       oldestPendingAgeMs: 0,
       blockedKeys: 0,
       topics: {},
+      destinations: {},
     });
     const t0 = clock.value;
     await h.commit((tx) => outbox.enqueue(tx, [{ topic: "ok", payload: 1 }, { topic: "bad", payload: 1 }]));
