@@ -195,7 +195,7 @@ export async function edgeLibsql(): Promise<{ cases: EdgeCase[]; claimPlan: stri
     await record("first (with retention cleanup)", () => outbox.tick(), null);
     await record("idle", () => outbox.tick(), 0);
     await outbox.enqueue(db.client, { topic: "orders.created", key: "o-1", payload: payload(1) });
-    // One row: the claim visits it in claim_idx (+1 key_idx probe), updates it, reads it
+    // One row: the claim visits it in claim_dest_idx (+1 key_dest_idx probe), updates it, reads it
     // back by token (locked_idx), and the settle deletes it by token + seq.
     await record("publish1", () => outbox.tick(), 4);
     const [claim] = liteQueries(libsqlNames("outbox")).claim({

@@ -618,11 +618,12 @@ follow from the claim's plan:
 ${edgeLite.claimPlan.join("\n")}
 \`\`\`
 
-The claim walks \`claim_idx\` (a covering index over unsettled rows only) in \`seq\` order and stops after \`limit\`
-claimable rows; the key barrier is one SEARCH of \`key_idx\` per keyed candidate. "Idle" here is an empty table: the
-claim reads no rows. Rows that are unsettled but not claimable (leased, backing off, scheduled for later, or held
-behind their key's failed message) sit in \`claim_idx\` ahead of or among claimable ones and are read by every claim,
-idle or not: on Turso that is billed as rows read (see "A blocked key slows every claim" in the notes).
+The claim walks \`claim_dest_idx\` (a covering index over unsettled rows only, led by the destination) in \`seq\` order
+within its destination and stops after \`limit\` claimable rows; the key barrier is one SEARCH of \`key_dest_idx\` per
+keyed candidate. "Idle" here is an empty table: the claim reads no rows. Rows that are unsettled but not claimable
+(leased, backing off, scheduled for later, or held behind their key's failed message) sit in \`claim_dest_idx\` ahead
+of or among claimable ones of their destination and are read by every claim of it, idle or not: on Turso that is
+billed as rows read (see "A blocked key slows every claim" in the notes).
 
 <!-- end generated -->
 `;

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
-import { createClient } from "@libsql/client";
+import { type Client, createClient } from "@libsql/client";
 import { drizzle as drizzlePg } from "drizzle-orm/postgres-js";
 import { drizzle as drizzleLibsql } from "drizzle-orm/libsql";
 import { sql as dsql } from "drizzle-orm";
@@ -19,11 +19,12 @@ import { createOutbox, memoryPublisher, OutboxConfigError } from "../mod.ts";
 import { drizzlePgStorage, drizzleSqliteStorage, pgOutboxTable, sqliteOutboxTable } from "../adapters/drizzle/mod.ts";
 import type { DrizzlePgTransaction, DrizzleSqliteTransaction } from "../adapters/drizzle/mod.ts";
 import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
-import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { libsqlSchemaVersion, libsqlStorage } from "../adapters/libsql/mod.ts";
 import { storageConformance, type StorageHarness } from "./conformance/storage.ts";
 import { test } from "./harness.ts";
 import { openSql, uniqueSchema } from "./postgres_helpers.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
+import { v1CreateStatements, v1InsertSql, v1Names, v1SqliteOutboxTable } from "./fixtures/schema_v1_libsql.ts";
 
 async function pgHarness(): Promise<StorageHarness<DrizzlePgTransaction>> {
   const schema = uniqueSchema("dz");
@@ -149,56 +150,210 @@ test("drizzle: pgOutboxTable() through drizzle-kit creates the same columns, con
   }
 });
 
-test("drizzle: sqliteOutboxTable() through drizzle-kit creates the same columns and indexes as setup()", async () => {
+/** An SQLite table as drizzle-kit and setup() must agree on: columns, indexes, the status check. */
+async function describeSqlite(db: Client, table = "outbox") {
+  const columns = (await db.execute({
+    sql: 'SELECT name, upper(type) AS type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY name',
+    args: [table],
+  })).rows
+    .map((r) => `${r.name} ${r.type} notnull=${r.notnull} default=${r.dflt_value} pk=${r.pk}`);
+  const indexes = [];
+  for (
+    const idx of (await db.execute({
+      sql: "SELECT name, \"unique\", partial FROM pragma_index_list(?) WHERE origin != 'pk' ORDER BY name",
+      args: [table],
+    })).rows
+  ) {
+    const cols = (await db.execute({
+      sql: "SELECT name FROM pragma_index_info(?) ORDER BY seqno",
+      args: [String(idx.name)],
+    }))
+      .rows.map((r) => r.name);
+    const def = (await db.execute({
+      sql: "SELECT sql FROM sqlite_master WHERE name = ?",
+      args: [String(idx.name)],
+    })).rows[0]
+      ?.sql;
+    const where = String(def ?? "").replace(/\s+/g, " ").replace(
+      /^.* WHERE /i,
+      "",
+    ).replace(/[`"]/g, "").trim();
+    indexes.push(
+      `${idx.name} unique=${idx.unique} (${cols.join(", ")}) where ${idx.partial ? where : "-"}`,
+    );
+  }
+  const sql = String(
+    (await db.execute({
+      sql: "SELECT sql FROM sqlite_master WHERE name = ?",
+      args: [table],
+    })).rows[0]!.sql,
+  );
+  // The check's own parentheses: an added column follows it in the table's SQL.
+  const checks = /CHECK\s*\(([^()]*\([^()]*\))\s*\)/is.exec(sql)?.[1]?.replace(
+    /[`"\s]/g,
+    "",
+  ) ?? "";
+  return { columns, indexes, checks };
+}
+
+/** Two fresh SQLite files, for a table made by drizzle-kit and one made by setup(). */
+async function withTwoSqliteFiles(
+  body: (kitDb: Client, setupDb: Client) => Promise<void>,
+) {
   const a = tempDatabase();
   const b = tempDatabase();
   const kitDb = createClient({ url: a.url });
   const setupDb = createClient({ url: b.url });
   try {
-    const statements = await generateSQLiteMigration(
-      await generateSQLiteDrizzleJson({}),
-      await generateSQLiteDrizzleJson({ outbox: sqliteOutboxTable() }),
-    );
-    for (const s of statements) await kitDb.execute(s);
-    await libsqlStorage(setupDb).setup();
-    const describe = async (db: typeof kitDb) => {
-      const columns = (await db.execute(
-        "SELECT name, upper(type) AS type, \"notnull\", dflt_value, pk FROM pragma_table_info('outbox') ORDER BY name",
-      )).rows
-        .map((r) => `${r.name} ${r.type} notnull=${r.notnull} default=${r.dflt_value} pk=${r.pk}`);
-      const indexes = [];
-      for (
-        const idx of (await db.execute(
-          "SELECT name, \"unique\", partial FROM pragma_index_list('outbox') WHERE origin != 'pk' ORDER BY name",
-        )).rows
-      ) {
-        const cols =
-          (await db.execute({ sql: "SELECT name FROM pragma_index_info(?) ORDER BY seqno", args: [String(idx.name)] }))
-            .rows.map((r) => r.name);
-        const def =
-          (await db.execute({ sql: "SELECT sql FROM sqlite_master WHERE name = ?", args: [String(idx.name)] })).rows[0]
-            ?.sql;
-        const where = String(def ?? "").replace(/\s+/g, " ").replace(/^.* WHERE /i, "").replace(/[`"]/g, "").trim();
-        indexes.push(`${idx.name} unique=${idx.unique} (${cols.join(", ")}) where ${idx.partial ? where : "-"}`);
-      }
-      const table = String((await db.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox'")).rows[0]!.sql);
-      const checks = /CHECK\s*\((.*)\)/is.exec(table)?.[1]?.replace(/[`"\s]/g, "") ?? "";
-      return { columns, indexes, checks };
-    };
-    const kit = await describe(kitDb);
-    const setup = await describe(setupDb);
-    assert.equal(kit.columns.length, 14);
-    assert.deepEqual(kit.columns, setup.columns);
-    assert.deepEqual(kit.indexes, setup.indexes);
-    assert.ok(kit.checks.includes("statusIN('pending','processing','published','dead')"), kit.checks);
-    assert.ok(setup.checks.includes("statusIN('pending','processing','published','dead')"), setup.checks);
+    await body(kitDb, setupDb);
   } finally {
     kitDb.close();
     setupDb.close();
     rmSync(a.dir, { recursive: true, force: true });
     rmSync(b.dir, { recursive: true, force: true });
   }
-});
+}
+
+test("drizzle: sqliteOutboxTable() through drizzle-kit creates the same columns and indexes as setup(), also with fanOut", () =>
+  withTwoSqliteFiles(async (kitDb, setupDb) => {
+    for (const fanOut of [false, true]) {
+      const table = fanOut ? "fan" : "outbox";
+      const statements = await generateSQLiteMigration(
+        await generateSQLiteDrizzleJson({}),
+        await generateSQLiteDrizzleJson({
+          outbox: sqliteOutboxTable({ table, fanOut }),
+        }),
+      );
+      for (const s of statements) await kitDb.execute(s);
+      await libsqlStorage(setupDb, { table }).setup({ fanOut });
+      const kit = await describeSqlite(kitDb, table);
+      const setup = await describeSqlite(setupDb, table);
+      assert.equal(kit.columns.length, 15);
+      assert.deepEqual(kit.columns, setup.columns);
+      assert.deepEqual(kit.indexes, setup.indexes);
+      assert.ok(
+        kit.checks.includes(
+          "statusIN('pending','processing','published','dead')",
+        ),
+        kit.checks,
+      );
+      assert.ok(
+        setup.checks.includes(
+          "statusIN('pending','processing','published','dead')",
+        ),
+        setup.checks,
+      );
+      assert.ok(
+        kit.indexes.some((i) => i.startsWith(`${table}_id_${fanOut ? "dest_" : ""}unique unique=1`)),
+      );
+      // Without setup()'s version record, the version is read from the layout.
+      assert.equal(await libsqlSchemaVersion(kitDb, { table }), fanOut ? 3 : 2);
+    }
+  }));
+
+test("drizzle: drizzle-kit's migration from 0.1's sqliteOutboxTable() upgrades a version-1 table with rows, as setup() would", () =>
+  withTwoSqliteFiles(async (kitDb, setupDb) => {
+    const n = v1Names("outbox");
+    await kitDb.batch(v1CreateStatements(n), "write");
+    const t = Date.now();
+    await kitDb.execute({
+      sql: v1InsertSql(n, 2),
+      args: [
+        "a",
+        "t",
+        "k",
+        "1",
+        null,
+        null,
+        t,
+        null,
+        t,
+        "b",
+        "t",
+        "k",
+        "2",
+        null,
+        null,
+        t,
+        null,
+        t,
+      ],
+    });
+    const migrate = async (
+      from: Record<string, unknown>,
+      to: Record<string, unknown>,
+    ) => {
+      const statements = await generateSQLiteMigration(
+        await generateSQLiteDrizzleJson(from),
+        await generateSQLiteDrizzleJson(to),
+      );
+      for (const s of statements) await kitDb.execute(s);
+      return statements;
+    };
+    const v2 = await migrate({ outbox: v1SqliteOutboxTable() }, {
+      outbox: sqliteOutboxTable(),
+    });
+    assert.ok(
+      v2.some((s) =>
+        /^ALTER TABLE `outbox` ADD `destination` text DEFAULT '' NOT NULL/.test(
+          s,
+        )
+      ),
+      v2.join("\n"),
+    );
+    await libsqlStorage(setupDb).setup();
+    assert.deepEqual(
+      await describeSqlite(kitDb),
+      await describeSqlite(setupDb),
+    );
+    assert.equal(await libsqlSchemaVersion(kitDb), 2);
+    const kitSchema = async () =>
+      (await kitDb.execute(
+        "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'outbox' ORDER BY name",
+      )).rows;
+    const before = await kitSchema();
+    await libsqlStorage(kitDb).setup(); // records the version; nothing of the table changes
+    assert.deepEqual(await kitSchema(), before);
+
+    const v3 = await migrate({ outbox: sqliteOutboxTable() }, {
+      outbox: sqliteOutboxTable({ fanOut: true }),
+    });
+    assert.equal(v3.length, 2, v3.join("\n"));
+    await libsqlStorage(setupDb, { table: "fan" }).setup({ fanOut: true });
+    assert.deepEqual(
+      await describeSqlite(kitDb),
+      await describeSqlite(setupDb, "fan").then((d) => ({
+        ...d,
+        indexes: d.indexes.map((i) => i.replaceAll("fan_", "outbox_")),
+      })),
+    );
+    assert.equal(
+      await libsqlSchemaVersion(kitDb),
+      3,
+      "the layout outranks the older record",
+    );
+
+    const db = drizzleLibsql(kitDb);
+    const nats = memoryPublisher();
+    const hooks = memoryPublisher();
+    const outbox = createOutbox({
+      storage: drizzleSqliteStorage(db),
+      publishers: { nats, hooks },
+    });
+    await outbox.setup();
+    await db.transaction((tx) => outbox.enqueue(tx, { id: "c", topic: "t", key: "k", payload: 3 }));
+    const single = memoryPublisher();
+    await createOutbox({ storage: drizzleSqliteStorage(db), publisher: single })
+      .tick();
+    await outbox.tick();
+    assert.deepEqual(
+      single.messages.map((m) => m.id),
+      ["a", "b"],
+      "version 1's rows, destination ''",
+    );
+    assert.deepEqual(nats.messages.map((m) => m.id), ["c"]);
+    assert.deepEqual(hooks.messages.map((m) => m.id), ["c"]);
+  }));
 
 test("drizzle: storages refuse a database on another driver", () => {
   assert.throws(

@@ -32,8 +32,8 @@ import type { OutboxStorage } from "../../src/types.ts";
 import {
   insertError,
   insertStatements,
-  libsqlErrors,
   libsqlNames,
+  libsqlOutboxErrors,
   libsqlStorage,
   type LibsqlStorageOptions,
   runInsertStatements,
@@ -51,7 +51,7 @@ type SqliteInteger<N extends string> = SQLiteIntegerBuilderInitial<N>;
 export type SqliteOutboxColumns = {
   /** Insertion order, `INTEGER PRIMARY KEY` (the rowid). */
   seq: IsPrimaryKey<HasDefault<NotNull<SqliteInteger<"seq">>>>;
-  /** The message id (UUIDv7 by default), unique. */
+  /** The message id (UUIDv7 by default), unique (with `fanOut`, unique per destination). */
   id: NotNull<SqliteText<"id">>;
   /** The message topic. */
   topic: NotNull<SqliteText<"topic">>;
@@ -77,6 +77,8 @@ export type SqliteOutboxColumns = {
   createdAt: NotNull<SqliteInteger<"created_at">>;
   /** When the row was published or went dead (epoch ms), or null. */
   settledAt: SqliteInteger<"settled_at">;
+  /** The publisher the row is for: a `publishers` name, or `""` for the one `publisher`. */
+  destination: HasDefault<NotNull<SqliteText<"destination">>>;
 };
 
 /** The drizzle table {@link sqliteOutboxTable} returns. */
@@ -103,24 +105,43 @@ function sqliteOutboxColumns(): SqliteOutboxColumns {
     lastError: text("last_error"),
     createdAt: integer("created_at").notNull(),
     settledAt: integer("settled_at"),
+    destination: text("destination").notNull().default(""),
   };
 }
 
 /**
  * The outbox table as a drizzle `sqlite-core` table, identical (columns, indexes) to
- * what `outbox.setup()` creates, so drizzle-kit migrations include it.
+ * what `outbox.setup()` creates, so drizzle-kit migrations include it: schema version
+ * 2, or 3 with `fanOut`. `setup()` also keeps the version in a table of its own
+ * (`<table>_schema`); without it, it reads the version from the layout.
  *
- * @param options `table` (default `"outbox"`).
+ * @param options `table` (default `"outbox"`); `fanOut` (default false): the table of an
+ *   outbox with `publishers` (schema version 3), the message id unique per destination
+ *   (`<table>_id_dest_unique` on (id, destination)) rather than on its own
+ *   (`<table>_id_unique`), so a message can have a row per destination. Every process
+ *   writing to the table must run a version that knows destinations.
  * @returns The table; export it from your drizzle schema file.
+ *
+ * @example
+ * ```ts
+ * import { sqliteOutboxTable } from "@x/outbox/drizzle";
+ *
+ * // schema.ts, for an outbox with publishers (fan-out)
+ * export const outbox = sqliteOutboxTable({ fanOut: true });
+ * ```
  */
-export function sqliteOutboxTable(options: { table?: string } = {}): SqliteOutboxTable {
+export function sqliteOutboxTable(options: { table?: string; fanOut?: boolean } = {}): SqliteOutboxTable {
   const name = checkIdentifier(options.table ?? "outbox", "table");
   // Keep in step with createStatements in adapters/libsql/sql.ts (a test compares them).
   return sqliteTable(name, sqliteOutboxColumns(), (t) => [
     check(`${name}_status_check`, sql.raw("status IN ('pending', 'processing', 'published', 'dead')")),
-    uniqueIndex(`${name}_id_unique`).on(t.id),
-    index(`${name}_claim_idx`).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
-    index(`${name}_key_idx`).on(t.key, t.availableAt, t.seq).where(
+    options.fanOut === true
+      ? uniqueIndex(`${name}_id_dest_unique`).on(t.id, t.destination)
+      : uniqueIndex(`${name}_id_unique`).on(t.id),
+    index(`${name}_claim_dest_idx`).on(t.destination, t.seq, t.availableAt, t.key).where(
+      sql.raw("available_at IS NOT NULL"),
+    ),
+    index(`${name}_key_dest_idx`).on(t.destination, t.key, t.availableAt, t.seq).where(
       sql.raw("available_at IS NOT NULL AND key IS NOT NULL"),
     ),
     index(`${name}_settled_idx`).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
@@ -179,7 +200,7 @@ export function drizzleSqliteStorage(
   }
   const base = libsqlStorage(client, options);
   const n = libsqlNames(base.table);
-  const wrap = libsqlErrors(n.table, "outbox.setup()");
+  const wrap = libsqlOutboxErrors(n.table);
   return {
     ...base,
     name: "drizzle-sqlite",

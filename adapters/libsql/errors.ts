@@ -25,3 +25,22 @@ export function libsqlErrors(
 ): WrapStorageError {
   return storageErrors({ database: "libSQL", table, setup, missingTable, explain });
 }
+
+/**
+ * The error wrapper of the outbox table (the libSQL and Drizzle SQLite storages): a
+ * statement that names `destination` on a table of schema version 1 (a process
+ * upgraded before anyone ran setup()) says to run setup().
+ *
+ * @param table The quoted table name.
+ * @returns `wrap(what, error)`.
+ */
+export function libsqlOutboxErrors(table: string): WrapStorageError {
+  return libsqlErrors(
+    table,
+    "outbox.setup()",
+    (error) =>
+      /no such column: \S*destination|has no column named destination/i.test(errorText(error))
+        ? `table ${table} is at schema version 1 (it has no destination column); run outbox.setup() to upgrade it`
+        : undefined,
+  );
+}

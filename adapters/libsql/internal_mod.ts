@@ -9,6 +9,6 @@
  */
 
 export * from "./mod.ts";
-export { libsqlErrors } from "./errors.ts";
+export { libsqlErrors, libsqlOutboxErrors } from "./errors.ts";
 export { insertError, insertStatements, runInsertStatements } from "./insert.ts";
 export { type LibsqlNames, libsqlNames } from "./sql.ts";

@@ -54,9 +54,12 @@ import type {
   StorageStats,
 } from "../../src/types.ts";
 import { busyRetry, busyTimeout } from "./busy.ts";
-import { libsqlErrors } from "./errors.ts";
+import { libsqlOutboxErrors } from "./errors.ts";
 import { insertError, insertStatements, runInsertStatements } from "./insert.ts";
-import { createStatements, libsqlNames, relayQueries } from "./sql.ts";
+import { schemaVersion, setupTable } from "./setup.ts";
+import { createStatements, libsqlNames, relayQueries, SCHEMA_VERSION } from "./sql.ts";
+
+export { SCHEMA_VERSION };
 
 /** What `enqueue` accepts with libSQL: an interactive transaction, or a client (the insert is then its own transaction). */
 export type LibsqlTx = Transaction | Client;
@@ -79,19 +82,61 @@ export interface LibsqlStorageOptions {
 export interface LibsqlStorage extends OutboxStorage<LibsqlTx, InStatement> {
   /** The table name. */
   readonly table: string;
-  /** The DDL `setup()` runs, for hand-written migrations. */
+  /** The DDL of a fresh table at schema version 2, as `setup()` creates it, for hand-written migrations. */
   readonly schemaSql: readonly string[];
 }
 
 /**
- * Returns the DDL (table and indexes) for a table name, for teams that write their
- * own migrations. The same statements `setup()` runs.
+ * Returns the DDL (table, indexes, and the version table with its row) of a fresh
+ * outbox table, for teams that write their own migrations: what `setup()` creates in
+ * an empty database, at schema version 2, or 3 with `fanOut` (a row per destination
+ * for an outbox with `publishers`). An existing table of an earlier version is
+ * upgraded by `setup()` (or `outbox setup`), not by these statements.
  *
- * @param options `table` (default `"outbox"`).
+ * @param options `table` (default `"outbox"`), `fanOut` (default false).
  * @returns SQL statements, each idempotent.
+ *
+ * @example
+ * ```ts
+ * import { libsqlSchema } from "@x/outbox/libsql";
+ *
+ * console.log(libsqlSchema({ table: "outbox", fanOut: true }).join(";\n") + ";");
+ * ```
  */
-export function libsqlSchema(options: { table?: string } = {}): string[] {
-  return createStatements(libsqlNames(checkIdentifier(options.table ?? "outbox", "table")));
+export function libsqlSchema(options: { table?: string; fanOut?: boolean } = {}): string[] {
+  return createStatements(libsqlNames(checkIdentifier(options.table ?? "outbox", "table")), {
+    fanOut: options.fanOut === true,
+  });
+}
+
+/**
+ * Reads the schema version of an outbox table: the one `setup()` recorded in
+ * `<table>_schema`, or what the table's layout shows when that is more (a table made
+ * by an earlier version, or made or migrated by hand or by drizzle-kit, has no record
+ * or an older one): 1 without a `destination` column, 2 with it, 3 with the unique
+ * index on (id, destination). {@link SCHEMA_VERSION} is the newest this package knows.
+ *
+ * @param client A `@libsql/client` client.
+ * @param options `table` (default `"outbox"`).
+ * @returns The version, or `null` when the table does not exist.
+ * @throws {OutboxConfigError} When `table` is not a plain identifier.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "@libsql/client";
+ * import { libsqlSchemaVersion, SCHEMA_VERSION } from "@x/outbox/libsql";
+ *
+ * const version = await libsqlSchemaVersion(createClient({ url: "file:app.db" }));
+ * if (version !== null && version < 2) console.log(`run outbox setup (table at ${version}, latest ${SCHEMA_VERSION})`);
+ * ```
+ */
+export async function libsqlSchemaVersion(client: Client, options: { table?: string } = {}): Promise<number | null> {
+  const n = libsqlNames(checkIdentifier(options.table ?? "outbox", "table"));
+  try {
+    return await schemaVersion(client, n);
+  } catch (error) {
+    throw libsqlOutboxErrors(n.table)("read the schema version", error);
+  }
 }
 
 function isClient(value: unknown): value is Client {
@@ -128,7 +173,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
   const schemaSql = createStatements(n);
   const q = relayQueries(n);
 
-  const wrap = libsqlErrors(n.table, "outbox.setup()");
+  const wrap = libsqlOutboxErrors(n.table);
   /** Runs a relay statement, retrying while another writer holds the lock. */
   const withBusyRetry = busyRetry(client, busyTimeoutMs, wrap);
 
@@ -138,10 +183,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     schemaSql,
 
     async setup(options = {}) {
-      await abortable(
-        options.signal,
-        () => withBusyRetry("create the outbox table", () => client.batch(schemaSql, "write")),
-      );
+      await abortable(options.signal, () => setupTable(client, n, options.fanOut === true, withBusyRetry));
     },
 
     async insert(tx, rows) {
@@ -196,8 +238,11 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
         () => withBusyRetry("read outbox stats", () => client.batch(q.stats(now), "read")),
       );
       const first = oldest!.rows[0];
+      const groups = counts!.rows;
       return {
-        ...countsByTopic(counts!.rows.map((row) => [String(row.topic), String(row.status), row.n] as const)),
+        ...countsByTopic(groups.map((row) => [String(row.topic), String(row.status), row.n] as const)),
+        destinations: countsByTopic(groups.map((row) => [String(row.destination), String(row.status), row.n] as const))
+          .topics,
         oldestPendingAt: first ? numOrNull(first.since) : null,
         blockedKeys: num(blocked!.rows[0]?.n ?? 0),
       };
@@ -212,12 +257,15 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
+      if (inspectOptions.destination !== undefined && typeof inspectOptions.destination !== "string") {
+        throw new OutboxConfigError("inspect destination must be a string", "destination");
+      }
       const query = q.inspect(checkInspect(inspectOptions));
       const rs = await abortable(
         inspectOptions.signal,
         () => withBusyRetry("list messages", () => client.execute(query)),
       );
-      return rs.rows.map((row: Row) => outboxRow(row));
+      return rs.rows.map((row: Row) => ({ ...outboxRow(row), destination: String(row.destination) }));
     },
 
     async purge(request: PurgeRequest): Promise<number> {
