@@ -1,5 +1,5 @@
 /**
- * examples/redis, examples/rabbitmq and examples/webhook, run for real as child
+ * examples/redis, examples/rabbitmq, examples/webhook and examples/fan-out, run for real as child
  * processes of the runtime under test (`bun file` under bun test, `deno run -A file`
  * under deno test), against the shared Redis (127.0.0.1:6379) and RabbitMQ
  * (127.0.0.1:5672) with names of their own. Each example exits by itself once every
@@ -137,6 +137,26 @@ if (runtime === "bun" || runtime === "deno") {
       assert(result.output.includes("a request signed with another secret: 401"), "the forged request is refused");
       assert(lines(result.output, /answered 503/).length === 1, "o-2's first answer was a 503");
       assert(result.output.includes("outbox: 0 pending, 0 dead"), "the sender settled everything as published");
+    },
+    { timeout: 90_000 },
+  );
+
+  test(
+    `fan-out example (${runtime}): a row per destination; the partner's outage delays only the partner`,
+    async () => {
+      const result = await runExample("examples/fan-out/main.ts", { ORDERS: "6", DOWN: "4" });
+      try {
+        assert(result.code === 0, `examples/fan-out exited with ${result.code}`);
+        assert(result.output.includes("6 orders committed: 13 outbox rows"), "a row per routed destination");
+        assert(lines(result.output, /partner: down, 503/).length === 4, "the partner failed four times");
+        assert(/analytics has all 7 events while \d+ wait for the partner/.test(result.output), "analytics went on");
+        assert(lines(result.output, /partner: o-\d/).length === 6, "the partner got each order once");
+        assert(result.output.includes("in order per customer: true"), "in order per customer");
+        assert(result.output.includes("✓"), "the example's own check passed");
+      } catch (error) {
+        console.error(result.output);
+        throw error;
+      }
     },
     { timeout: 90_000 },
   );
