@@ -1,9 +1,13 @@
 /**
  * The dashboard page: one self-contained HTML document (inline CSS and script, nothing
  * fetched but the JSON API next to it). The script builds every element with
- * createElement and textContent, so message fields (topic, key, payload, lastError,
- * headers) are only ever text, never markup; the page's CSP allows nothing but the
- * nonce'd script and style as a second line of defence.
+ * createElement and textContent, so message fields (topic, key, destination, payload,
+ * lastError, headers) are only ever text, never markup; the page's CSP allows nothing
+ * but the nonce'd script and style as a second line of defence.
+ *
+ * Destinations (fan-out) appear once the outbox has rows for a `publishers` name: a
+ * table of counts, a column and a filter in the messages list. An outbox with one
+ * `publisher` (every row's destination `""`) shows none of it.
  */
 
 const STYLE = String.raw`
@@ -52,6 +56,7 @@ button:disabled { opacity: .5; cursor: default; }
 .notice { min-height: 20px; margin: 6px 0; }
 .notice.error { color: var(--dead); }
 .empty { padding: 14px; color: var(--muted); text-align: center; }
+main:not(.fan-out) .dest { display: none; }
 `;
 
 // Plain ES2017 without template literals: this text sits inside one.
@@ -59,7 +64,12 @@ const SCRIPT = String.raw`
 "use strict";
 (function () {
   var api = location.pathname.replace(/\/+$/, "") + "/api/";
-  var state = { readOnly: true, status: "dead", topic: "", key: "", limit: 50, after: null, history: [], next: null };
+  // destination: null for any, "" for the default (the one publisher's rows), else a name.
+  var state = { readOnly: true, status: "dead", topic: "", key: "", destination: null, limit: 50, after: null,
+    history: [], next: null };
+  // The "any" choice of the destination filter: not a destination name, and not "" (the default).
+  var ANY = "*";
+  function destinationLabel(d) { return d === "" ? "(default)" : d; }
   var $ = function (id) { return document.getElementById(id); };
 
   // Every piece of data goes in as textContent or a data-/title attribute: never markup.
@@ -145,7 +155,35 @@ const SCRIPT = String.raw`
       list.appendChild(el("option", { value: topic }));
     });
     if (names.length === 0) body.appendChild(el("tr", null, [el("td", { colspan: 5, className: "empty", text: "No messages" })]));
+    renderDestinations(s.destinations || {});
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  }
+
+  function renderDestinations(destinations) {
+    var names = Object.keys(destinations).sort();
+    var fanOut = names.some(function (d) { return d !== ""; });
+    document.querySelector("main").className = fanOut ? "fan-out" : "";
+    $("destinations-section").hidden = !fanOut;
+    var body = $("destinations-body");
+    clear(body);
+    names.forEach(function (d) {
+      var t = destinations[d];
+      body.appendChild(el("tr", { "data-destination": d }, [
+        el("td", { className: "wrap mono", text: destinationLabel(d) }),
+        el("td", { className: "num", text: t.pending }),
+        el("td", { className: "num", text: t.processing }),
+        el("td", { className: "num", text: t.published }),
+        el("td", { className: "num", text: t.dead }),
+      ]));
+    });
+    // The filter's choices, keeping the one picked (applied or not) when its rows are gone.
+    var select = $("f-destination");
+    var picked = select.value;
+    clear(select);
+    select.appendChild(el("option", { value: ANY, text: "any" }));
+    if (picked !== ANY && names.indexOf(picked) === -1) names.push(picked);
+    names.forEach(function (d) { select.appendChild(el("option", { value: d, text: destinationLabel(d) })); });
+    select.value = picked;
   }
 
   function loadStats() {
@@ -198,9 +236,11 @@ const SCRIPT = String.raw`
   function actionsCell(m) {
     if (state.readOnly || (m.status !== "dead" && m.status !== "published")) return el("td");
     var requeue = el("button", { type: "button", "data-action": "requeue", text: "Requeue" });
-    requeue.addEventListener("click", function () { mutate("requeue", { status: m.status, ids: [m.id] }); });
+    // With fan-out an id names a row per destination: act on this row's only.
+    var one = { status: m.status, ids: [m.id], destination: m.destination };
+    requeue.addEventListener("click", function () { mutate("requeue", one); });
     var purge = armed(el("button", { type: "button", className: "danger", "data-action": "purge", text: "Purge" }),
-      "Confirm purge", function () { mutate("purge", { status: m.status, ids: [m.id] }); });
+      "Confirm purge", function () { mutate("purge", one); });
     return el("td", null, [el("div", { className: "bar" }, [requeue, purge])]);
   }
 
@@ -208,12 +248,13 @@ const SCRIPT = String.raw`
     var body = $("messages-body");
     clear(body);
     data.messages.forEach(function (m) {
-      body.appendChild(el("tr", { "data-id": m.id, "data-status": m.status }, [
+      body.appendChild(el("tr", { "data-id": m.id, "data-destination": m.destination, "data-status": m.status }, [
         el("td", { className: "num", text: m.seq }),
         el("td", { className: "mono wrap" }, [
           el("div", { text: m.id }),
           m.key === null ? null : el("div", { className: "muted key", text: "key " + m.key }),
         ]),
+        el("td", { className: "mono wrap dest", text: destinationLabel(m.destination || "") }),
         el("td", { className: "mono wrap topic", text: m.topic }),
         el("td", null, [el("span", { className: "status " + m.status, text: m.status })]),
         el("td", { className: "num", text: m.attempts }),
@@ -228,7 +269,7 @@ const SCRIPT = String.raw`
       ]));
     });
     if (data.messages.length === 0) {
-      body.appendChild(el("tr", null, [el("td", { colspan: 9, className: "empty", text: "No messages match" })]));
+      body.appendChild(el("tr", null, [el("td", { colspan: 10, className: "empty", text: "No messages match" })]));
     }
     state.next = data.next;
     $("next").disabled = data.next === null;
@@ -241,6 +282,8 @@ const SCRIPT = String.raw`
     if (state.status) q.set("status", state.status);
     if (state.topic) q.set("topic", state.topic);
     if (state.key) q.set("key", state.key);
+    // destination= (empty) asks for the default destination; no parameter, for any.
+    if (state.destination !== null) q.set("destination", state.destination);
     q.set("limit", String(state.limit));
     if (state.after !== null) q.set("after", String(state.after));
     return request("messages?" + q.toString()).then(renderMessages).catch(function (e) { notice(e.message, true); });
@@ -249,6 +292,7 @@ const SCRIPT = String.raw`
   function bulkScope() {
     var body = { status: "dead" };
     if (state.topic) body.topic = state.topic;
+    if (state.destination !== null) body.destination = state.destination;
     return body;
   }
 
@@ -257,10 +301,12 @@ const SCRIPT = String.raw`
     state.status = $("f-status").value;
     state.topic = $("f-topic").value.trim();
     state.key = $("f-key").value.trim();
+    var destination = $("f-destination").value;
+    state.destination = destination === ANY ? null : destination;
     state.limit = Number($("f-limit").value);
     state.after = null;
     state.history = [];
-    var scope = state.topic ? " in this topic" : "";
+    var scope = (state.topic ? " in this topic" : "") + (state.destination !== null ? " for this destination" : "");
     $("requeue-all").textContent = "Requeue all dead" + scope;
     $("purge-all").textContent = "Purge all dead" + scope;
     loadMessages();
@@ -304,6 +350,13 @@ const BODY = String.raw`
       <tbody id="topics-body"></tbody>
     </table>
   </section>
+  <section id="destinations-section" hidden>
+    <h2>Destinations</h2>
+    <table id="destinations">
+      <thead><tr><th>destination</th><th class="num">pending</th><th class="num">processing</th><th class="num">published</th><th class="num">dead</th></tr></thead>
+      <tbody id="destinations-body"></tbody>
+    </table>
+  </section>
   <section>
     <h2>Messages</h2>
     <form id="filters">
@@ -314,6 +367,7 @@ const BODY = String.raw`
       <label>topic <input id="f-topic" list="topic-list" maxlength="1024" autocomplete="off"></label>
       <datalist id="topic-list"></datalist>
       <label>key <input id="f-key" maxlength="1024" autocomplete="off"></label>
+      <label class="dest">destination <select id="f-destination"><option value="*" selected>any</option></select></label>
       <label>per page <select id="f-limit"><option>20</option><option selected>50</option><option>100</option><option>500</option></select></label>
       <button type="submit">Apply</button>
     </form>
@@ -323,7 +377,7 @@ const BODY = String.raw`
     </div>
     <div id="notice" class="notice" role="status"></div>
     <table id="messages">
-      <thead><tr><th class="num">seq</th><th>id / key</th><th>topic</th><th>status</th><th class="num">attempts</th>
+      <thead><tr><th class="num">seq</th><th>id / key</th><th class="dest">destination</th><th>topic</th><th>status</th><th class="num">attempts</th>
         <th>created</th><th>last error</th><th>payload</th><th></th></tr></thead>
       <tbody id="messages-body"></tbody>
     </table>

@@ -21,31 +21,40 @@ export type AdminStatusCounts = StatusCounts;
  * stand-in (another process's outbox behind an RPC, a test double) may too.
  */
 export interface AdminOutbox {
-  /** Counts by status and topic, and the oldest due message. */
+  /** Counts by status, topic and destination, and the oldest due message. */
   stats(): Promise<
     AdminStatusCounts & {
       oldestPendingAt: Date | null;
       oldestPendingAgeMs: number;
       blockedKeys: number;
       topics?: Readonly<Record<string, Readonly<AdminStatusCounts>>>;
+      /** Per destination (`""`: the one `publisher`'s rows); absent from outboxes before fan-out. */
+      destinations?: Readonly<Record<string, Readonly<AdminStatusCounts>>>;
     }
   >;
-  /** Rows in `seq` order, filtered, with `seq > after`. */
+  /** Rows in `seq` order, filtered, with `seq > after`; `destination` absent: any. */
   inspect(options: {
     status?: AdminStatus;
     topic?: string;
     key?: string;
+    destination?: string;
     limit?: number;
     after?: number;
   }): Promise<readonly AdminRow[]>;
   /** Moves dead or published messages back to pending; resolves with the count. */
-  requeue(options: { status?: "dead" | "published"; ids?: readonly string[]; topic?: string }): Promise<number>;
+  requeue(options: {
+    status?: "dead" | "published";
+    ids?: readonly string[];
+    topic?: string;
+    destination?: string;
+  }): Promise<number>;
   /** Deletes dead or published messages; resolves with the count. */
   purge(options: {
     status: "dead" | "published";
     olderThanMs?: number;
     ids?: readonly string[];
     topic?: string;
+    destination?: string;
   }): Promise<number>;
 }
 
@@ -162,6 +171,11 @@ export interface AdminPayloadPreview {
 export interface AdminMessage {
   seq: number;
   id: string;
+  /**
+   * The row's destination: a `publishers` name, or `""` for the one `publisher` (with
+   * fan-out a message has a row per destination, all with its `id`).
+   */
+  destination: string;
   topic: string;
   key: string | null;
   status: AdminStatus;
@@ -214,6 +228,7 @@ function messageOf(row: AdminRow): AdminMessage {
   return {
     seq: row.seq,
     id: row.id,
+    destination: row.destination ?? "",
     topic: row.topic,
     key: row.key,
     status: row.status,
@@ -239,6 +254,25 @@ function filterText(name: string, value: unknown): string | undefined {
   return value;
 }
 
+/** A destination name as `createOutbox({ publishers })` accepts it. */
+const DESTINATION = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * A destination filter: `undefined` (absent: any destination), `""` (the default
+ * destination, the one `publisher`'s rows) or a name. Names cannot hold markup or
+ * spaces, and the empty value cannot be a name, so the two never mix.
+ */
+function destinationParam(value: unknown): string | undefined {
+  if (value === undefined || value === "") return value;
+  if (typeof value !== "string" || !DESTINATION.test(value)) {
+    refuse(
+      400,
+      "destination must be a name of 1 to 64 letters, digits and _ . -, or empty for the default destination",
+    );
+  }
+  return value;
+}
+
 function integerParam(name: string, text: string, min: number, max: number): number {
   if (!/^\d{1,16}$/.test(text) || Number(text) < min || Number(text) > max) {
     refuse(400, `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(text.slice(0, 40))}`);
@@ -246,7 +280,7 @@ function integerParam(name: string, text: string, min: number, max: number): num
   return Number(text);
 }
 
-const MESSAGE_PARAMS = new Set(["status", "topic", "key", "limit", "after"]);
+const MESSAGE_PARAMS = new Set(["status", "topic", "key", "destination", "limit", "after"]);
 
 function messagesQuery(url: URL) {
   const names = new Set<string>();
@@ -266,6 +300,7 @@ function messagesQuery(url: URL) {
     status: status as AdminStatus | undefined,
     topic: filterText("topic", get("topic")),
     key: filterText("key", get("key")),
+    destination: destinationParam(get("destination")),
     limit: limitText === undefined ? ADMIN_DEFAULT_LIMIT : integerParam("limit", limitText, 1, ADMIN_MAX_LIMIT),
     after: afterText === undefined ? undefined : integerParam("after", afterText, 0, Number.MAX_SAFE_INTEGER),
   };
@@ -350,11 +385,14 @@ function idList(value: unknown): string[] | undefined {
  *
  * Routes, under `basePath`:
  * - `GET /` (and `basePath` itself): the dashboard (self-contained HTML, strict CSP).
- * - `GET /api/outbox`: stats, per-topic counts and `readOnly`.
- * - `GET /api/messages?status=&topic=&key=&limit=&after=`: rows in `seq` order with a
- *   payload preview; `next` is the `after` of the following page, or `null`.
- * - `POST /api/requeue` `{ ids?, status?, topic? }` → `{ requeued }`.
- * - `POST /api/purge` `{ status, ids?, topic?, olderThanMs? }` → `{ purged }`.
+ * - `GET /api/outbox`: stats, per-topic and per-destination counts, and `readOnly`.
+ * - `GET /api/messages?status=&topic=&key=&destination=&limit=&after=`: rows in `seq`
+ *   order with a payload preview; `next` is the `after` of the following page, or `null`.
+ *   `destination` absent: any; `destination=` (empty): the default destination (`""`,
+ *   the one `publisher`'s rows); else a `publishers` name.
+ * - `POST /api/requeue` `{ ids?, status?, topic?, destination? }` → `{ requeued }`.
+ * - `POST /api/purge` `{ status, ids?, topic?, destination?, olderThanMs? }` → `{ purged }`.
+ *   In a body, `destination` absent is any destination and `""` the default one.
  *
  * Security: read-only unless `readOnly: false`, which requires `authorize`. Mutations
  * need `Content-Type: application/json`, and are refused when `Origin` is another site's
@@ -422,6 +460,7 @@ export function createAdminHandler(
           oldestPendingAgeMs: s.oldestPendingAgeMs,
           blockedKeys: s.blockedKeys,
           topics: s.topics ?? {},
+          destinations: s.destinations ?? {},
           readOnly,
           limits: { maxLimit: ADMIN_MAX_LIMIT, maxIds: ADMIN_MAX_IDS },
         });
@@ -447,11 +486,12 @@ export function createAdminHandler(
       access: "write",
       async run(request) {
         const body = await readBody(request);
-        onlyFields(body, ["ids", "status", "topic"]);
+        onlyFields(body, ["ids", "status", "topic", "destination"]);
         const requeued = await outbox.requeue({
           status: settledStatus(body.status, "dead"),
           ids: idList(body.ids),
           topic: filterText("topic", body.topic),
+          destination: destinationParam(body.destination),
         });
         return json(200, { requeued });
       },
@@ -461,7 +501,7 @@ export function createAdminHandler(
       access: "write",
       async run(request) {
         const body = await readBody(request);
-        onlyFields(body, ["ids", "status", "topic", "olderThanMs"]);
+        onlyFields(body, ["ids", "status", "topic", "destination", "olderThanMs"]);
         const age = body.olderThanMs;
         if (age !== undefined && !(typeof age === "number" && Number.isSafeInteger(age) && age >= 0)) {
           refuse(400, "olderThanMs must be a non-negative integer (milliseconds)");
@@ -470,6 +510,7 @@ export function createAdminHandler(
           status: settledStatus(body.status),
           ids: idList(body.ids),
           topic: filterText("topic", body.topic),
+          destination: destinationParam(body.destination),
           olderThanMs: age as number | undefined,
         });
         return json(200, { purged });

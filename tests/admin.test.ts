@@ -121,6 +121,83 @@ async function postgresFixture(): Promise<Fixture> {
 
 const storages: [string, () => Promise<Fixture>][] = [["libsql", libsqlFixture], ["postgres", postgresFixture]];
 
+/**
+ * A fan-out outbox on a table the one-publisher fixture filled first (its rows keep the
+ * default destination `""`): nats publishes everything, hooks takes the orders and
+ * hostile topics and refuses them for good.
+ */
+async function fanOutFill<Tx, Stmt>(
+  storage: OutboxStorage<Tx, Stmt>,
+  write: (outbox: Outbox<Tx, Stmt>, messages: OutboxMessage[]) => Promise<unknown>,
+) {
+  const filled = await fill(storage, write);
+  const outbox = createOutbox({
+    storage,
+    publishers: {
+      nats: () => {},
+      hooks: (message) => {
+        throw new PublishError(`hooks refused ${message.topic}: ${XSS[0]}`, { permanent: true });
+      },
+    },
+    route: (m) => (m.topic.startsWith("orders.") || m.topic.includes("<") ? ["nats", "hooks"] : ["nats"]),
+    retention: { publishedMs: 86_400_000 },
+  });
+  await outbox.setup();
+  await write(outbox, [
+    { id: "fan-1", topic: "orders.shipped", key: "o-1", payload: { n: 1 } },
+    { id: "fan-2", topic: "orders.shipped", key: "o-2", payload: { n: 2 } },
+    { id: "fan-3", topic: "emails.send", payload: { n: 3 } },
+    { id: "fan-xss", topic: XSS[0]!, key: XSS[2]!, payload: { html: XSS[1] } },
+  ]);
+  for (let i = 0; i < 5 && (await outbox.tick()).claimed > 0; i++);
+  return { ...filled, outbox: outbox satisfies AdminOutbox };
+}
+
+async function libsqlFanOutFixture(): Promise<Fixture> {
+  const { url, dir } = tempDatabase();
+  const client = createClient({ url });
+  const filled = await fanOutFill(libsqlStorage(client), (outbox, messages) => outbox.enqueue(client, messages));
+  return {
+    ...filled,
+    close: () => {
+      client.close();
+      rmSync(dir, { recursive: true, force: true });
+      return Promise.resolve();
+    },
+  };
+}
+
+async function postgresFanOutFixture(): Promise<Fixture> {
+  const schema = uniqueSchema("admin");
+  const sql = openSql();
+  const close = async () => {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await sql.end({ timeout: 1 });
+  };
+  try {
+    const filled = await fanOutFill(
+      postgresStorage(sql as unknown as PostgresSql, { schema }),
+      (outbox, messages) => sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, messages)),
+    );
+    return { ...filled, close };
+  } catch (error) {
+    await close().catch(() => {});
+    throw error;
+  }
+}
+
+const fanOutStorages: [string, () => Promise<Fixture>][] = [
+  ["libsql", libsqlFanOutFixture],
+  ["postgres", postgresFanOutFixture],
+];
+
+const counts = (pending: number, processing: number, published: number, dead: number) => ({
+  pending,
+  processing,
+  published,
+  dead,
+});
+
 /** Runs `body` with a fresh fixture and a handler on it. */
 async function withAdmin(
   make: () => Promise<Fixture>,
@@ -184,6 +261,7 @@ for (const [name, make] of storages) {
       assert.deepEqual(stats.topics["orders.created"], { pending: 2, processing: 0, published: 3, dead: 0 });
       assert.deepEqual(stats.topics["bad.topic"], { pending: 0, processing: 0, published: 0, dead: 5 });
       assert.equal(stats.topics[XSS[0]!].dead, 1, "a topic is a key of the JSON, as it is");
+      assert.deepEqual(stats.destinations, { "": counts(2, 0, 3, 7) }, "one publisher: the default destination");
     });
   });
 
@@ -208,6 +286,7 @@ for (const [name, make] of storages) {
       assert.ok(seen.every((m, i) => i === 0 || m.seq > seen[i - 1]!.seq));
       const bad = seen[0]!;
       assert.equal(bad.status, "dead");
+      assert.equal(bad.destination, "");
       assert.equal(bad.topic, "bad.topic");
       assert.equal(bad.attempts, 1);
       assert.match(bad.lastError!, /broker refused bad\.topic/);
@@ -275,6 +354,65 @@ for (const [name, make] of storages) {
       assert.deepEqual(r.body, { purged: 2 }, "all dead: xss-1 and bytes-1");
       const stats = await outbox.stats();
       assert.deepEqual([stats.pending, stats.published, stats.dead], [2 + 1 + 1 + 2, 0, 0]);
+    });
+  });
+}
+
+for (const [name, make] of fanOutStorages) {
+  test(`admin ${name}: fan-out: api/outbox counts per destination, api/messages filters by destination`, async () => {
+    await withAdmin(make, { basePath: "/admin" }, async (admin) => {
+      const { body: stats } = await admin.get("/admin/api/outbox");
+      assert.deepEqual(stats.destinations, {
+        "": counts(2, 0, 3, 7),
+        nats: counts(0, 0, 4, 0),
+        hooks: counts(0, 0, 0, 3),
+      });
+      assert.deepEqual([stats.pending, stats.published, stats.dead], [2, 7, 10], "counts are rows");
+      const of = async (query: string) =>
+        (await admin.get(`/admin/api/messages?${query}`)).body.messages.map((m: AdminMessage) =>
+          `${m.id}@${m.destination}`
+        );
+      assert.deepEqual(await of("destination=hooks"), ["fan-1@hooks", "fan-2@hooks", "fan-xss@hooks"]);
+      assert.deepEqual(await of("destination=nats&status=published&key=o-2"), ["fan-2@nats"]);
+      assert.deepEqual(await of("destination=nowhere"), []);
+      const byDefault = await of("destination=");
+      assert.equal(byDefault.length, 12, "destination= (empty): the one publisher's rows only");
+      assert.ok(byDefault.every((m: string) => m.endsWith("@")), byDefault.join(" "));
+      const any = await of("topic=orders.shipped");
+      assert.deepEqual(any, ["fan-1@nats", "fan-1@hooks", "fan-2@nats", "fan-2@hooks"], "no destination: any");
+      const [hostile] = (await admin.get(`/admin/api/messages?destination=hooks&key=${encodeURIComponent(XSS[2]!)}`))
+        .body.messages;
+      assert.equal(hostile.topic, XSS[0], "a hostile topic of a destination's row comes back as it is");
+      assert.ok(hostile.lastError.includes(XSS[0]!));
+      const refused = await admin.get("/admin/api/messages?destination=(default)");
+      assert.equal(refused.status, 400);
+      assert.match(refused.body.error, /destination must be a name .*or empty for the default destination/);
+    });
+  });
+
+  test(`admin ${name}: fan-out: requeue and purge take a destination in their body`, async () => {
+    await withAdmin(make, writable, async (admin, { outbox }) => {
+      const stats = async () => (await outbox.stats()).destinations;
+      let r = await admin.post("/admin/api/requeue", { status: "published", ids: ["fan-1"], destination: "nats" });
+      assert.deepEqual(r.body, { requeued: 1 }, "fan-1's nats row, not its hooks row");
+      assert.deepEqual((await stats())!.nats, counts(1, 0, 3, 0));
+      assert.deepEqual((await stats())!.hooks, counts(0, 0, 0, 3));
+      r = await admin.post("/admin/api/requeue", { ids: ["fan-2"], destination: "hooks" });
+      assert.deepEqual(r.body, { requeued: 1 });
+      r = await admin.post("/admin/api/purge", { status: "dead", destination: "" });
+      assert.deepEqual(r.body, { purged: 7 }, 'destination "": the one publisher\'s dead rows');
+      assert.deepEqual((await stats())!.hooks, counts(1, 0, 0, 2), "hooks' dead rows stay");
+      r = await admin.post("/admin/api/purge", { status: "dead", destination: "nats" });
+      assert.deepEqual(r.body, { purged: 0 });
+      r = await admin.post("/admin/api/purge", { status: "dead", destination: "hooks", topic: XSS[0] });
+      assert.deepEqual(r.body, { purged: 1 });
+      r = await admin.post("/admin/api/requeue", { status: "dead" });
+      assert.deepEqual(r.body, { requeued: 1 }, "no destination: any (fan-1's hooks row)");
+      assert.deepEqual(await stats(), {
+        "": counts(2, 0, 3, 0),
+        nats: counts(1, 0, 3, 0),
+        hooks: counts(2, 0, 0, 0),
+      });
     });
   });
 }
@@ -376,6 +514,11 @@ test("admin: bad query parameters and bodies answer 400 with a reason; big bodie
         "topic=",
         "limit=1&limit=2",
         "sort=seq",
+        "destination=a%20b",
+        "destination=(default)",
+        `destination=${"x".repeat(65)}`,
+        `destination=${encodeURIComponent(XSS[0]!)}`,
+        "destination=a&destination=b",
       ]
     ) {
       const r = await admin.get(`/admin/api/messages?${query}`);
@@ -394,13 +537,24 @@ test("admin: bad query parameters and bodies answer 400 with a reason; big bodie
       { ids: Array.from({ length: 1001 }, (_, i) => `id-${i}`) },
       { topic: 5 },
       { unknown: true },
+      { destination: 5 },
+      { destination: null },
+      { destination: "a b" },
+      { destination: "x".repeat(65) },
     ];
     for (const body of bodies) {
       const r = await admin.post("/admin/api/requeue", body);
       assert.equal(r.status, 400, JSON.stringify(body).slice(0, 60));
       assert.equal(typeof r.body.error, "string");
     }
-    for (const body of [{}, { status: "dead", olderThanMs: -1 }, { status: "dead", olderThanMs: "1d" }]) {
+    for (
+      const body of [
+        {},
+        { status: "dead", olderThanMs: -1 },
+        { status: "dead", olderThanMs: "1d" },
+        { status: "dead", destination: "(default)" },
+      ]
+    ) {
       assert.equal((await admin.post("/admin/api/purge", body)).status, 400, JSON.stringify(body));
     }
     const thousand = await admin.post("/admin/api/requeue", { ids: Array.from({ length: 1000 }, (_, i) => `i${i}`) });

@@ -1,8 +1,10 @@
 // The admin dashboard in a real browser: Debian's chromium (/usr/bin/chromium; .ci/run
 // installs it when missing), driven by playwright-core, against a node:http server that
-// mounts @x/outbox/admin (the npm build, dist/) over an outbox on a libSQL file. Dead
-// messages carry script, onerror and onload payloads in every field the page shows; none
-// may run. The test fails, rather than skips, without chromium.
+// mounts @x/outbox/admin (the npm build, dist/) over an outbox on a libSQL file: rows of
+// one publisher (the default destination) and of a fan-out outbox on the same table (two
+// destinations, one refusing). Dead messages carry script, onerror and onload payloads in
+// every field the page shows; none may run. The test fails, rather than skips, without
+// chromium.
 //
 //   npm run build && node --test tests/node/admin_browser.test.mjs
 //   OUTBOX_SCREENSHOT=1 … also writes docs/images/dashboard.png (committed; not rewritten on every run)
@@ -47,7 +49,11 @@ function mount(handler) {
   };
 }
 
-/** An outbox with published, pending and dead messages, hostile fields among the dead. */
+/**
+ * An outbox with published, pending and dead messages, hostile fields among the dead;
+ * then fan-out rows on the same table: nats publishes shipments, hooks refuses them and a
+ * hostile topic. Returns the fan-out outbox (it sees every row).
+ */
 async function fillOutbox(client) {
   const outbox = createOutbox({
     storage: libsqlStorage(client),
@@ -93,15 +99,36 @@ async function fillOutbox(client) {
     { id: "order-7", topic: "orders.created", key: "o-7", payload: { id: "o-7" } },
     { id: "order-8", topic: "orders.created", key: "o-8", payload: { id: "o-8" } },
   ]);
-  return outbox;
+  const fanOut = createOutbox({
+    storage: libsqlStorage(client),
+    publishers: {
+      nats: () => {},
+      hooks: (message) => {
+        throw new PublishError(`HTTP 410 from hooks for ${message.topic}`, { permanent: true });
+      },
+    },
+    route: (message) => (message.topic.startsWith("shipments.") ? ["nats", "hooks"] : ["hooks"]),
+    retention: { publishedMs: 86_400_000 },
+  });
+  await fanOut.setup();
+  await fanOut.enqueue(client, [
+    { id: "ship-1", topic: "shipments.created", key: "o-1", payload: { order: "o-1", carrier: "dhl" } },
+    { id: "ship-2", topic: "shipments.created", key: "o-2", payload: { order: "o-2", carrier: "ups" } },
+    { id: "hostile-4", topic: `hooks.${XSS_TOPICS[1]}`, key: XSS[1], payload: { [XSS[1]]: XSS[0] } },
+  ]);
+  while ((await fanOut.tick()).claimed > 0);
+  return fanOut;
 }
 
-async function statusOf(client, id) {
-  const rs = await client.execute({ sql: "SELECT status FROM outbox WHERE id = ?", args: [id] });
+async function statusOf(client, id, destination = "") {
+  const rs = await client.execute({
+    sql: "SELECT status FROM outbox WHERE id = ? AND destination = ?",
+    args: [id, destination],
+  });
   return rs.rows[0]?.status ?? null;
 }
 
-test("dashboard in chromium: counts, requeue and purge with the buttons, hostile fields stay inert", {
+test("dashboard in chromium: counts, destinations, requeue and purge with the buttons, hostile fields stay inert", {
   timeout: 120_000,
 }, async () => {
   assert.ok(
@@ -160,9 +187,10 @@ test("dashboard in chromium: counts, requeue and purge with the buttons, hostile
 
     await page.goto(`${base}/admin/`);
     const count = (name) => page.locator(`[data-stat="${name}"] .n`);
-    await count("dead").filter({ hasText: /^6$/ }).waitFor();
+    // Rows: the one publisher's 2 pending, 6 published, 6 dead; nats 2 published; hooks 3 dead.
+    await count("dead").filter({ hasText: /^9$/ }).waitFor();
     assert.equal(await count("pending").textContent(), "2");
-    assert.equal(await count("published").textContent(), "6");
+    assert.equal(await count("published").textContent(), "8");
     assert.equal(await count("processing").textContent(), "0");
     assert.equal(await page.locator("#mode").textContent(), "requeue and purge allowed");
 
@@ -171,10 +199,29 @@ test("dashboard in chromium: counts, requeue and purge with the buttons, hostile
     const topics = await page.locator("#topics-body td.mono").allTextContents();
     assert.ok(topics.includes(XSS[0]) && topics.includes(`billing.${XSS_TOPICS[0]}`), topics.join(" | "));
 
-    // The dead messages, hostile fields shown as the text they are.
+    // Destinations: a table of counts, the default one's as (default).
+    const destination = (d) => page.locator(`#destinations-body tr[data-destination="${d}"] td`).allTextContents();
+    await page.locator(`#destinations-body tr[data-destination="hooks"]`).waitFor();
+    assert.equal(await page.locator("#destinations-section").isVisible(), true);
+    assert.deepEqual(await destination(""), ["(default)", "2", "0", "6", "6"]);
+    assert.deepEqual(await destination("hooks"), ["hooks", "0", "0", "0", "3"]);
+    assert.deepEqual(await destination("nats"), ["nats", "0", "0", "2", "0"]);
+
+    // The dead messages, hostile fields shown as the text they are, each with its destination.
     const rows = page.locator("#messages-body tr[data-status=dead]");
-    await rows.nth(5).waitFor();
-    assert.equal(await rows.count(), 6);
+    await rows.nth(8).waitFor();
+    assert.equal(await rows.count(), 9);
+    const shipped = page.locator(`#messages-body tr[data-id="ship-1"][data-destination="hooks"]`);
+    assert.equal(await shipped.locator("td.dest").textContent(), "hooks");
+    assert.equal(await shipped.locator("td.dest").isVisible(), true);
+    assert.equal(
+      await page.locator(`#messages-body tr[data-id="invoice-1"] td.dest`).textContent(),
+      "(default)",
+    );
+    assert.equal(
+      await page.locator(`#messages-body tr[data-id="hostile-4"] td.topic`).textContent(),
+      `hooks.${XSS_TOPICS[1]}`,
+    );
     const hostile = page.locator(`#messages-body tr[data-id="hostile-1"]`);
     assert.equal(await hostile.locator("td.topic").textContent(), XSS[0]);
     assert.equal(await hostile.locator(".key").textContent(), `key ${XSS[2]}`);
@@ -185,7 +232,7 @@ test("dashboard in chromium: counts, requeue and purge with the buttons, hostile
     // Requeue one dead message with its button.
     await page.locator(`tr[data-id="invoice-2"] button[data-action=requeue]`).click();
     await page.locator("#notice").filter({ hasText: "Requeued 1 message" }).waitFor();
-    await count("dead").filter({ hasText: /^5$/ }).waitFor();
+    await count("dead").filter({ hasText: /^8$/ }).waitFor();
     assert.equal(await count("pending").textContent(), "3");
     assert.equal(await statusOf(client, "invoice-2"), "pending", "the database has it pending again");
     await page.locator(`tr[data-id="invoice-2"]`).waitFor({ state: "detached" });
@@ -204,8 +251,27 @@ test("dashboard in chromium: counts, requeue and purge with the buttons, hostile
     assert.equal(await purge.textContent(), "Confirm purge");
     assert.equal(await statusOf(client, "invoice-3"), "dead", "one click purges nothing");
     await purge.click();
-    await count("dead").filter({ hasText: /^4$/ }).waitFor();
+    await count("dead").filter({ hasText: /^7$/ }).waitFor();
     assert.equal(await statusOf(client, "invoice-3"), null, "the row is gone");
+    assert.deepEqual(await destination(""), ["(default)", "3", "0", "6", "4"]);
+
+    // The destination filter: hooks only, then requeue ship-1 there (its nats row stays published).
+    await page.selectOption("#f-destination", "hooks");
+    await page.click("#filters button[type=submit]");
+    await page.locator(`#messages-body tr[data-destination=""]`).first().waitFor({ state: "detached" });
+    assert.equal(await rows.count(), 3);
+    assert.equal(await page.locator("#requeue-all").textContent(), "Requeue all dead for this destination");
+    await shipped.locator("button[data-action=requeue]").click();
+    await count("dead").filter({ hasText: /^6$/ }).waitFor();
+    assert.equal(await statusOf(client, "ship-1", "hooks"), "pending");
+    assert.equal(await statusOf(client, "ship-1", "nats"), "published", "one destination's row only");
+    assert.deepEqual(await destination("hooks"), ["hooks", "1", "0", "0", "2"]);
+    // The default destination: the one publisher's rows (destination= in the API).
+    await page.selectOption("#f-destination", { label: "(default)" });
+    await page.click("#filters button[type=submit]");
+    await page.locator(`#messages-body tr[data-destination="hooks"]`).first().waitFor({ state: "detached" });
+    assert.equal(await rows.count(), 4);
+    await page.selectOption("#f-destination", "*");
 
     // Paging with the cursor: 4 dead messages, 20 per page → one page; the published ones in pages.
     await page.selectOption("#f-status", "published");
@@ -224,7 +290,7 @@ test("dashboard in chromium: counts, requeue and purge with the buttons, hostile
     // Read-only: the same page shows no buttons.
     const ro = await context.newPage();
     await ro.goto(`${base}/ro/`);
-    await ro.locator(`[data-stat="dead"] .n`).filter({ hasText: /^4$/ }).waitFor();
+    await ro.locator(`[data-stat="dead"] .n`).filter({ hasText: /^6$/ }).waitFor();
     await ro.locator("#messages-body tr[data-status=dead]").first().waitFor();
     assert.equal(await ro.locator("#mode").textContent(), "read-only");
     assert.equal(await ro.locator("#messages-body button").count(), 0);
