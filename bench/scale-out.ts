@@ -19,7 +19,7 @@
  * - lane use: Σ publish durations / (N × concurrency × drain time), the share of the
  *   relays' publish slots in use. Rate = N × concurrency × use / publish time, so the
  *   N=4/N=1 ratio is 4 × (use₄/use₁) × (publish₁/publish₄);
- * - the claim lock: every claim runs `<table>_claim_v2`, which takes one advisory lock
+ * - the claim lock: every claim runs `<table>_claim_v3`, which takes one advisory lock
  *   per table, exclusively in earlier builds and shared now (settles take it shared; the
  *   output says which the adapter takes). The parent samples pg_stat_activity every
  *   `--sample-ms` and adds, per sample, the backends waiting on that lock × the time since
@@ -286,9 +286,9 @@ function lockSampler(monitor: postgres.Sql): { stop(): Promise<LockSample> } {
     while (running) {
       const [row] = await monitor.unsafe(
         `SELECT
-  count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query LIKE '%claim_v2%')::int AS cw,
-  count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query NOT LIKE '%claim_v2%')::int AS sw,
-  count(*) FILTER (WHERE state = 'active' AND query LIKE '%claim_v2%'
+  count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query LIKE '%claim_v3%')::int AS cw,
+  count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND query NOT LIKE '%claim_v3%')::int AS sw,
+  count(*) FILTER (WHERE state = 'active' AND query LIKE '%claim_v3%'
     AND wait_event_type IS DISTINCT FROM 'Lock')::int AS ch
 FROM pg_stat_activity WHERE application_name = $1`,
         [APP],
@@ -479,7 +479,7 @@ async function parent(): Promise<void> {
     await writerStorage.setup();
     // Which claim lock this adapter takes, for the record (before/after figures).
     const [fn] = await writerSql.unsafe(
-      `SELECT prosrc FROM pg_proc WHERE proname = 'outbox_claim_v2' AND pronamespace = $1::regnamespace`,
+      `SELECT prosrc FROM pg_proc WHERE proname = 'outbox_claim_v3' AND pronamespace = $1::regnamespace`,
       [schema],
     );
     lockMode = String(fn?.prosrc ?? "").includes("pg_advisory_xact_lock_shared") ? "shared" : "exclusive";

@@ -9,6 +9,7 @@ import { type Client, createClient } from "@libsql/client";
 import { drizzle as drizzlePg } from "drizzle-orm/postgres-js";
 import { drizzle as drizzleLibsql } from "drizzle-orm/libsql";
 import { sql as dsql } from "drizzle-orm";
+import type { PgTable } from "drizzle-orm/pg-core";
 import {
   generateDrizzleJson,
   generateMigration,
@@ -23,6 +24,7 @@ import { libsqlSchemaVersion, libsqlStorage } from "../adapters/libsql/mod.ts";
 import { storageConformance, type StorageHarness } from "./conformance/storage.ts";
 import { test } from "./harness.ts";
 import { openSql, uniqueSchema } from "./postgres_helpers.ts";
+import { insertOneV1Sql, schemaV1Statements, v1PgOutboxTable } from "./fixtures/schema_v1_postgres.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
 import { v1CreateStatements, v1InsertSql, v1Names, v1SqliteOutboxTable } from "./fixtures/schema_v1_libsql.ts";
 
@@ -105,50 +107,72 @@ async function sqliteHarness(): Promise<StorageHarness<DrizzleSqliteTransaction>
 storageConformance("drizzle-postgres", pgHarness);
 storageConformance("drizzle-sqlite", sqliteHarness);
 
-test("drizzle: pgOutboxTable() through drizzle-kit creates the same columns, constraints and indexes as setup()", async () => {
-  const sql = openSql();
-  const fromKit = uniqueSchema("kit");
-  const fromSetup = uniqueSchema("setup");
-  try {
-    const table = pgOutboxTable({ schema: fromKit });
-    const statements = await generateMigration(generateDrizzleJson({}), generateDrizzleJson({ table }));
-    await sql.unsafe(`CREATE SCHEMA "${fromKit}"`); // drizzle-kit creates schemas only for exported pgSchema objects
-    for (const s of statements) await sql.unsafe(s);
-    await postgresStorage(sql as unknown as PostgresSql, { schema: fromSetup }).setup();
-    const describe = async (schema: string) => {
-      const columns = await sql.unsafe(
-        `SELECT column_name, data_type, is_nullable, column_default, is_identity, identity_generation
-         FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'outbox' ORDER BY column_name`,
-        [schema],
-      );
-      const indexes = await sql.unsafe(
-        `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`,
-        [schema],
-      );
-      const constraints = await sql.unsafe(
-        `SELECT conname, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-         WHERE n.nspname = $1 ORDER BY conname`,
-        [schema],
-      );
-      const normal = (text: string) => text.replaceAll(`"${schema}"`, "S").replaceAll(schema, "S");
-      return {
-        columns: columns.map((c) => ({ ...c })),
-        indexes: indexes.map((i) => `${i.indexname}: ${normal(String(i.indexdef))}`),
-        constraints: constraints.map((c) => `${c.conname}: ${c.def}`),
-      };
-    };
-    const kit = await describe(fromKit);
-    const setup = await describe(fromSetup);
-    assert.equal(kit.columns.length, 15);
-    assert.deepEqual(kit.columns, setup.columns);
-    assert.deepEqual(kit.indexes, setup.indexes);
-    assert.deepEqual(kit.constraints, setup.constraints);
-  } finally {
-    await sql.unsafe(`DROP SCHEMA IF EXISTS "${fromKit}" CASCADE`).catch(() => {});
-    await sql.unsafe(`DROP SCHEMA IF EXISTS "${fromSetup}" CASCADE`).catch(() => {});
-    await sql.end({ timeout: 1 });
-  }
-});
+/** The outbox table's columns, indexes and constraints in `schema`, names made comparable. */
+async function describePgTable(sql: ReturnType<typeof openSql>, schema: string, table = "outbox") {
+  const columns = await sql.unsafe(
+    `SELECT column_name, data_type, is_nullable, column_default, is_identity, identity_generation
+     FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY column_name`,
+    [schema, table],
+  );
+  // Only the table's own objects: setup() also makes the version table, which drizzle does not declare.
+  const indexes = await sql.unsafe(
+    `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 ORDER BY indexname`,
+    [schema, table],
+  );
+  const constraints = await sql.unsafe(
+    `SELECT conname, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+     WHERE n.nspname = $1 AND c.conrelid = format('%I.%I', $1::text, $2::text)::regclass ORDER BY conname`,
+    [schema, table],
+  );
+  const normal = (text: string) => text.replaceAll(`"${schema}"`, "S").replaceAll(schema, "S");
+  return {
+    columns: columns.map((c) => ({ ...c })),
+    indexes: indexes.map((i) => `${i.indexname}: ${normal(String(i.indexdef))}`),
+    constraints: constraints.map((c) => `${c.conname}: ${c.def}`),
+  };
+}
+
+for (const fanOut of [false, true]) {
+  test(
+    `drizzle: pgOutboxTable(${
+      fanOut ? "{ fanOut: true }" : ""
+    }) through drizzle-kit creates the same columns, constraints and indexes as setup(${
+      fanOut ? "{ fanOut: true }" : ""
+    })`,
+    async () => {
+      const sql = openSql();
+      const fromKit = uniqueSchema("kit");
+      const fromSetup = uniqueSchema("setup");
+      try {
+        const table = pgOutboxTable({ schema: fromKit, fanOut });
+        const statements = await generateMigration(generateDrizzleJson({}), generateDrizzleJson({ table }));
+        await sql.unsafe(`CREATE SCHEMA "${fromKit}"`); // drizzle-kit creates schemas only for exported pgSchema objects
+        for (const s of statements) await sql.unsafe(s);
+        const storage = postgresStorage(sql as unknown as PostgresSql, { schema: fromSetup });
+        await storage.setup({ fanOut });
+        const kit = await describePgTable(sql, fromKit);
+        const setup = await describePgTable(sql, fromSetup);
+        assert.equal(kit.columns.length, 16);
+        assert.deepEqual(kit.columns, setup.columns);
+        assert.deepEqual(kit.indexes, setup.indexes);
+        assert.deepEqual(kit.constraints, setup.constraints);
+        assert.ok(
+          setup.indexes.some((i) => i.startsWith(fanOut ? "outbox_id_dest_key: CREATE UNIQUE" : "outbox_id_key:")),
+        );
+        // A table drizzle-kit made has no version record: setup() reads its layout instead.
+        const kitStorage = postgresStorage(sql as unknown as PostgresSql, { schema: fromKit });
+        assert.equal(await kitStorage.schemaVersion(), fanOut ? 3 : 2);
+        await kitStorage.setup();
+        assert.equal(await kitStorage.schemaVersion(), fanOut ? 3 : 2);
+        assert.deepEqual(await describePgTable(sql, fromKit), kit, "setup() on drizzle-kit's table changes nothing");
+      } finally {
+        await sql.unsafe(`DROP SCHEMA IF EXISTS "${fromKit}" CASCADE`).catch(() => {});
+        await sql.unsafe(`DROP SCHEMA IF EXISTS "${fromSetup}" CASCADE`).catch(() => {});
+        await sql.end({ timeout: 1 });
+      }
+    },
+  );
+}
 
 /** An SQLite table as drizzle-kit and setup() must agree on: columns, indexes, the status check. */
 async function describeSqlite(db: Client, table = "outbox") {
@@ -213,6 +237,73 @@ async function withTwoSqliteFiles(
     rmSync(b.dir, { recursive: true, force: true });
   }
 }
+
+test("drizzle: drizzle-kit's migration from 0.1's pgOutboxTable() upgrades a version-1 table with rows, as setup() would", async () => {
+  const sql = openSql();
+  const kit = uniqueSchema("kit1");
+  const fresh = uniqueSchema("fresh");
+  try {
+    // The version 1 table as 0.1's setup() made it, with rows 0.1's insert wrote.
+    for (const s of schemaV1Statements(kit)) await sql.unsafe(s);
+    const t = Date.now();
+    for (const id of ["a", "b"]) {
+      await sql.unsafe(insertOneV1Sql(kit), [id, "t", "k", "1", null, null, t, null, t, false]);
+    }
+    const migrate = async (from: PgTable, to: PgTable) => {
+      const statements = await generateMigration(generateDrizzleJson({ from }), generateDrizzleJson({ to }));
+      for (const s of statements) await sql.unsafe(s);
+      return statements;
+    };
+    const v2 = await migrate(v1PgOutboxTable(kit), pgOutboxTable({ schema: kit }));
+    assert.ok(v2.some((s) => /ADD COLUMN "destination" text DEFAULT '' NOT NULL/.test(s)), v2.join("\n"));
+    const storage = postgresStorage(sql as unknown as PostgresSql, { schema: kit });
+    assert.equal(await storage.schemaVersion(), 2, "read from the layout: drizzle-kit records no version");
+    await postgresStorage(sql as unknown as PostgresSql, { schema: fresh }).setup();
+    const migrated = await describePgTable(sql, kit);
+    assert.deepEqual(migrated, await describePgTable(sql, fresh));
+    await storage.setup(); // the claim functions and the version record; the table stays as it is
+    assert.deepEqual(await describePgTable(sql, kit), migrated);
+    assert.equal(await storage.schemaVersion(), 2);
+
+    const v3 = await migrate(pgOutboxTable({ schema: kit }), pgOutboxTable({ schema: kit, fanOut: true }));
+    assert.equal(v3.length, 2, v3.join("\n"));
+    assert.equal(await storage.schemaVersion(), 3, "the layout outranks the older record");
+    await postgresStorage(sql as unknown as PostgresSql, { schema: fresh }).setup({ fanOut: true });
+    assert.deepEqual(await describePgTable(sql, kit), await describePgTable(sql, fresh));
+
+    const db = drizzlePg(sql);
+    const nats = memoryPublisher();
+    const hooks = memoryPublisher();
+    const outbox = createOutbox({ storage: drizzlePgStorage(db, { schema: kit }), publishers: { nats, hooks } });
+    await outbox.setup();
+    await db.transaction((tx) => outbox.enqueue(tx, { id: "c", topic: "t", key: "k", payload: 3 }));
+    const single = memoryPublisher();
+    await createOutbox({ storage: drizzlePgStorage(db, { schema: kit }), publisher: single }).tick();
+    await outbox.tick();
+    assert.deepEqual(single.messages.map((m) => m.id), ["a", "b"], "version 1's rows, destination ''");
+    assert.deepEqual(nats.messages.map((m) => m.id), ["c"]);
+    assert.deepEqual(hooks.messages.map((m) => m.id), ["c"]);
+  } finally {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${kit}" CASCADE`).catch(() => {});
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${fresh}" CASCADE`).catch(() => {});
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("drizzle: fan-out rows into a drizzle Postgres table of schema version 2 are refused with OutboxConfigError", async () => {
+  const h = await pgHarness();
+  try {
+    const outbox = createOutbox({ storage: h.storage, publishers: { nats: () => {}, hooks: () => {} } });
+    await h.commit(async (tx) => {
+      await assert.rejects(outbox.enqueue(tx, { id: "f", topic: "t", payload: 1 }), OutboxConfigError);
+      await h.insertOrder(tx, "still-usable");
+    });
+    assert.equal(await h.orderCount(), 1);
+    assert.deepEqual(await outbox.inspect(), []);
+  } finally {
+    await h.close();
+  }
+});
 
 test("drizzle: sqliteOutboxTable() through drizzle-kit creates the same columns and indexes as setup(), also with fanOut", () =>
   withTwoSqliteFiles(async (kitDb, setupDb) => {

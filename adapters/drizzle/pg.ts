@@ -29,6 +29,7 @@ import {
   type PgTableWithColumns,
   type PgTextBuilderInitial,
   text,
+  uniqueIndex,
 } from "drizzle-orm/pg-core";
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import type { OutboxStorage } from "../../src/types.ts";
@@ -36,7 +37,7 @@ import {
   insertError,
   insertQueries,
   objectName,
-  postgresErrors,
+  outboxErrors,
   postgresNames,
   type PostgresSql,
   postgresStorage,
@@ -59,7 +60,7 @@ type PgBigInt<N extends string> = PgBigInt53BuilderInitial<N>;
 export type PgOutboxColumns = {
   /** Insertion order, `bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY`. */
   seq: IsIdentity<IsPrimaryKey<NotNull<PgBigInt<"seq">>>, "always">;
-  /** The message id (UUIDv7 by default), unique. */
+  /** The message id (UUIDv7 by default): unique, or with `fanOut` unique per destination. */
   id: NotNull<PgText<"id">>;
   /** The message topic. */
   topic: NotNull<PgText<"topic">>;
@@ -94,6 +95,8 @@ export type PgOutboxColumns = {
   createdAt: NotNull<PgBigInt<"created_at">>;
   /** When the row was published or went dead (epoch ms), or null. */
   settledAt: PgBigInt<"settled_at">;
+  /** The destination the row is for (`""`: the outbox's one `publisher`). */
+  destination: HasDefault<NotNull<PgText<"destination">>>;
 };
 
 /** The drizzle table {@link pgOutboxTable} returns (in `public` or another schema). */
@@ -104,10 +107,12 @@ export type PgOutboxTable = PgTableWithColumns<{
   dialect: "pg";
 }>;
 
-function pgOutboxColumns(name: string): PgOutboxColumns {
+function pgOutboxColumns(name: string, fanOut: boolean): PgOutboxColumns {
+  // Version 3 has no unique constraint on id alone: the unique index on (id, destination).
+  const id = text("id").notNull();
   return {
     seq: bigint("seq", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
-    id: text("id").notNull().unique(`${name}_id_key`),
+    id: fanOut ? id : id.unique(`${name}_id_key`),
     topic: text("topic").notNull(),
     key: text("key"),
     payload: json("payload"),
@@ -121,14 +126,33 @@ function pgOutboxColumns(name: string): PgOutboxColumns {
     lastError: text("last_error"),
     createdAt: bigint("created_at", { mode: "number" }).notNull(),
     settledAt: bigint("settled_at", { mode: "number" }),
+    destination: text("destination").notNull().default(""),
   };
+}
+
+/** Options of {@link pgOutboxTable}. */
+export interface PgOutboxTableOptions {
+  /** Schema name, a plain identifier (default `"public"`). */
+  schema?: string;
+  /** Table name, a plain identifier (default `"outbox"`). */
+  table?: string;
+  /**
+   * The table of schema version 3, as `setup({ fanOut: true })` makes it: one message id
+   * may have a row per destination (`createOutbox({ publishers })`), so the unique index
+   * is on `(id, destination)` instead of `id` alone. Writers of @x/outbox before schema
+   * versions cannot insert into it: upgrade every process first. Default: version 2.
+   */
+  fanOut?: boolean;
 }
 
 /**
  * The outbox table as a drizzle `pg-core` table, identical (columns, constraints,
  * indexes) to what `outbox.setup()` creates, so drizzle-kit migrations include it.
+ * Drizzle cannot declare the claim functions or the version record (`<table>_schema`);
+ * `outbox.setup()` adds them to a table drizzle-kit made.
  *
- * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
+ * @param options `schema` (default `"public"`), `table` (default `"outbox"`) and
+ *   `fanOut` (schema version 3, for `createOutbox({ publishers })`).
  * @returns The table; export it from your drizzle schema file.
  *
  * @example
@@ -138,16 +162,20 @@ function pgOutboxColumns(name: string): PgOutboxColumns {
  * export const outbox = pgOutboxTable();
  * ```
  */
-export function pgOutboxTable(options: { schema?: string; table?: string } = {}): PgOutboxTable {
+export function pgOutboxTable(options: PgOutboxTableOptions = {}): PgOutboxTable {
   const schema = checkIdentifier(options.schema ?? "public", "schema");
   const name = checkIdentifier(options.table ?? "outbox", "table");
-  const columns = pgOutboxColumns(name);
+  const fanOut = options.fanOut === true;
+  const columns = pgOutboxColumns(name, fanOut);
   // Keep in step with createStatements in adapters/postgres/sql.ts (a test compares them).
   const extras = (t: { [K in keyof typeof columns]: never }) => [
     check(`${name}_status_check`, sql`${sql.raw("status")} IN ('pending', 'processing', 'published', 'dead')`),
     check(`${name}_check`, sql.raw("(payload IS NULL) <> (payload_bytes IS NULL)")),
-    index(objectName(name, "claim_idx")).on(t.seq, t.availableAt, t.key).where(sql.raw("available_at IS NOT NULL")),
-    index(objectName(name, "key_idx")).on(t.key, t.availableAt, t.seq).where(
+    ...(fanOut ? [uniqueIndex(objectName(name, "id_dest_key")).on(t.id, t.destination)] : []),
+    index(objectName(name, "claim_dest_idx")).on(t.destination, t.seq, t.availableAt, t.key).where(
+      sql.raw("available_at IS NOT NULL"),
+    ),
+    index(objectName(name, "key_dest_idx")).on(t.destination, t.key, t.availableAt, t.seq).where(
       sql.raw("available_at IS NOT NULL AND key IS NOT NULL"),
     ),
     index(objectName(name, "settled_idx")).on(t.status, t.settledAt).where(sql.raw("available_at IS NULL")),
@@ -219,7 +247,7 @@ export function drizzlePgStorage(
   const base = postgresStorage(client as unknown as PostgresSql, options);
   const n = postgresNames(base.schema, base.table);
   const q = insertQueries(n);
-  const wrap = postgresErrors(n, "outbox.setup()");
+  const wrap = outboxErrors(n);
   const notify = options.notify ?? true;
   const execute = (tx: DrizzlePgTransaction) => async (text: string, params: unknown[]) =>
     (await tx.execute(drizzleSql(text, params))) as Record<string, unknown>[];

@@ -9,7 +9,7 @@
  */
 
 export * from "./mod.ts";
-export { postgresErrors } from "./errors.ts";
+export { outboxErrors, postgresErrors } from "./errors.ts";
 export { type Execute, insertError, type InsertQueries, insertQueries, writeRows } from "./insert.ts";
 export { objectName, type PostgresNames, postgresNames } from "./sql.ts";
 export { transaction, unlessGone } from "./transaction.ts";

@@ -8,6 +8,12 @@
  *   statement, one round trip. On a table
  *   without it (made by drizzle-kit or by hand from an older `postgresSchema()`), the
  *   claim runs as a short transaction instead: three round trips.
+ * - Rows have a destination (`""` for the one `publisher`); a claim takes one
+ *   destination's rows, and a key's order holds per destination.
+ * - `setup()` creates the table at schema version 2 (3 with `fanOut`: a row per
+ *   destination for one message id), or upgrades an older table in place in one
+ *   transaction, and records the version in `<table>_schema` ({@link SCHEMA_VERSION},
+ *   {@link postgresSchemaVersion}).
  * - A batch is settled in one statement, whatever its size.
  * - Retention cleanup deletes bounded batches, one relay at a time.
  * - `enqueue` NOTIFYs a channel at commit and `start()` LISTENs to it: a wake-up hint.
@@ -49,19 +55,30 @@ import type {
   PurgeRequest,
   RequeueRequest,
   SettleRequest,
+  SetupOptions,
+  SignalOptions,
+  StatusCounts,
   StorageStats,
 } from "../../src/types.ts";
-import { postgresErrors } from "./errors.ts";
+import { outboxErrors } from "./errors.ts";
 import { insertError, insertQueries, writeRows } from "./insert.ts";
 import { transaction } from "./transaction.ts";
 import {
   createStatements,
+  DEFAULT_SCHEMA_VERSION,
+  inspectSchemaSql,
   NOT_READ_COMMITTED,
+  type PostgresNames,
   postgresNames,
+  readVersionSql,
   relayQueries,
+  SCHEMA_VERSION,
   setupLockSql,
   type SqlQuery,
+  upgradeStatements,
 } from "./sql.ts";
+
+export { SCHEMA_VERSION };
 
 /** A row as postgres.js returns it. */
 type Row = Record<string, unknown>;
@@ -121,25 +138,107 @@ export interface PostgresStorage extends OutboxStorage<PostgresTx, never> {
   readonly table: string;
   /** The LISTEN/NOTIFY channel. */
   readonly channel: string;
-  /** The DDL `setup()` runs, for hand-written migrations. */
+  /** The DDL `setup()` runs on a fresh table (schema version 2), for hand-written migrations. */
   readonly schemaSql: readonly string[];
+  /**
+   * The table's schema version: the one `setup()` recorded in `<table>_schema`, or what
+   * its layout shows when that is more (see {@link postgresSchemaVersion}); `null` when
+   * the table does not exist. {@link SCHEMA_VERSION} is the newest this package knows.
+   */
+  schemaVersion(options?: SignalOptions): Promise<number | null>;
 }
 
 const OPTION_RULES = { schema: identifier, table: identifier, notify: bool };
 
 /**
- * Returns the DDL (schema, table and indexes), for teams that write their own migrations.
+ * Returns the DDL of a fresh table (schema, table, indexes, claim functions and the
+ * version record), for teams that write their own migrations. It does not upgrade a
+ * table of an older version: `setup()` does.
  *
- * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
+ * @param options `schema` (default `"public"`), `table` (default `"outbox"`), and `fanOut`:
+ *   schema version 3, a row per destination for one message id (default: version 2).
  * @returns SQL statements, each idempotent.
  */
-export function postgresSchema(options: { schema?: string; table?: string } = {}): string[] {
+export function postgresSchema(options: { schema?: string; table?: string; fanOut?: boolean } = {}): string[] {
   return createStatements(
     postgresNames(
       checkIdentifier(options.schema ?? "public", "schema"),
       checkIdentifier(options.table ?? "outbox", "table"),
     ),
+    { fanOut: options.fanOut === true },
   );
+}
+
+/**
+ * Reads the schema version of an outbox table: the one `setup()` recorded in
+ * `<table>_schema`, or what the table's layout shows when that is more (a table made by
+ * an earlier version, or made or migrated by hand or by drizzle-kit, has no record or an
+ * older one): 1 without a `destination` column, 2 with it, 3 with `id` unique per
+ * destination only. {@link SCHEMA_VERSION} is the newest this package knows.
+ *
+ * @param sql The postgres.js client (or a transaction).
+ * @param options `schema` (default `"public"`) and `table` (default `"outbox"`).
+ * @returns The version, or `null` when the table does not exist.
+ * @throws {OutboxConfigError} When a name is not a plain identifier.
+ * @throws {OutboxStorageError} When the catalog cannot be read.
+ *
+ * @example
+ * ```ts
+ * import postgres from "postgres";
+ * import { postgresSchemaVersion, SCHEMA_VERSION } from "@x/outbox/postgres";
+ *
+ * const version = await postgresSchemaVersion(postgres(url), { schema: "shop" });
+ * if (version !== null && version < 2) console.log(`run outbox setup (table at ${version}, latest ${SCHEMA_VERSION})`);
+ * ```
+ */
+export async function postgresSchemaVersion(
+  sql: PostgresQueryable,
+  options: { schema?: string; table?: string } = {},
+): Promise<number | null> {
+  const n = postgresNames(
+    checkIdentifier(options.schema ?? "public", "schema"),
+    checkIdentifier(options.table ?? "outbox", "table"),
+  );
+  try {
+    const version = await readSchemaVersion(sql, n);
+    return version === 0 ? null : version;
+  } catch (error) {
+    throw outboxErrors(n)("read the schema version", error);
+  }
+}
+
+/**
+ * The schema version of a table: the one `setup()` recorded, or what its layout shows
+ * when that is more (a table made by a version before the record, or migrated by hand
+ * or by drizzle-kit, has no record or an older one): 1 without a `destination` column,
+ * 2 with one and `id` unique on its own, 3 with one and without. 0 when there is no
+ * table.
+ */
+async function readSchemaVersion(db: PostgresQueryable, n: PostgresNames): Promise<number> {
+  const [layout] = await db.unsafe(inspectSchemaSql(n));
+  if (layout?.has_table !== true) return 0;
+  const shown = layout.has_destination !== true ? 1 : layout.id_unique === true ? 2 : 3;
+  if (layout.has_version !== true) return shown;
+  const [recorded] = await db.unsafe(readVersionSql(n));
+  return Math.max(shown, num(recorded?.version ?? 0));
+}
+
+/** Totals, per-topic and per-destination counts from `[destination, topic, status, count]` groups. */
+function countsByDestination(
+  groups: readonly (readonly [string, string, string, unknown])[],
+): StatusCounts & { topics: Record<string, StatusCounts>; destinations: Record<string, StatusCounts> } {
+  const destinations: Record<string, StatusCounts> = {};
+  const byDestination = new Map<string, [string, string, unknown][]>();
+  for (const [destination, topic, status, count] of groups) {
+    let list = byDestination.get(destination);
+    if (!list) byDestination.set(destination, list = []);
+    list.push([topic, status, count]);
+  }
+  for (const [destination, list] of byDestination) {
+    const { topics: _, ...counts } = countsByTopic(list);
+    destinations[destination] = counts;
+  }
+  return { ...countsByTopic(groups.map(([, topic, status, count]) => [topic, status, count])), destinations };
 }
 
 /**
@@ -178,7 +277,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
   const setupLock = setupLockSql(n);
   const q = relayQueries(n);
 
-  const wrap = postgresErrors(n, "outbox.setup()");
+  const wrap = outboxErrors(n);
 
   // Claims go through the claim function until a call finds it missing; setup() creates
   // it and turns this back on.
@@ -212,21 +311,37 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     channel: n.channel,
     schemaSql,
 
-    async setup(options = {}) {
+    async setup(options: SetupOptions = {}) {
       const signal = options.signal;
       try {
         // An abort rejects at once; the DDL transaction, already sent, commits or rolls
-        // back on its own (statements after the abort are not sent).
+        // back on its own (statements after the abort are not sent). Under the setup
+        // lock, concurrent setups upgrade one after the other: the later ones read the
+        // version the first recorded and find nothing left to do.
         await abortable(signal, () =>
           transaction(sql, async (tx: PostgresQueryable) => {
             await tx.unsafe(setupLock);
-            for (const statement of schemaSql) {
+            const found = await readSchemaVersion(tx, n);
+            if (found > SCHEMA_VERSION) {
+              throw new OutboxConfigError(
+                `Postgres table ${n.qualified} has schema version ${found}, newer than this @x/outbox knows ` +
+                  `(${SCHEMA_VERSION}); upgrade the package`,
+              );
+            }
+            // Never down: a version 3 table stays at 3 when asked for the default.
+            const target = Math.max(found, options.fanOut === true ? SCHEMA_VERSION : DEFAULT_SCHEMA_VERSION);
+            const statements = [
+              ...upgradeStatements(n, found, target),
+              ...createStatements(n, { fanOut: target === SCHEMA_VERSION }),
+            ];
+            for (const statement of statements) {
               signal?.throwIfAborted();
               await tx.unsafe(statement);
             }
           }));
       } catch (error) {
         if (signal?.aborted && error === signal.reason) throw error;
+        if (error instanceof OutboxConfigError) throw error;
         throw wrap("create the outbox table", error);
       }
       claimByFunction = true;
@@ -324,7 +439,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     async stats(now: number, options = {}): Promise<StorageStats> {
       const [row] = await run("read outbox stats", q.stats(now), options.signal);
       return {
-        ...countsByTopic(row?.counts ? JSON.parse(String(row.counts)) : []),
+        ...countsByDestination(row?.counts ? JSON.parse(String(row.counts)) : []),
         oldestPendingAt: numOrNull(row?.since),
         blockedKeys: num(row?.blocked ?? 0),
       };
@@ -337,12 +452,22 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
       const rows = await run("list messages", q.inspect(checkInspect(inspectOptions)), inspectOptions.signal);
-      return rows.map((row) => outboxRow(row));
+      return rows.map((row) => ({ ...outboxRow(row), destination: String(row.destination) }));
     },
 
     async purge(request: PurgeRequest): Promise<number> {
       const result = await run("purge messages", q.purge(request), request.signal);
       return (result as unknown as { count?: number }).count ?? 0;
+    },
+
+    async schemaVersion(options: SignalOptions = {}): Promise<number | null> {
+      try {
+        const version = await abortable(options.signal, () => readSchemaVersion(sql, n));
+        return version === 0 ? null : version;
+      } catch (error) {
+        if (options.signal?.aborted && error === options.signal.reason) throw error;
+        throw wrap("read the schema version", error);
+      }
     },
 
     async listen(onWake, signal) {
