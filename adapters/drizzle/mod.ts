@@ -23,6 +23,6 @@
  */
 
 export { drizzlePgStorage, pgOutboxTable } from "./pg.ts";
-export type { DrizzlePgDatabase, DrizzlePgTransaction } from "./pg.ts";
+export type { DrizzlePgDatabase, DrizzlePgTransaction, PgOutboxTableOptions } from "./pg.ts";
 export { drizzleSqliteStorage, sqliteOutboxTable } from "./sqlite.ts";
 export type { DrizzleSqliteDatabase, DrizzleSqliteTransaction } from "./sqlite.ts";
