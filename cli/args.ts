@@ -124,3 +124,31 @@ export function choiceFlag<T extends string>(flags: Flags, name: string, allowed
   }
   return text as T;
 }
+
+/** A destination name as `createOutbox({ publishers })` accepts it. */
+const DESTINATION = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** How tables show the destination `""` (the one `publisher`'s); never a valid name, so never ambiguous. */
+export const DEFAULT_DESTINATION_LABEL = "(default)";
+
+/**
+ * A destination flag: `undefined` when not given (any destination), `""` for the default
+ * destination (the one `publisher`'s rows), given as `--destination ''`,
+ * `--destination=` or `--destination '(default)'` (as `status` shows it), else a name.
+ *
+ * @throws {CliError} With exit code 2 for a value that cannot be a destination name.
+ */
+export function destinationFlag(flags: Flags, name: string): string | undefined {
+  const text = stringFlag(flags, name);
+  if (text === undefined) return undefined;
+  if (text === "" || text === DEFAULT_DESTINATION_LABEL) return "";
+  if (!DESTINATION.test(text)) {
+    throw new CliError(
+      `--${name} must be a destination name (1 to 64 of A-Z a-z 0-9 _ . -) or '' for the default, got ${
+        JSON.stringify(text.slice(0, 80))
+      }`,
+      2,
+    );
+  }
+  return text;
+}

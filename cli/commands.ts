@@ -4,10 +4,21 @@
  * queries a relay runs), prints a table or one JSON document, and closes.
  */
 
+import { OutboxConfigError } from "../src/errors.ts";
 import { createOutbox, type Outbox } from "../src/outbox.ts";
-import type { OutboxRow, OutboxStatus } from "../src/types.ts";
-import { choiceFlag, CliError, type Flags, type FlagSpec, intFlag, listFlag, stringFlag } from "./args.ts";
-import { connect, type Connection } from "./connect.ts";
+import type { OutboxRow, OutboxStatus, StatusCounts } from "../src/types.ts";
+import {
+  choiceFlag,
+  CliError,
+  DEFAULT_DESTINATION_LABEL,
+  destinationFlag,
+  type Flags,
+  type FlagSpec,
+  intFlag,
+  listFlag,
+  stringFlag,
+} from "./args.ts";
+import { connect, type Connection, oneLine } from "./connect.ts";
 import { cell, formatDuration, formatTime, parseDuration, table } from "./format.ts";
 import type { CliIo } from "./io.ts";
 
@@ -110,18 +121,65 @@ function durationFlag(flags: Flags, name: string): number | undefined {
 const STATUSES: readonly OutboxStatus[] = ["pending", "processing", "published", "dead"];
 const SETTLED = ["dead", "published"] as const;
 
+/** The schema version `setup()` makes without fan-out: a destination column, one row per message id. */
+export const SETUP_SCHEMA_VERSION = 2;
+
+/** The schema version an outbox with `publishers` needs (a row per destination). */
+export const FAN_OUT_SCHEMA_VERSION = 3;
+
+/** The `--destination` flag of list, requeue and purge. */
+const DESTINATION_FLAG: FlagSpec = {
+  kind: "string",
+  value: "NAME",
+  help: "only this destination (a publishers name; '' or '(default)' for the one publisher's rows)",
+};
+
+/** A destination for a table cell: `""` (the one `publisher`'s) as `(default)`. */
+function destinationCell(destination: string | undefined): string {
+  return destination === undefined || destination === "" ? DEFAULT_DESTINATION_LABEL : cell(destination, 64);
+}
+
+/** Entries sorted by key, for stable tables. */
+function sorted<T>(record: Readonly<Record<string, T>>): [string, T][] {
+  return Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
 // ------------------------------------------------------------------------ setup
 
 const setup: Command = {
-  summary: "create the outbox table, indexes and claim function (idempotent)",
-  usage: "[--url URL] [--schema NAME] [--table NAME]",
-  details: "Runs outbox.setup(): safe to run on every deploy. A file: database is created if missing.",
-  flags: CONNECTION_FLAGS,
+  summary: "create the outbox table, or upgrade it in place, and record its schema version (idempotent)",
+  usage: "[--url URL] [--schema NAME] [--table NAME] [--fan-out] [--json]",
+  details: [
+    "Runs outbox.setup(): safe to run on every deploy. A file: database is created if missing.",
+    "A table of an older version is upgraded in place (schema version 2); setup never",
+    `downgrades. --fan-out readies the table for createOutbox({ publishers }) (version ${FAN_OUT_SCHEMA_VERSION}:`,
+    "a row per destination for one message id). Upgrade every process first: writers of",
+    "@x/outbox 0.1 cannot insert into such a table.",
+  ].join("\n"),
+  flags: {
+    ...CONNECTION_FLAGS,
+    "fan-out": {
+      kind: "boolean",
+      help:
+        `also ready the table for publishers (schema version ${FAN_OUT_SCHEMA_VERSION}); what setup() of such an outbox does`,
+    },
+  },
   run: (flags, io) =>
     withOutbox(flags, io, { create: true }, async (outbox, c) => {
-      await outbox.setup();
-      if (flags.json) printJson(io, { ok: true, table: c.table });
-      else io.stdout(`outbox table ${c.table} is set up at ${c.where}\n`);
+      try {
+        // The storage's own setup: an outbox with one publisher would not ask for fanOut.
+        if (flags["fan-out"] === true) await c.storage.setup({ fanOut: true });
+        else await outbox.setup();
+      } catch (error) {
+        // A table newer than this code: a failure to act on (upgrade), not a usage error.
+        if (error instanceof OutboxConfigError) throw new CliError(oneLine(error), 1);
+        throw error;
+      }
+      const version = await c.schemaVersion();
+      const fanOut = version !== null && version >= FAN_OUT_SCHEMA_VERSION;
+      const reached = `schema version ${version}${fanOut ? " (fan-out)" : ""}`;
+      if (flags.json) printJson(io, { ok: true, table: c.table, schemaVersion: version, fanOut });
+      else io.stdout(`outbox table ${c.table} is set up at ${c.where}: ${reached}\n`);
       return 0;
     }),
 };
@@ -129,12 +187,14 @@ const setup: Command = {
 // ----------------------------------------------------------------------- status
 
 const status: Command = {
-  summary: "counts by status and topic, oldest pending age; --max-age for health checks",
+  summary: "counts by status, topic and destination, oldest pending age; --max-age for health checks",
   usage: "[--url URL] [--max-age DURATION] [--json]",
   details: [
     "With --max-age, exits 1 when the oldest due message has waited longer (a stalled",
     "relay or a failing broker): use it as a container health check, e.g.",
     "  outbox status --max-age 60s",
+    "With fan-out (createOutbox({ publishers })), a table of counts per destination follows;",
+    `${DEFAULT_DESTINATION_LABEL} is the one publisher's (in --json: the key "").`,
   ].join("\n"),
   flags: {
     ...CONNECTION_FLAGS,
@@ -156,6 +216,7 @@ const status: Command = {
           oldestPendingAgeMs: s.oldestPendingAgeMs,
           blockedKeys: s.blockedKeys,
           topics: s.topics,
+          destinations: s.destinations,
           maxAgeMs: maxAgeMs ?? null,
           healthy,
         });
@@ -174,10 +235,17 @@ const status: Command = {
         if (maxAgeMs !== undefined) {
           lines.push(`max age         ${healthy ? "ok" : "FAIL"} (${formatDuration(maxAgeMs)})`);
         }
-        const topics = Object.entries(s.topics).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-        if (topics.length > 0) {
-          const rows = topics.map(([t, n]) => [cell(t, 60), ...STATUSES.map((st) => String(n[st]))]);
-          lines.push("", table(["TOPIC", ...STATUSES.map((st) => st.toUpperCase())], rows, [1, 2, 3, 4]).trimEnd());
+        const counts = (title: string, entries: [string, StatusCounts][]) => {
+          const rows = entries.map(([name, n]) => [name, ...STATUSES.map((st) => String(n[st]))]);
+          lines.push("", table([title, ...STATUSES.map((st) => st.toUpperCase())], rows, [1, 2, 3, 4]).trimEnd());
+        };
+        const topics = sorted(s.topics);
+        if (topics.length > 0) counts("TOPIC", topics.map(([t, n]) => [cell(t, 60), n]));
+        // Only an outbox that fans out has more than the one publisher's rows: without
+        // it the table would repeat the status counts.
+        const destinations = sorted(s.destinations ?? {});
+        if (destinations.some(([d]) => d !== "")) {
+          counts("DESTINATION", destinations.map(([d, n]) => [destinationCell(d), n]));
         }
         io.stdout(lines.join("\n") + "\n");
       }
@@ -224,6 +292,7 @@ function rowJson(row: OutboxRow, withPayload: boolean): Record<string, unknown> 
   const out: Record<string, unknown> = {
     seq: row.seq,
     id: row.id,
+    destination: row.destination ?? "",
     topic: row.topic,
     key: row.key,
     status: row.status,
@@ -247,13 +316,19 @@ function rowJson(row: OutboxRow, withPayload: boolean): Record<string, unknown> 
 
 const list: Command = {
   summary: "list messages, filtered and paged, oldest first",
-  usage: "[--url URL] [--status S] [--topic T] [--key K] [--limit N] [--after SEQ] [--payload] [--json]",
-  details: "Pages by seq: pass the last row's SEQ as --after for the next page.",
+  usage:
+    "[--url URL] [--status S] [--topic T] [--key K] [--destination NAME] [--limit N] [--after SEQ] [--payload] [--json]",
+  details: [
+    "Pages by seq: pass the last row's SEQ as --after for the next page.",
+    "With fan-out a message has a row per destination, all with its id; a DESTINATION",
+    `column shows which (${DEFAULT_DESTINATION_LABEL}: the one publisher's).`,
+  ].join("\n"),
   flags: {
     ...CONNECTION_FLAGS,
     status: { kind: "string", value: "S", help: "pending, processing, published or dead" },
     topic: { kind: "string", value: "T", help: "only this topic" },
     key: { kind: "string", value: "K", help: "only this key" },
+    destination: DESTINATION_FLAG,
     limit: { kind: "string", value: "N", help: "rows to show, 1 to 1000 (default 20)" },
     after: { kind: "string", value: "SEQ", help: "only rows after this seq (paging)" },
     payload: { kind: "boolean", help: "show payloads (a preview in the table; whole in --json)" },
@@ -263,6 +338,7 @@ const list: Command = {
       status: choiceFlag(flags, "status", STATUSES),
       topic: stringFlag(flags, "topic"),
       key: stringFlag(flags, "key"),
+      destination: destinationFlag(flags, "destination"),
       limit: intFlag(flags, "limit", 1, 1000) ?? 20,
       after: intFlag(flags, "after", 0, Number.MAX_SAFE_INTEGER),
     };
@@ -278,11 +354,15 @@ const list: Command = {
         io.stdout("no messages\n");
         return 0;
       }
-      const headers = ["SEQ", "ID", "TOPIC", "KEY", "STATUS", "ATTEMPTS", "CREATED", "LAST ERROR"];
+      // A destination column only when some row has one: a single publisher's rows are all "".
+      const withDestination = rows.some((r) => !!r.destination);
+      const headers = ["SEQ", "ID", ...(withDestination ? ["DESTINATION"] : []), "TOPIC", "KEY", "STATUS", "ATTEMPTS"];
+      headers.push("CREATED", "LAST ERROR");
       const cells = rows.map((r) => {
         const line = [
           String(r.seq),
           cell(r.id, 40),
+          ...(withDestination ? [destinationCell(r.destination)] : []),
           cell(r.topic, 40),
           cell(r.key, 24),
           r.status,
@@ -294,7 +374,7 @@ const list: Command = {
         return line;
       });
       if (withPayload) headers.push("PAYLOAD");
-      io.stdout(table(headers, cells, [0, 5]));
+      io.stdout(table(headers, cells, [0, withDestination ? 6 : 5]));
       if (next !== null) io.stdout(`(first ${rows.length}; next page: --after ${next})\n`);
       return 0;
     });
@@ -305,17 +385,27 @@ const list: Command = {
 
 const requeue: Command = {
   summary: "move dead (or kept published) messages back to pending",
-  usage: "--status dead|published [--topic T] [--id ID …] [--url URL]",
-  details: "Requeued messages start over with 0 attempts and are published by the next relay tick.",
+  usage: "--status dead|published [--topic T] [--destination NAME] [--id ID …] [--url URL]",
+  details: [
+    "Requeued messages start over with 0 attempts and are published by the next relay tick.",
+    "With fan-out, --id matches the message's row for every destination: add --destination",
+    "to requeue only the one that failed.",
+  ].join("\n"),
   flags: {
     ...CONNECTION_FLAGS,
     status: { kind: "string", value: "S", help: "dead (default) or published" },
     topic: { kind: "string", value: "T", help: "only this topic" },
+    destination: DESTINATION_FLAG,
     id: { kind: "list", value: "ID", help: "only this message id (repeat for more)" },
   },
   run(flags, io) {
     const st = choiceFlag(flags, "status", SETTLED) ?? "dead";
-    const options = { status: st, topic: stringFlag(flags, "topic"), ids: listFlag(flags, "id") };
+    const options = {
+      status: st,
+      topic: stringFlag(flags, "topic"),
+      destination: destinationFlag(flags, "destination"),
+      ids: listFlag(flags, "id"),
+    };
     return withOutbox(flags, io, { create: false }, async (outbox) => {
       const n = await outbox.requeue(options);
       if (flags.json) printJson(io, { requeued: n });
@@ -330,16 +420,24 @@ const requeue: Command = {
 /** How many rows a purge would delete: the status count, or a walk over the matching rows. */
 async function countPurgeable(
   outbox: AnyOutbox,
-  o: { status: "dead" | "published"; topic?: string; ids?: string[]; olderThanMs?: number },
+  o: { status: "dead" | "published"; topic?: string; destination?: string; ids?: string[]; olderThanMs?: number },
 ): Promise<number> {
   if (o.topic === undefined && o.ids === undefined && o.olderThanMs === undefined) {
-    return (await outbox.stats())[o.status];
+    const s = await outbox.stats();
+    if (o.destination === undefined) return s[o.status];
+    return s.destinations[o.destination]?.[o.status] ?? 0;
   }
   const ids = o.ids && new Set(o.ids);
   const before = o.olderThanMs === undefined ? Infinity : Date.now() - o.olderThanMs;
   let count = 0;
   for (let after: number | undefined = undefined;;) {
-    const rows = await outbox.inspect({ status: o.status, topic: o.topic, limit: 1000, after });
+    const rows = await outbox.inspect({
+      status: o.status,
+      topic: o.topic,
+      destination: o.destination,
+      limit: 1000,
+      after,
+    });
     for (const r of rows) {
       if ((!ids || ids.has(r.id)) && (r.settledAt ?? r.createdAt) < before) count++;
     }
@@ -350,14 +448,18 @@ async function countPurgeable(
 
 const purge: Command = {
   summary: "delete dead or published messages for good (asks for --yes)",
-  usage: "--status dead|published [--older-than DURATION] [--topic T] [--id ID …] --yes [--url URL]",
-  details:
+  usage:
+    "--status dead|published [--older-than DURATION] [--topic T] [--destination NAME] [--id ID …] --yes [--url URL]",
+  details: [
     "Without --yes, prints how many messages would go and exits 2. --older-than counts from when a message was settled.",
+    "With fan-out, --id matches the message's row for every destination; --destination narrows it.",
+  ].join("\n"),
   flags: {
     ...CONNECTION_FLAGS,
     status: { kind: "string", value: "S", help: "dead or published (required)" },
     "older-than": { kind: "string", value: "DURATION", help: "only messages settled longer ago (7d, 12h)" },
     topic: { kind: "string", value: "T", help: "only this topic" },
+    destination: DESTINATION_FLAG,
     id: { kind: "list", value: "ID", help: "only this message id (repeat for more)" },
     yes: { kind: "boolean", help: "really delete" },
   },
@@ -368,6 +470,7 @@ const purge: Command = {
       status: st,
       olderThanMs: durationFlag(flags, "older-than"),
       topic: stringFlag(flags, "topic"),
+      destination: destinationFlag(flags, "destination"),
       ids: listFlag(flags, "id"),
     };
     return withOutbox(flags, io, { create: false }, async (outbox) => {

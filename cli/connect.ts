@@ -4,9 +4,13 @@
  */
 
 import type { OutboxStorage } from "../src/types.ts";
-import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { libsqlSchemaVersion, libsqlStorage, SCHEMA_VERSION as LIBSQL_SCHEMA_VERSION } from "../adapters/libsql/mod.ts";
 import { checkIdentifier } from "../adapters/shared/identifier.ts";
-import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
+import {
+  type PostgresSql,
+  postgresStorage,
+  SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION,
+} from "../adapters/postgres/mod.ts";
 import { CliError } from "./args.ts";
 import type { CliIo, DriverName } from "./io.ts";
 import { importDriver } from "./io.ts";
@@ -32,6 +36,13 @@ export interface Connection {
   readonly tableName: string;
   /** Runs SQL with bound parameters (`$1` on Postgres, `?` on libSQL); for `doctor`. */
   query(text: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
+  /**
+   * The table's schema version as the adapter reads it (the recorded one, else what the
+   * layout shows), or `null` when there is no table.
+   */
+  schemaVersion(): Promise<number | null>;
+  /** The newest schema version this @x/outbox knows (the adapter's `SCHEMA_VERSION`). */
+  readonly latestSchemaVersion: number;
   close(): Promise<void>;
 }
 
@@ -118,6 +129,8 @@ export async function connect(target: Target, io: CliIo, options: { create: bool
         schemaName: storage.schema,
         tableName: storage.table,
         query: async (text, params = []) => await sql.unsafe(text, [...params]),
+        schemaVersion: () => storage.schemaVersion(),
+        latestSchemaVersion: POSTGRES_SCHEMA_VERSION,
         close,
       };
     } catch (error) {
@@ -160,6 +173,8 @@ export async function connect(target: Target, io: CliIo, options: { create: bool
         schemaName: undefined,
         tableName: storage.table,
         query: async (text, params = []) => (await client.execute({ sql: text, args: [...params] })).rows,
+        schemaVersion: () => libsqlSchemaVersion(client as never, { table: storage.table }),
+        latestSchemaVersion: LIBSQL_SCHEMA_VERSION,
         close,
       };
     } catch (error) {

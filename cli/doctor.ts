@@ -1,14 +1,21 @@
 /**
  * `outbox doctor`: checks what the library cannot see from inside a relay. The expected
  * table, columns, indexes and functions are read from the DDL `setup()` runs
- * (`postgresSchema()`, `libsqlSchema()`), so the check follows the adapters as they change.
+ * (`postgresSchema()`, `libsqlSchema()`) for the table's schema version, so the check
+ * follows the adapters as they change.
  */
 
 import { createOutbox } from "../src/outbox.ts";
 import { libsqlSchema } from "../adapters/libsql/mod.ts";
 import { postgresSchema } from "../adapters/postgres/mod.ts";
 import { CliError, type Flags, intFlag, stringFlag } from "./args.ts";
-import { type Command, CONNECTION_FLAGS, openTarget } from "./commands.ts";
+import {
+  type Command,
+  CONNECTION_FLAGS,
+  FAN_OUT_SCHEMA_VERSION,
+  openTarget,
+  SETUP_SCHEMA_VERSION,
+} from "./commands.ts";
 import { type Connection, loadDriver, oneLine, redact } from "./connect.ts";
 import { formatDuration, parseDuration, table } from "./format.ts";
 import type { CliIo } from "./io.ts";
@@ -26,75 +33,210 @@ interface Check {
 interface Expected {
   columns: string[];
   indexes: string[];
-  /** `[schema, name]` of the claim function (Postgres). */
-  claimFunction?: [string, string];
+  /** Indexes of earlier versions that setup() drops (Postgres lists them in its DDL). */
+  oldIndexes: string[];
+  /** The table that records the schema version (unquoted; the DDL's other table). */
+  versionTable: string | undefined;
+  /** `[schema, name]` of each claim function (Postgres: the current one, and version 1's, kept for old relays). */
+  claimFunctions: [string, string][];
   /** `[schema, name]` of the claim function of earlier versions, which setup() drops (Postgres). */
   oldClaimFunction?: [string, string];
 }
 
-/** Reads the expected objects out of the DDL statements. */
-function expectedFrom(ddl: readonly string[]): Expected {
-  const create = ddl.find((s) => s.startsWith("CREATE TABLE")) ?? "";
+/** A name in the DDL: `"schema"."name"` or `"name"`; the schema is optional. */
+const QUOTED = String.raw`(?:"([^"]+)"\.)?"([^"]+)"`;
+
+/**
+ * Reads the expected objects out of the DDL statements of a fresh `table`: its CREATE
+ * TABLE gives the columns, the other CREATE TABLE is the version table.
+ */
+function expectedFrom(ddl: readonly string[], table: string): Expected {
+  const all = (pattern: RegExp) => ddl.flatMap((s) => [...s.matchAll(pattern)]);
+  const createTable = new RegExp(`^CREATE TABLE IF NOT EXISTS ${QUOTED}`);
+  const create = ddl.find((s) => createTable.exec(s)?.[2] === table) ?? "";
+  const others = ddl.map((s) => createTable.exec(s)?.[2]).filter((name) => name !== undefined && name !== table);
   const body = create.slice(create.indexOf("(") + 1);
   // Column lines start with a lowercase name; constraints (CHECK …) are upper case.
   const columns = [...body.matchAll(/^\s+([a-z_][a-z0-9_]*)\s/gm)].map((m) => m[1]!);
-  const indexes = ddl.flatMap((s) =>
-    [...s.matchAll(/^CREATE (?:UNIQUE )?INDEX IF NOT EXISTS "([^"]+)"/g)].map((m) => m[1]!)
-  );
-  const fn = (pattern: RegExp): [string, string] | undefined => {
-    const m = ddl.map((s) => pattern.exec(s)).find((x) => x !== null);
-    return m ? [m[1]!, m[2]!] : undefined;
-  };
+  const pair = (m: RegExpMatchArray): [string, string] => [m[1]!, m[2]!];
+  const old = all(new RegExp(`^DROP FUNCTION IF EXISTS ${QUOTED}`, "g"))[0];
   return {
     columns,
-    indexes,
-    claimFunction: fn(/^CREATE OR REPLACE FUNCTION "([^"]+)"\."([^"]+)"/),
-    oldClaimFunction: fn(/^DROP FUNCTION IF EXISTS "([^"]+)"\."([^"]+)"/),
+    indexes: all(new RegExp(`^CREATE (?:UNIQUE )?INDEX IF NOT EXISTS ${QUOTED}`, "g")).map((m) => m[2]!),
+    oldIndexes: all(new RegExp(`^DROP INDEX IF EXISTS ${QUOTED}`, "g")).map((m) => m[2]!),
+    versionTable: others[0],
+    claimFunctions: all(new RegExp(`^CREATE OR REPLACE FUNCTION ${QUOTED}`, "g")).map(pair),
+    oldClaimFunction: old ? pair(old) : undefined,
   };
+}
+
+/**
+ * The schema version check: the version the adapter reads (recorded by setup(), else
+ * what the layout shows) against what this @x/outbox knows. Version 2 is what setup()
+ * makes; fan-out (`--fan-out`) needs 3.
+ */
+function versionCheck(
+  version: number,
+  recorded: boolean,
+  latest: number,
+  versionTable: string,
+  fanOut: boolean,
+): Check {
+  const check = "schema version";
+  const needed = fanOut ? FAN_OUT_SCHEMA_VERSION : SETUP_SCHEMA_VERSION;
+  const how = recorded
+    ? `recorded in ${versionTable}`
+    : version === 1
+    ? `a table of @x/outbox 0.1.0, with no ${versionTable}`
+    : `by its layout, with no ${versionTable}: made by drizzle-kit or by hand`;
+  const detail = `version ${version} (${how})`;
+  if (version > latest) {
+    return {
+      check,
+      ok: false,
+      detail: `${detail} is newer than this @x/outbox (${latest})`,
+      fix: "upgrade @x/outbox (npm install @x/outbox@latest)",
+    };
+  }
+  if (version < needed) {
+    return {
+      check,
+      ok: false,
+      detail: `${detail}; ${fanOut ? `fan-out (publishers) needs ${needed}` : `setup() makes version ${needed}`}`,
+      fix: `run \`outbox setup${fanOut ? " --fan-out" : ""}\` (upgrades the table in place)`,
+    };
+  }
+  const ready = version >= FAN_OUT_SCHEMA_VERSION
+    ? "ready for fan-out"
+    : `fan-out (publishers) needs ${FAN_OUT_SCHEMA_VERSION}: \`outbox setup --fan-out\``;
+  return { check, ok: true, detail: `${detail}; ${ready}` };
 }
 
 const names = (rows: Record<string, unknown>[]) => new Set(rows.map((r) => String(r.name)));
 
-/** The table's checks on Postgres. */
-async function postgresChecks(c: Connection): Promise<Check[]> {
+/** How doctor reads one database: its version line, and the names it finds. */
+interface Catalog {
+  /** The `connect` check's detail. */
+  server(): Promise<string>;
+  /** The DDL of a fresh table, with fan-out or without. */
+  ddl(fanOut: boolean): string[];
+  columns(): Promise<Set<string>>;
+  /** Whether a table of this name exists next to the outbox table. */
+  hasTable(name: string): Promise<boolean>;
+  indexes(): Promise<Set<string>>;
+  /** Which of these `[schema, name]` functions exist, as `schema.name` (Postgres). */
+  functions?(wanted: readonly [string, string][]): Promise<Set<string>>;
+}
+
+function postgresCatalog(c: Connection): Catalog {
   const schema = c.schemaName!;
-  const expected = expectedFrom(postgresSchema({ schema, table: c.tableName }));
-  const [version] = await c.query("SELECT current_setting('server_version') AS v");
-  const checks: Check[] = [{ check: "connect", ok: true, detail: `Postgres ${version?.v} at ${c.where}` }];
-  const columns = names(
-    await c.query(
-      "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
-      [schema, c.tableName],
-    ),
-  );
+  return {
+    server: async () => {
+      const [row] = await c.query("SELECT current_setting('server_version') AS v");
+      return `Postgres ${row?.v} at ${c.where}`;
+    },
+    ddl: (fanOut) => postgresSchema({ schema, table: c.tableName, fanOut }),
+    columns: async () =>
+      names(
+        await c.query(
+          "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+          [schema, c.tableName],
+        ),
+      ),
+    hasTable: async (name) =>
+      (await c.query("SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2", [
+        schema,
+        name,
+      ])).length > 0,
+    indexes: async () =>
+      names(
+        await c.query("SELECT indexname AS name FROM pg_indexes WHERE schemaname = $1 AND tablename = $2", [
+          schema,
+          c.tableName,
+        ]),
+      ),
+    functions: async (wanted) =>
+      names(
+        await c.query(
+          `SELECT n.nspname || '.' || p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname || '.' || p.proname = ANY($1::text[])`,
+          [wanted.map((f) => f.join("."))],
+        ),
+      ),
+  };
+}
+
+function libsqlCatalog(c: Connection): Catalog {
+  return {
+    server: async () => {
+      const [row] = await c.query("SELECT sqlite_version() AS v");
+      return `libSQL (SQLite ${row?.v}) at ${c.where}`;
+    },
+    ddl: (fanOut) => libsqlSchema({ table: c.tableName, fanOut }),
+    columns: async () => names(await c.query("SELECT name FROM pragma_table_info(?)", [c.tableName])),
+    hasTable: async (name) =>
+      (await c.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name])).length > 0,
+    indexes: async () =>
+      names(await c.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [c.tableName])),
+  };
+}
+
+/**
+ * The table's checks. The schema version comes first: which indexes a table should
+ * have depends on it (version 3 trades the unique index on `id` for one on
+ * `(id, destination)`).
+ */
+async function tableChecks(c: Connection, catalog: Catalog, fanOut: boolean): Promise<Check[]> {
+  const checks: Check[] = [{ check: "connect", ok: true, detail: await catalog.server() }];
+  const columns = await catalog.columns();
   if (!tableCheck(checks, c, columns.size > 0)) return checks;
+  const version = (await c.schemaVersion()) ?? 1;
+  const expected = expectedFrom(catalog.ddl(version >= FAN_OUT_SCHEMA_VERSION), c.tableName);
+  const versionTable = expected.versionTable ?? `${c.tableName}_schema`;
+  const recorded = await catalog.hasTable(versionTable);
+  const shown = c.schemaName === undefined ? versionTable : `${c.schemaName}.${versionTable}`;
+  checks.push(versionCheck(version, recorded, c.latestSchemaVersion, shown, fanOut));
   checks.push(columnCheck(expected.columns, columns));
-  const indexes = names(
-    await c.query("SELECT indexname AS name FROM pg_indexes WHERE schemaname = $1 AND tablename = $2", [
-      schema,
-      c.tableName,
-    ]),
-  );
+  const indexes = await catalog.indexes();
   checks.push(...indexChecks(expected.indexes, indexes));
-  const wanted = [expected.claimFunction, expected.oldClaimFunction].filter((f) => f !== undefined);
-  const functions = names(
-    await c.query(
-      `SELECT n.nspname || '.' || p.proname AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-       WHERE n.nspname || '.' || p.proname = ANY($1::text[])`,
-      [wanted.map((f) => f.join("."))],
-    ),
-  );
-  if (expected.claimFunction) {
-    const name = expected.claimFunction.join(".");
+  const left = expected.oldIndexes.filter((name) => indexes.has(name));
+  if (expected.oldIndexes.length > 0) {
+    checks.push(
+      left.length === 0 ? { check: "old indexes", ok: true, detail: "none left from schema version 1" } : {
+        check: "old indexes",
+        ok: false,
+        detail: `${left.join(", ")} of schema version 1 still there: every insert pays for ${
+          left.length === 1 ? "it" : "them"
+        }`,
+        fix: "run `outbox setup` (drops them)",
+      },
+    );
+  }
+  if (catalog.functions) checks.push(...await functionChecks(catalog.functions, expected));
+  return checks;
+}
+
+/** The claim functions setup() creates (Postgres), and the one of versions before 0.2 that it drops. */
+async function functionChecks(
+  lookup: NonNullable<Catalog["functions"]>,
+  expected: Expected,
+): Promise<Check[]> {
+  const checks: Check[] = [];
+  const wanted = [...expected.claimFunctions, ...(expected.oldClaimFunction ? [expected.oldClaimFunction] : [])];
+  const functions = await lookup(wanted);
+  expected.claimFunctions.forEach((f, i) => {
+    const name = f.join(".");
+    // The first is the relay's; the others stay for relays of older versions.
+    const without = i === 0 ? "each claim" : "each claim of a relay of @x/outbox 0.1";
     checks.push(
       functions.has(name) ? { check: "claim function", ok: true, detail: `${name} exists` } : {
         check: "claim function",
         ok: false,
-        detail: `${name} is missing: each claim falls back to a transaction of 3 round trips`,
+        detail: `${name} is missing: ${without} falls back to a transaction of 3 round trips`,
         fix: "run `outbox setup`",
       },
     );
-  }
+  });
   if (expected.oldClaimFunction) {
     const name = expected.oldClaimFunction.join(".");
     checks.push(
@@ -108,21 +250,6 @@ async function postgresChecks(c: Connection): Promise<Check[]> {
         : { check: "old claim function", ok: true, detail: "none left from versions before 0.2" },
     );
   }
-  return checks;
-}
-
-/** The table's checks on libSQL / SQLite. */
-async function libsqlChecks(c: Connection): Promise<Check[]> {
-  const expected = expectedFrom(libsqlSchema({ table: c.tableName }));
-  const [version] = await c.query("SELECT sqlite_version() AS v");
-  const checks: Check[] = [{ check: "connect", ok: true, detail: `libSQL (SQLite ${version?.v}) at ${c.where}` }];
-  const columns = names(await c.query("SELECT name FROM pragma_table_info(?)", [c.tableName]));
-  if (!tableCheck(checks, c, columns.size > 0)) return checks;
-  checks.push(columnCheck(expected.columns, columns));
-  const indexes = names(
-    await c.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [c.tableName]),
-  );
-  checks.push(...indexChecks(expected.indexes, indexes));
   return checks;
 }
 
@@ -142,7 +269,7 @@ function columnCheck(expected: readonly string[], found: ReadonlySet<string>): C
     check: "columns",
     ok: false,
     detail: `missing ${missing.join(", ")}: the table was made by an older version or by hand`,
-    fix: "add the columns as postgresSchema()/libsqlSchema() declare them",
+    fix: "run `outbox setup` (upgrades the table in place)",
   };
 }
 
@@ -207,16 +334,22 @@ function msFlag(flags: Flags, name: string): number | undefined {
 
 /** `outbox doctor`. */
 export const doctor: Command = {
-  summary: "check the table, its indexes and claim function, and a JetStream stream's dedup window",
-  usage: "[--url URL] [--nats URL --stream NAME [--lease-ms MS] [--max-delay-ms MS]] [--json]",
+  summary: "check the table, its schema version, indexes and claim function, and a stream's dedup window",
+  usage: "[--url URL] [--fan-out] [--nats URL --stream NAME [--lease-ms MS] [--max-delay-ms MS]] [--json]",
   details: [
     "Each check prints one line, ok or FAIL with a fix; exits 1 if any fails.",
+    `The schema version must be at least the one setup() makes (${SETUP_SCHEMA_VERSION}), and at most the newest this`,
+    `@x/outbox knows; with --fan-out (an outbox with publishers) at least ${FAN_OUT_SCHEMA_VERSION}.`,
     "With --nats and --stream, the stream's duplicate_window must be at least the outbox's",
     "retry horizon (leaseMs + retry.maxDelayMs; defaults 30s + 60s), or a retry after the",
     "window is stored twice. Give your relay's --lease-ms and --max-delay-ms if you changed them.",
   ].join("\n"),
   flags: {
     ...CONNECTION_FLAGS,
+    "fan-out": {
+      kind: "boolean",
+      help: `the outbox has publishers: the table must be at schema version ${FAN_OUT_SCHEMA_VERSION}`,
+    },
     nats: { kind: "string", value: "URL", help: "NATS server, e.g. nats://127.0.0.1:4222" },
     stream: { kind: "string", value: "NAME", help: "JetStream stream the relay publishes to" },
     "lease-ms": { kind: "string", value: "MS", help: "the relay's leaseMs (default 30000)" },
@@ -244,7 +377,8 @@ export const doctor: Command = {
           leaseMs,
           retry: maxDelayMs === undefined ? undefined : { maxDelayMs, baseDelayMs: Math.min(1_000, maxDelayMs) },
         });
-        checks = connection.kind === "postgres" ? await postgresChecks(connection) : await libsqlChecks(connection);
+        const catalog = connection.kind === "postgres" ? postgresCatalog(connection) : libsqlCatalog(connection);
+        checks = await tableChecks(connection, catalog, flags["fan-out"] === true);
         if (nats !== undefined && stream !== undefined) {
           checks.push(await streamCheck(io, nats, stream, outbox.retryHorizonMs));
         }

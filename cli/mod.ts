@@ -88,7 +88,8 @@ function describe(error: unknown): { message: string; code: 1 | 2 } {
   if (error instanceof OutboxConfigError || error instanceof OutboxMessageError) {
     return { message: oneLine(error), code: 2 };
   }
-  const message = oneLine(error).replace(/run outbox\.setup\(\) first/, "run `outbox setup` first");
+  // The library's advice names its API; on the command line the same step is `outbox setup`.
+  const message = oneLine(error).replace(/run outbox\.setup\(\)/, "run `outbox setup`");
   return { message: error instanceof OutboxError || error instanceof Error ? message : String(error), code: 1 };
 }
 

@@ -6,7 +6,8 @@
  *
  * Every run is awaited to its exit; nothing waits on a timer. Rows are made by the
  * library itself: dead ones by a tick whose publisher fails with `maxAttempts: 1`, an
- * "old" pending one by an outbox whose clock runs an hour behind.
+ * "old" pending one by an outbox whose clock runs an hour behind, fan-out rows by an
+ * outbox with `publishers`, one destination of which fails.
  */
 
 import assert from "node:assert/strict";
@@ -16,7 +17,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Client, createClient } from "@libsql/client";
-import { createOutbox, type Outbox, type OutboxMessage } from "../mod.ts";
+import { createOutbox, type Outbox, type OutboxMessage, PublishError } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { main, VERSION } from "../cli/mod.ts";
@@ -81,6 +82,8 @@ interface Backend {
   readonly args: readonly string[];
   /** An outbox on the table; `publisher` fails every publish. */
   outbox(options?: { now?: () => number; failing?: boolean }): Outbox<unknown, unknown>;
+  /** The storage of another table in the same database (schema). */
+  storage(table: string): unknown;
   enqueue(outbox: Outbox<unknown, unknown>, messages: OutboxMessage[]): Promise<void>;
   /** Runs SQL on the database (DDL for doctor's failures). */
   exec(sql: string): Promise<void>;
@@ -108,6 +111,7 @@ async function postgresBackend(): Promise<Backend> {
   return {
     args: ["--url", PG_URL, "--schema", schema],
     outbox: (options) => outboxOn(storage, options),
+    storage: (table) => postgresStorage(sql as unknown as PostgresSql, { schema, table }),
     enqueue: async (outbox, messages) => void (await outbox.enqueue(sql, messages)),
     exec: async (text) => void (await sql.unsafe(text)),
     qualify: (name) => `"${schema}"."${name}"`,
@@ -123,6 +127,7 @@ function libsqlBackend(client: Client, args: readonly string[], close: () => Pro
   return {
     args,
     outbox: (options) => outboxOn(storage, options),
+    storage: (table) => libsqlStorage(client, { table }),
     enqueue: async (outbox, messages) => void (await outbox.enqueue(client, messages)),
     exec: async (text) => void (await client.execute(text)),
     qualify: (name) => `"${name}"`,
@@ -170,12 +175,20 @@ async function withBackend<B extends Backend>(open: () => B | Promise<B>, body: 
 async function lifecycle(b: Backend, name: string): Promise<void> {
   const setup = await cli(["setup", ...b.args]);
   exits(setup, 0, "setup");
-  assert.match(setup.stdout, /is set up/);
+  assert.match(setup.stdout, /is set up at .*: schema version 2$/m);
 
   const empty = json(await cli(["status", ...b.args, "--json"]));
   assert.deepEqual(
-    [empty.pending, empty.processing, empty.published, empty.dead, empty.topics, empty.oldestPendingAt],
-    [0, 0, 0, 0, {}, null],
+    [
+      empty.pending,
+      empty.processing,
+      empty.published,
+      empty.dead,
+      empty.topics,
+      empty.destinations,
+      empty.oldestPendingAt,
+    ],
+    [0, 0, 0, 0, {}, {}, null],
   );
 
   // Two dead messages and one pending message, all made an hour ago; one pending now.
@@ -203,10 +216,12 @@ async function lifecycle(b: Backend, name: string): Promise<void> {
     `the oldest pending message is about an hour old: ${s.oldestPendingAgeMs}`,
   );
   assert.equal(typeof s.oldestPendingAt, "string");
+  assert.deepEqual(s.destinations, { "": { pending: 2, processing: 0, published: 0, dead: 2 } }, 'one publisher: ""');
   const table = await cli(["status", ...b.args]);
   exits(table, 0, "status");
   assert.match(table.stdout, /^dead\s+2$/m);
   assert.match(table.stdout, /^orders\.created\s+2\s+0\s+0\s+0$/m);
+  assert.doesNotMatch(table.stdout, /DESTINATION/, "no destination table without fan-out");
   assert.match(table.stdout, /^oldest pending\s+1h (?:[0-9]+m )?\(since /m);
 
   // The health check: an hour-old message fails 30m and passes 2h.
@@ -222,6 +237,7 @@ async function lifecycle(b: Backend, name: string): Promise<void> {
   assert.equal(dead.next, null);
   assert.equal(dead.messages[0].attempts, 1);
   assert.equal(dead.messages[0].status, "dead");
+  assert.equal(dead.messages[0].destination, "");
   assert.match(dead.messages[0].lastError, /broker down/);
   assert.equal(dead.messages[0].payload, undefined, "no payload without --payload");
   const withPayload = json(await cli(["list", ...b.args, "--payload", "--json"]));
@@ -242,7 +258,11 @@ async function lifecycle(b: Backend, name: string): Promise<void> {
   const listed = await cli(["list", ...b.args, "--payload"]);
   exits(listed, 0, "list");
   const lines = listed.stdout.trimEnd().split("\n");
-  assert.match(lines[0]!, /^\s*SEQ\s+ID\s+TOPIC\s+KEY\s+STATUS\s+ATTEMPTS\s+CREATED\s+LAST ERROR\s+PAYLOAD$/);
+  assert.match(
+    lines[0]!,
+    /^\s*SEQ\s+ID\s+TOPIC\s+KEY\s+STATUS\s+ATTEMPTS\s+CREATED\s+LAST ERROR\s+PAYLOAD$/,
+    "no destination column when every row is the one publisher's",
+  );
   assert.equal(lines.length, 5, "a header and four rows");
   assert.match(lines[1]!, /d-1\s+orders\.failed\s+k1\s+dead\s+1\s+.*broker down \?\[31mred/);
   assert.match(lines[4]!, /<3 bytes> 0102ff/);
@@ -269,21 +289,176 @@ async function lifecycle(b: Backend, name: string): Promise<void> {
   const ok = await cli(["doctor", ...b.args]);
   exits(ok, 0, "doctor");
   assert.match(ok.stdout, /^ok\s+table\s/m);
-  assert.match(ok.stdout, /^ok\s+index\s+outbox_key_idx exists$/m);
+  assert.match(ok.stdout, /^ok\s+schema version\s+version 2 \(recorded in (?:\S+\.)?outbox_schema\); fan-out/m);
+  assert.match(ok.stdout, /^ok\s+index\s+outbox_key_dest_idx exists$/m);
   assert.doesNotMatch(ok.stdout, /FAIL/);
-  await b.exec(`DROP INDEX ${b.qualify("outbox_key_idx")}`);
+  await b.exec(`DROP INDEX ${b.qualify("outbox_key_dest_idx")}`);
   const broken = await cli(["doctor", ...b.args]);
-  exits(broken, 1, "doctor without key_idx");
-  assert.match(broken.stdout, /^FAIL\s+index\s+outbox_key_idx is missing; fix: run `outbox setup`/m);
+  exits(broken, 1, "doctor without key_dest_idx");
+  assert.match(broken.stdout, /^FAIL\s+index\s+outbox_key_dest_idx is missing; fix: run `outbox setup`/m);
   assert.match(broken.stdout, /^1 of \d+ checks failed$/m);
   const report2 = json(await cli(["doctor", ...b.args, "--json"]));
   assert.equal(report2.ok, false);
   assert.deepEqual(
     report2.checks.filter((c: { ok: boolean }) => !c.ok).map((c: { detail: string }) => c.detail),
-    ["outbox_key_idx is missing"],
+    ["outbox_key_dest_idx is missing"],
   );
   exits(await cli(["setup", ...b.args]), 0, "setup again");
   exits(await cli(["doctor", ...b.args]), 0, "doctor after setup");
+}
+
+/** Counts by status, as `status --json` prints them per topic and destination. */
+const counts = (pending: number, processing: number, published: number, dead: number) => ({
+  pending,
+  processing,
+  published,
+  dead,
+});
+
+/**
+ * Fan-out on a table of its own (`fan`): a table of version 1 found and upgraded,
+ * `setup --fan-out` to version 3, then rows for the one publisher (`""`) and for two
+ * destinations, one of which fails: status, list, requeue and purge by destination, and
+ * doctor's schema version check both ways.
+ */
+async function fanOut(b: Backend, name: string): Promise<void> {
+  const args = [...b.args, "--table", "fan"];
+  const schemaTable = b.qualify("fan_schema");
+  exits(await cli(["setup", ...args]), 0, "setup");
+
+  // A table as @x/outbox 0.1.0 left it: no destination column and no version table.
+  await b.exec(`DROP INDEX ${b.qualify("fan_claim_dest_idx")}`);
+  await b.exec(`DROP INDEX ${b.qualify("fan_key_dest_idx")}`);
+  await b.exec(`DROP TABLE ${schemaTable}`);
+  await b.exec(`ALTER TABLE ${b.qualify("fan")} DROP COLUMN destination`);
+  const old = await cli(["doctor", ...args]);
+  exits(old, 1, `${name}: doctor on a version 1 table`);
+  assert.match(
+    old.stdout,
+    /^FAIL\s+schema version\s+version 1 \(a table of @x\/outbox 0\.1\.0, with no (?:\S+\.)?fan_schema\); setup\(\) makes version 2; fix: run `outbox setup`/m,
+  );
+  assert.match(old.stdout, /^FAIL\s+columns\s+missing destination: .*fix: run `outbox setup`/m);
+  const upgraded = await cli(["setup", ...args]);
+  exits(upgraded, 0, "setup of a version 1 table");
+  assert.match(upgraded.stdout, /^outbox table \S*fan is set up at .*: schema version 2$/m);
+
+  // Version 2 serves one publisher; publishers need 3.
+  const single = createOutbox({ storage: b.storage("fan") as never, publisher: () => {} });
+  await b.enqueue(single as Outbox<unknown, unknown>, [{ id: "s-1", topic: "orders.created", payload: { n: 0 } }]);
+  const two = await cli(["doctor", ...args]);
+  exits(two, 0, "doctor on version 2");
+  assert.match(two.stdout, /^ok\s+schema version\s+version 2 \(recorded in \S+\); fan-out \(publishers\) needs 3/m);
+  const needsThree = await cli(["doctor", ...args, "--fan-out"]);
+  exits(needsThree, 1, "doctor --fan-out on version 2");
+  assert.match(
+    needsThree.stdout,
+    /^FAIL\s+schema version\s+version 2 .*fan-out \(publishers\) needs 3; fix: run `outbox setup --fan-out`/m,
+  );
+  const ready = await cli(["setup", ...args, "--fan-out"]);
+  exits(ready, 0, "setup --fan-out");
+  assert.match(ready.stdout, /: schema version 3 \(fan-out\)$/m);
+  assert.deepEqual(
+    json(await cli(["setup", ...args, "--json"])),
+    { ok: true, table: b.qualify("fan").replaceAll('"', ""), schemaVersion: 3, fanOut: true },
+    "setup without --fan-out never downgrades",
+  );
+
+  // nats takes everything, hooks the orders (and fails them for good).
+  const fan = createOutbox({
+    storage: b.storage("fan") as never,
+    publishers: {
+      nats: () => {},
+      hooks: (m) => {
+        throw new PublishError(`HTTP 410 from hooks for ${m.id}`, { permanent: true });
+      },
+    },
+    route: (m) => (m.topic.startsWith("orders.") ? ["nats", "hooks"] : ["nats"]),
+    retention: { publishedMs: 3_600_000 },
+  }) as Outbox<unknown, unknown>;
+  await b.enqueue(fan, [
+    { id: "f-1", topic: "orders.created", key: "o-1", payload: { n: 1 } },
+    { id: "f-2", topic: "orders.paid", key: "o-1", payload: { n: 2 } },
+    { id: "f-3", topic: "emails.send", payload: { n: 3 } },
+  ]);
+  const report = await fan.tick();
+  assert.deepEqual([report.published, report.dead], [3, 2], `${name}: nats published 3, hooks gave up on 2`);
+
+  const status = json(await cli(["status", ...args, "--json"]));
+  assert.deepEqual([status.pending, status.published, status.dead], [1, 3, 2], "counts are rows");
+  assert.deepEqual(status.destinations, {
+    "": counts(1, 0, 0, 0),
+    hooks: counts(0, 0, 0, 2),
+    nats: counts(0, 0, 3, 0),
+  });
+  assert.deepEqual(status.topics["orders.created"], counts(1, 0, 1, 1));
+  const shown = await cli(["status", ...args]);
+  exits(shown, 0, "status");
+  assert.match(shown.stdout, /^DESTINATION\s+PENDING\s+PROCESSING\s+PUBLISHED\s+DEAD$/m);
+  assert.match(shown.stdout, /^\(default\)\s+1\s+0\s+0\s+0$/m);
+  assert.match(shown.stdout, /^hooks\s+0\s+0\s+0\s+2$/m);
+  assert.match(shown.stdout, /^nats\s+0\s+0\s+3\s+0$/m);
+
+  // list: a destination column, and --destination (a name, '' or '(default)' for the one publisher's rows).
+  const ids = async (...more: string[]) =>
+    json(await cli(["list", ...args, ...more, "--json"])).messages.map((m: { id: string; destination: string }) =>
+      `${m.id}@${m.destination}`
+    );
+  assert.deepEqual(await ids("--destination", "hooks"), ["f-1@hooks", "f-2@hooks"]);
+  assert.deepEqual(await ids("--destination=nats"), ["f-1@nats", "f-2@nats", "f-3@nats"]);
+  assert.deepEqual(await ids("--destination", ""), ["s-1@"]);
+  assert.deepEqual(await ids("--destination="), ["s-1@"]);
+  assert.deepEqual(await ids("--destination", "(default)"), ["s-1@"]);
+  assert.deepEqual(await ids("--destination", "hooks", "--status", "published"), []);
+  assert.deepEqual(await ids("--destination", "nowhere"), []);
+  const listed = await cli(["list", ...args]);
+  exits(listed, 0, "list");
+  const lines = listed.stdout.trimEnd().split("\n");
+  assert.match(lines[0]!, /^\s*SEQ\s+ID\s+DESTINATION\s+TOPIC\s+KEY\s+STATUS\s+ATTEMPTS\s+CREATED\s+LAST ERROR$/);
+  assert.match(lines[1]!, /^\s*\d+\s+s-1\s+\(default\)\s+orders\.created\s+-\s+pending\s+0\s/);
+  assert.ok(lines.some((l) => /\sf-1\s+hooks\s+orders\.created\s+o-1\s+dead\s+1\s.*HTTP 410 from hooks/.test(l)));
+  const hooksOnly = await cli(["list", ...args, "--destination", "hooks"]);
+  assert.equal(hooksOnly.stdout.trimEnd().split("\n").length, 3, "a header and the two hooks rows");
+
+  // requeue and purge act on one destination: f-1's other rows stay as they are.
+  const requeued = await cli(["requeue", ...args, "--status", "published", "--id", "f-1", "--destination", "nats"]);
+  exits(requeued, 0, "requeue --destination nats");
+  assert.equal(requeued.stdout, "requeued 1 published message\n");
+  const dry = await cli(["purge", ...args, "--status", "dead", "--destination", "hooks", "--json"]);
+  exits(dry, 2, "purge --destination without --yes");
+  assert.deepEqual(json(dry), { wouldPurge: 2 });
+  assert.deepEqual(
+    json(await cli(["purge", ...args, "--status", "dead", "--destination", "hooks", "--id", "f-2", "--json"])),
+    { wouldPurge: 1 },
+  );
+  assert.equal(
+    (await cli(["purge", ...args, "--status", "dead", "--destination", "nats", "--yes"])).stdout,
+    "purged 0 dead messages\n",
+  );
+  const purged = await cli(["purge", ...args, "--status", "dead", "--destination", "hooks", "--id", "f-1", "--yes"]);
+  exits(purged, 0, "purge --destination hooks --id f-1");
+  assert.equal(purged.stdout, "purged 1 dead message\n");
+  assert.deepEqual(json(await cli(["status", ...args, "--json"])).destinations, {
+    "": counts(1, 0, 0, 0),
+    hooks: counts(0, 0, 0, 1),
+    nats: counts(1, 0, 2, 0),
+  });
+
+  // doctor on version 3, and on a version newer than this code.
+  const doctor = await cli(["doctor", ...args, "--fan-out"]);
+  exits(doctor, 0, "doctor --fan-out on version 3");
+  assert.match(doctor.stdout, /^ok\s+schema version\s+version 3 \(recorded in \S+\); ready for fan-out$/m);
+  assert.doesNotMatch(doctor.stdout, /FAIL/);
+  await b.exec(`UPDATE ${schemaTable} SET version = 9`);
+  const newer = json(await cli(["doctor", ...args, "--json"]));
+  assert.equal(newer.ok, false);
+  assert.deepEqual(newer.checks.find((c: { check: string }) => c.check === "schema version"), {
+    check: "schema version",
+    ok: false,
+    detail: `version 9 (recorded in ${schemaTable.replaceAll('"', "")}) is newer than this @x/outbox (3)`,
+    fix: "upgrade @x/outbox (npm install @x/outbox@latest)",
+  });
+  oneErrorLine(await cli(["setup", ...args]), 1, /schema version 9\b.*newer than this @x\/outbox/, "setup on 9");
+  await b.exec(`UPDATE ${schemaTable} SET version = 3`);
 }
 
 test(
@@ -291,14 +466,17 @@ test(
   () =>
     withBackend(postgresBackend, async (b) => {
       await lifecycle(b, "postgres");
-      // Postgres only: the claim function, and the old one setup() drops.
+      // Postgres only: the claim functions, the old one setup() drops, and version 1's indexes.
       const fn = b.qualify("outbox_claim");
       await b.exec(`CREATE FUNCTION ${fn}(bigint, integer, text, bigint) RETURNS void LANGUAGE sql AS ''`);
-      await b.exec(`DROP FUNCTION ${b.qualify("outbox_claim_v2")}`);
+      await b.exec(`DROP FUNCTION ${b.qualify("outbox_claim_v3")}`);
+      await b.exec(`CREATE INDEX outbox_claim_idx ON ${b.qualify("outbox")} (seq)`);
       const broken = await cli(["doctor", ...b.args]);
       exits(broken, 1, "doctor with the old claim function");
-      assert.match(broken.stdout, /^FAIL\s+claim function\s+\S+outbox_claim_v2 is missing/m);
+      assert.match(broken.stdout, /^FAIL\s+claim function\s+\S+outbox_claim_v3 is missing/m);
+      assert.match(broken.stdout, /^ok\s+claim function\s+\S+outbox_claim_v2 exists$/m, "kept for 0.1 relays");
       assert.match(broken.stdout, /^FAIL\s+old claim function\s+\S+\.outbox_claim of a version before 0\.2/m);
+      assert.match(broken.stdout, /^FAIL\s+old indexes\s+outbox_claim_idx of schema version 1 still there/m);
       exits(await cli(["setup", ...b.args]), 0, "setup");
       exits(await cli(["doctor", ...b.args]), 0, "doctor after setup");
     }),
@@ -329,6 +507,20 @@ test(
     }),
   { timeout: 120_000 },
 );
+
+for (
+  const [where, open] of [
+    ["Postgres", postgresBackend],
+    ["a libSQL file", fileBackend],
+    ["sqld over HTTP", sqldBackend],
+  ] as const
+) {
+  test(
+    `cli (${runtime}): fan-out on ${where}: upgrade, setup --fan-out, counts, list, requeue and purge by destination`,
+    () => withBackend<Backend>(open, (b) => fanOut(b, where)),
+    { timeout: 120_000 },
+  );
+}
 
 test(
   `cli (${runtime}): doctor --nats fails a stream whose duplicate window is shorter than the retry horizon`,
@@ -408,6 +600,11 @@ test(`cli (${runtime}): usage errors exit 2 with one line on stderr and nothing 
     [["requeue", ...file, "--status", "pending"], /--status must be dead or published/],
     [["purge", ...file], /purge needs --status/],
     [["purge", ...file, "--status", "dead", "--older-than", "7 days"], /--older-than must be a duration/],
+    [["list", ...file, "--destination", "a b"], /--destination must be a destination name .*got "a b"/],
+    [["requeue", ...file, "--destination", "x".repeat(65)], /--destination must be a destination name/],
+    [["purge", ...file, "--status", "dead", "--destination", "<b>"], /--destination must be a destination name/],
+    [["list", ...file, "--destination"], /--destination needs a value/],
+    [["setup", ...file, "--fan-out=yes"], /--fan-out takes no value/],
     [["doctor", ...file, "--nats", "127.0.0.1:4222"], /--nats and --stream go together/],
   ];
   const runs = await Promise.all(cases.map(([args]) => cli(args)));
@@ -441,6 +638,12 @@ test(`cli (${runtime}): --help for the CLI and every command, and --version`, as
   });
   const doctorHelp = helps[commands.indexOf("doctor")]!.stdout;
   assert.match(doctorHelp, /--nats URL/);
+  assert.match(doctorHelp, /--fan-out/);
+  assert.match(helps[commands.indexOf("setup")]!.stdout, /--fan-out\s+also ready the table for publishers/);
+  for (const c of ["list", "requeue", "purge"]) {
+    assert.match(helps[commands.indexOf(c)]!.stdout, /--destination NAME\s+only this destination .*'\(default\)'/, c);
+  }
+  assert.match(helps[commands.indexOf("status")]!.stdout, /per destination/);
 }, { timeout: 60_000 });
 
 test("cli: a missing driver is named in one line (main() in process, its loader failing)", async () => {

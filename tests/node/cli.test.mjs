@@ -51,9 +51,11 @@ const outboxOn = (storage, options = {}) =>
     now: options.now,
   });
 
-/** setup → status → dead messages listed, requeued, purged → health check → doctor. */
+/** setup → status → dead messages listed, requeued, purged → health check → setup --fan-out → doctor. */
 async function lifecycle(args, storage, tx, dropIndex) {
-  exits(await cli(["setup", ...args]), 0, "setup");
+  const setup = await cli(["setup", ...args]);
+  exits(setup, 0, "setup");
+  assert.match(setup.stdout, /: schema version 2\n$/);
   const past = outboxOn(storage, { now: () => Date.now() - 3_600_000, failing: true });
   await past.enqueue(tx, [
     { id: "d-1", topic: "orders.failed", payload: { n: 1 } },
@@ -67,6 +69,7 @@ async function lifecycle(args, storage, tx, dropIndex) {
   const s = JSON.parse(status.stdout);
   assert.deepEqual([s.pending, s.dead], [1, 2]);
   assert.deepEqual(s.topics["orders.failed"], { pending: 0, processing: 0, published: 0, dead: 2 });
+  assert.deepEqual(s.destinations, { "": { pending: 1, processing: 0, published: 0, dead: 2 } });
 
   exits(await cli(["status", ...args, "--max-age", "30m"]), 1, "status --max-age 30m");
   exits(await cli(["status", ...args, "--max-age", "2h"]), 0, "status --max-age 2h");
@@ -88,6 +91,13 @@ async function lifecycle(args, storage, tx, dropIndex) {
   assert.deepEqual([after.pending, after.dead], [2, 0]);
 
   exits(await cli(["doctor", ...args]), 0, "doctor");
+  exits(await cli(["doctor", ...args, "--fan-out"]), 1, "doctor --fan-out on version 2");
+  const fanOut = await cli(["setup", ...args, "--fan-out", "--json"]);
+  exits(fanOut, 0, "setup --fan-out");
+  assert.deepEqual([JSON.parse(fanOut.stdout).schemaVersion, JSON.parse(fanOut.stdout).fanOut], [3, true]);
+  const ready = await cli(["doctor", ...args, "--fan-out"]);
+  exits(ready, 0, "doctor --fan-out on version 3");
+  assert.match(ready.stdout, /^ok\s+schema version\s+version 3 \(recorded in \S+\); ready for fan-out$/m);
   await dropIndex("outbox_settled_idx");
   const broken = await cli(["doctor", ...args]);
   exits(broken, 1, "doctor without settled_idx");
