@@ -83,10 +83,13 @@ async function fill<Tx, Stmt>(
   return { outbox: outbox satisfies AdminOutbox, ids };
 }
 
-async function libsqlFixture(): Promise<Fixture> {
+/** What fills a fixture's table: {@link fill}, or {@link fanOutFill}. */
+type Filler = typeof fill;
+
+async function libsqlFixture(filler: Filler = fill): Promise<Fixture> {
   const { url, dir } = tempDatabase();
   const client = createClient({ url });
-  const filled = await fill(libsqlStorage(client), (outbox, messages) => outbox.enqueue(client, messages));
+  const filled = await filler(libsqlStorage(client), (outbox, messages) => outbox.enqueue(client, messages));
   return {
     ...filled,
     close: () => {
@@ -97,29 +100,29 @@ async function libsqlFixture(): Promise<Fixture> {
   };
 }
 
-async function postgresFixture(): Promise<Fixture> {
+async function postgresFixture(filler: Filler = fill): Promise<Fixture> {
   const schema = uniqueSchema("admin");
   const sql = openSql();
+  const close = async () => {
+    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await sql.end({ timeout: 1 });
+  };
   try {
-    const filled = await fill(
+    const filled = await filler(
       postgresStorage(sql as unknown as PostgresSql, { schema }),
       (outbox, messages) => sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, messages)),
     );
-    return {
-      ...filled,
-      async close() {
-        await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-        await sql.end({ timeout: 1 });
-      },
-    };
+    return { ...filled, close };
   } catch (error) {
-    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => {});
-    await sql.end({ timeout: 1 });
+    await close().catch(() => {});
     throw error;
   }
 }
 
-const storages: [string, () => Promise<Fixture>][] = [["libsql", libsqlFixture], ["postgres", postgresFixture]];
+const storages: [string, () => Promise<Fixture>][] = [["libsql", () => libsqlFixture()], [
+  "postgres",
+  () => postgresFixture(),
+]];
 
 /**
  * A fan-out outbox on a table the one-publisher fixture filled first (its rows keep the
@@ -153,42 +156,9 @@ async function fanOutFill<Tx, Stmt>(
   return { ...filled, outbox: outbox satisfies AdminOutbox };
 }
 
-async function libsqlFanOutFixture(): Promise<Fixture> {
-  const { url, dir } = tempDatabase();
-  const client = createClient({ url });
-  const filled = await fanOutFill(libsqlStorage(client), (outbox, messages) => outbox.enqueue(client, messages));
-  return {
-    ...filled,
-    close: () => {
-      client.close();
-      rmSync(dir, { recursive: true, force: true });
-      return Promise.resolve();
-    },
-  };
-}
-
-async function postgresFanOutFixture(): Promise<Fixture> {
-  const schema = uniqueSchema("admin");
-  const sql = openSql();
-  const close = async () => {
-    await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    await sql.end({ timeout: 1 });
-  };
-  try {
-    const filled = await fanOutFill(
-      postgresStorage(sql as unknown as PostgresSql, { schema }),
-      (outbox, messages) => sql.begin((tx) => outbox.enqueue(tx as unknown as PostgresTx, messages)),
-    );
-    return { ...filled, close };
-  } catch (error) {
-    await close().catch(() => {});
-    throw error;
-  }
-}
-
 const fanOutStorages: [string, () => Promise<Fixture>][] = [
-  ["libsql", libsqlFanOutFixture],
-  ["postgres", postgresFanOutFixture],
+  ["libsql", () => libsqlFixture(fanOutFill)],
+  ["postgres", () => postgresFixture(fanOutFill)],
 ];
 
 const counts = (pending: number, processing: number, published: number, dead: number) => ({
@@ -418,7 +388,7 @@ for (const [name, make] of fanOutStorages) {
 }
 
 test("admin: read-only by default: requeue and purge answer 403 with a reason, and change nothing", async () => {
-  await withAdmin(libsqlFixture, {}, async (admin, { outbox }) => {
+  await withAdmin(() => libsqlFixture(), {}, async (admin, { outbox }) => {
     for (const path of ["/api/requeue", "/api/purge"]) {
       const r = await admin.post(path, { status: "dead" });
       assert.equal(r.status, 403);
@@ -435,7 +405,7 @@ test("admin: read-only by default: requeue and purge answer 403 with a reason, a
 
 test("admin: authorize sees each request with its access; false is 401, a Response is sent as is", async () => {
   const calls: string[] = [];
-  await withAdmin(libsqlFixture, {
+  await withAdmin(() => libsqlFixture(), {
     basePath: "/ops/outbox",
     readOnly: false,
     authorize(request, access) {
@@ -473,7 +443,7 @@ test("admin: authorize sees each request with its access; false is 401, a Respon
 
 test("admin: cross-site requests cannot mutate: foreign Origin or Sec-Fetch-Site 403, non-JSON 415", async () => {
   await withAdmin(
-    libsqlFixture,
+    () => libsqlFixture(),
     { ...writable, allowedOrigins: ["https://ops.example"] },
     async (admin, { outbox }) => {
       const evil = await admin.post("/admin/api/purge", { status: "dead" }, { origin: "https://evil.example" });
@@ -501,7 +471,7 @@ test("admin: cross-site requests cannot mutate: foreign Origin or Sec-Fetch-Site
 });
 
 test("admin: bad query parameters and bodies answer 400 with a reason; big bodies 413", async () => {
-  await withAdmin(libsqlFixture, writable, async (admin) => {
+  await withAdmin(() => libsqlFixture(), writable, async (admin) => {
     for (
       const query of [
         "limit=0",
@@ -565,7 +535,7 @@ test("admin: bad query parameters and bodies answer 400 with a reason; big bodie
 });
 
 test("admin: unknown paths answer 404 JSON, wrong methods 405 with Allow", async () => {
-  await withAdmin(libsqlFixture, { basePath: "/admin/" }, async (admin) => {
+  await withAdmin(() => libsqlFixture(), { basePath: "/admin/" }, async (admin) => {
     for (const path of ["/admin/api/nope", "/admin/api", "/admin/api/outbox/", "/adminx", "/", "/other/api/outbox"]) {
       const r = await admin.get(path);
       assert.deepEqual(r, { status: 404, body: { error: "Not found" } }, path);
@@ -603,7 +573,7 @@ test("admin: an outbox error answers 500 with a safe message and reaches onError
 });
 
 test("admin: the dashboard is one self-contained page under a strict nonce CSP, at basePath and basePath/", async () => {
-  await withAdmin(libsqlFixture, { basePath: "/admin" }, async (admin) => {
+  await withAdmin(() => libsqlFixture(), { basePath: "/admin" }, async (admin) => {
     for (const path of ["/admin", "/admin/"]) {
       const response = await admin(path);
       assert.equal(response.status, 200);

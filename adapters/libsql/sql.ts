@@ -22,6 +22,7 @@ import type {
   RequeueRequest,
   SettleRequest,
 } from "../../src/types.ts";
+import { inspectValues } from "../shared/row.ts";
 import { BLOCKED, groupSettlements } from "../shared/settle.ts";
 
 /** The database's clock in epoch ms; SQLite fixes 'now' for the whole statement. */
@@ -532,17 +533,7 @@ export function relayQueries(n: LibsqlNames): RelayQueries {
       sql: text.requeue,
       args: [relayNow(r), r.status, r.topic ?? null, r.ids ? JSON.stringify(r.ids) : null, r.destination ?? null],
     }),
-    inspect: (o) => ({
-      sql: text.inspect,
-      args: [
-        o.status ?? null,
-        o.topic ?? null,
-        o.key ?? null,
-        o.limit ?? 1_000_000,
-        o.after ?? 0,
-        o.destination ?? null,
-      ],
-    }),
+    inspect: (o) => ({ sql: text.inspect, args: inspectValues(o) }),
     purge: (r) => ({
       sql: text.purge,
       args: [

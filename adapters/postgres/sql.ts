@@ -17,6 +17,7 @@
  */
 
 import type { ClaimRequest, InspectOptions, PurgeRequest, RequeueRequest, SettleRequest } from "../../src/types.ts";
+import { inspectValues } from "../shared/row.ts";
 import { BLOCKED, groupSettlements } from "../shared/settle.ts";
 import { pgArray } from "./array.ts";
 
@@ -759,17 +760,7 @@ export function relayQueries(n: PostgresNames): RelayQueries {
         r.destination ?? null,
       ],
     }),
-    inspect: (o) => ({
-      text: text.inspect,
-      values: [
-        o.status ?? null,
-        o.topic ?? null,
-        o.key ?? null,
-        o.limit ?? 1_000_000,
-        o.after ?? 0,
-        o.destination ?? null,
-      ],
-    }),
+    inspect: (o) => ({ text: text.inspect, values: inspectValues(o) }),
     purge: (r) => ({
       text: text.purge,
       values: [r.status, r.before, r.topic ?? null, r.ids ? pgArray(r.ids) : null, r.limit, r.destination ?? null],

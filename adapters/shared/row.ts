@@ -98,3 +98,12 @@ export function checkInspect(options: InspectOptions): InspectOptions {
   }
   return options;
 }
+
+/**
+ * The values of an inspect query, in the order both SQL adapters number their
+ * placeholders: status, topic, key (NULL: any), limit, after (a `seq`), destination
+ * (NULL: any).
+ */
+export function inspectValues(o: InspectOptions): (string | number | null)[] {
+  return [o.status ?? null, o.topic ?? null, o.key ?? null, o.limit ?? 1_000_000, o.after ?? 0, o.destination ?? null];
+}
