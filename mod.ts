@@ -73,5 +73,7 @@ export {
 } from "./src/errors.ts";
 export type { OutboxErrorName, OutboxErrorOptions, PublishErrorOptions } from "./src/errors.ts";
 export { memoryPublisher } from "./src/memory_publisher.ts";
+export { memoryStorage } from "./src/memory_storage.ts";
+export type { MemoryStorage, MemoryTransaction } from "./src/memory_storage.ts";
 export type { MemoryPublisher, MemoryPublisherOptions } from "./src/memory_publisher.ts";
 export { uuidv7 } from "./src/uuid.ts";

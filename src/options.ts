@@ -327,7 +327,11 @@ const signalRule: Rule = (x, path) => {
   if (!(isObject(x) && typeof x.aborted === "boolean")) fail(`${path} must be an AbortSignal`, path);
 };
 
-const CALL_RULES: Record<"start" | "tick", Record<string, Rule>> = {
+const text: Rule = (x, path) => {
+  if (typeof x !== "string") fail(`${path} must be a string, got ${JSON.stringify(x)}`, path);
+};
+
+const CALL_RULES: Record<"start" | "tick" | "inspect", Record<string, Rule>> = {
   // Idle waits become timer delays.
   start: {
     signal: signalRule,
@@ -340,14 +344,24 @@ const CALL_RULES: Record<"start" | "tick", Record<string, Rule>> = {
     maxBatches: (x, path) => x === Infinity || int(1, Number.MAX_SAFE_INTEGER)(x, path),
     signal: signalRule,
   },
+  // A bad filter or page is the caller's mistake, named before any storage sees it.
+  inspect: {
+    status: oneOf("pending", "processing", "published", "dead"),
+    topic: text,
+    key: text,
+    destination: text,
+    limit: int(1, Number.MAX_SAFE_INTEGER),
+    after: int(0, Number.MAX_SAFE_INTEGER),
+    signal: signalRule,
+  },
 };
 
 /**
- * Validates the options of `outbox.start()` or `outbox.tick()`.
+ * Validates the options of `outbox.start()`, `outbox.tick()` or `outbox.inspect()`.
  *
  * @throws {OutboxConfigError} Naming the first invalid field.
  */
-export function checkCallOptions(method: "start" | "tick", input: unknown): void {
+export function checkCallOptions(method: "start" | "tick" | "inspect", input: unknown): void {
   if (input === undefined) return;
   if (!isObject(input)) fail(`${method}() options must be an object`, "options");
   checkEntries(input, CALL_RULES[method], "", (key) => `Unknown option ${key} passed to ${method}()`);

@@ -335,6 +335,7 @@ export function createOutbox<Tx, Stmt = never, M extends MessageSchemas = Record
       return total;
     },
     async inspect(inspectOptions) {
+      checkCallOptions("inspect", inspectOptions);
       if (!storage.inspect) throw new OutboxConfigError(`The ${storage.name} storage cannot list rows`, "storage");
       return await storage.inspect(inspectOptions);
     },

@@ -41,7 +41,7 @@ import type { Client, InStatement, ResultSet, Row, Transaction } from "@libsql/c
 import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { checkOptions } from "../../src/rules.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
-import { checkInspect, countsByTopic, num, numOrNull, outboxRow } from "../shared/row.ts";
+import { countsByTopic, num, numOrNull, outboxRow } from "../shared/row.ts";
 import type {
   ClaimedRow,
   ClaimRequest,
@@ -260,7 +260,7 @@ export function libsqlStorage(client: Client, options: LibsqlStorageOptions = {}
       if (inspectOptions.destination !== undefined && typeof inspectOptions.destination !== "string") {
         throw new OutboxConfigError("inspect destination must be a string", "destination");
       }
-      const query = q.inspect(checkInspect(inspectOptions));
+      const query = q.inspect(inspectOptions);
       const rs = await abortable(
         inspectOptions.signal,
         () => withBusyRetry("list messages", () => client.execute(query)),

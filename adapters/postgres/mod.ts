@@ -44,7 +44,7 @@ import { OutboxConfigError, OutboxStorageError } from "../../src/errors.ts";
 import { bool, checkOptions } from "../../src/rules.ts";
 import { errorCode } from "../shared/errors.ts";
 import { checkIdentifier, identifier } from "../shared/identifier.ts";
-import { checkInspect, countsByTopic, fromBase64, num, numOrNull, outboxRow, str } from "../shared/row.ts";
+import { countsByTopic, fromBase64, num, numOrNull, outboxRow, str } from "../shared/row.ts";
 import { cleanupSettled } from "../shared/settle.ts";
 import type {
   ClaimedRow,
@@ -451,7 +451,7 @@ export function postgresStorage(sql: PostgresSql, options: PostgresStorageOption
     },
 
     async inspect(inspectOptions = {}): Promise<OutboxRow[]> {
-      const rows = await run("list messages", q.inspect(checkInspect(inspectOptions)), inspectOptions.signal);
+      const rows = await run("list messages", q.inspect(inspectOptions), inspectOptions.signal);
       return rows.map((row) => ({ ...outboxRow(row), destination: String(row.destination) }));
     },
 

@@ -3,7 +3,6 @@
  * return integers as numbers, bigints or strings (postgres.js int8) and NULL as null.
  */
 
-import { OutboxConfigError } from "../../src/errors.ts";
 import type { InspectOptions, OutboxRow, OutboxStatus, StatusCounts } from "../../src/types.ts";
 
 /** A column as a number (number, bigint or numeric string). */
@@ -74,29 +73,6 @@ export function countsByTopic(
     (topics[topic] ??= zero())[status as OutboxStatus] += n;
   }
   return { ...total, topics };
-}
-
-/**
- * Checks `inspect` options before any SQL: a bad filter or page is a caller's mistake,
- * reported with its path rather than as a database error.
- */
-export function checkInspect(options: InspectOptions): InspectOptions {
-  const fail = (message: string, path: string): never => {
-    throw new OutboxConfigError(`inspect ${message}`, path);
-  };
-  const { status, topic, key, limit, after } = options;
-  if (status !== undefined && !STATUSES.includes(status)) {
-    fail(`status must be one of ${STATUSES.join(", ")}, got ${JSON.stringify(status)}`, "status");
-  }
-  if (topic !== undefined && typeof topic !== "string") fail("topic must be a string", "topic");
-  if (key !== undefined && typeof key !== "string") fail("key must be a string", "key");
-  if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 1)) {
-    fail(`limit must be a positive integer, got ${JSON.stringify(limit)}`, "limit");
-  }
-  if (after !== undefined && !(Number.isSafeInteger(after) && after >= 0)) {
-    fail(`after must be a non-negative integer (a row's seq), got ${JSON.stringify(after)}`, "after");
-  }
-  return options;
 }
 
 /**
