@@ -9,6 +9,12 @@
  * database: enqueue with `outbox.statements()` in `client.batch()` or with the client
  * itself there, or use a `file:` database (a temp file is as fast for tests).
  *
+ * A Turso embedded replica (`createClient({ url: "file:replica.db", syncUrl })`) needs
+ * nothing more: the relay's claim, settle and cleanup are writes, which the driver runs
+ * on the primary (the claim's read-back too, in the same transaction), so the relay
+ * never reads the stale local copy; `inspect()` does, until `client.sync()`. See the
+ * README, "Turso embedded replicas", for what blocks and the recommended setup.
+ *
  * @example
  * ```ts
  * import { createClient } from "@libsql/client";
