@@ -1,0 +1,203 @@
+import { storageConformance } from "./conformance/storage.ts";
+import { mysqlHarness } from "./mysql_helpers.ts";
+
+storageConformance("mariadb", () => mysqlHarness());
+
+// ------------------------------------------------------------- MySQL-specific
+
+import assert from "node:assert/strict";
+import type mysql from "mysql2/promise";
+import { createOutbox, memoryPublisher, OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../mod.ts";
+import { mysqlSchema, mysqlStorage, type MysqlTx } from "../adapters/mysql/mod.ts";
+import { test } from "./harness.ts";
+import { dropTables, openPool, uniqueTable } from "./mysql_helpers.ts";
+
+async function withTable(body: (pool: mysql.Pool, table: string) => Promise<void>): Promise<void> {
+  const pool = openPool();
+  const table = uniqueTable("spec");
+  try {
+    await body(pool, table);
+  } finally {
+    await dropTables(pool, table).catch(() => {});
+    await pool.end();
+  }
+}
+
+async function inTransaction<T>(pool: mysql.Pool, fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  try {
+    await conn.beginTransaction();
+    const result = await fn(conn);
+    await conn.commit();
+    return result;
+  } catch (error) {
+    await conn.rollback().catch(() => {});
+    throw error;
+  } finally {
+    conn.release();
+  }
+}
+
+test("mariadb: enqueue refuses a pool, a callback-style connection and anything else, with OutboxConfigError at tx", () =>
+  withTable(async (pool, table) => {
+    const outbox = createOutbox({ storage: mysqlStorage(pool, { table }), publisher: memoryPublisher() });
+    await outbox.setup();
+    await assert.rejects(
+      () => outbox.enqueue(pool as unknown as MysqlTx, { topic: "t", payload: 1 }),
+      (e: unknown) => e instanceof OutboxConfigError && e.path === "tx" && /not a pool/.test(e.message),
+    );
+    const conn = await pool.getConnection();
+    try {
+      const callbackStyle = (conn as unknown as { connection: unknown }).connection;
+      await assert.rejects(
+        () => outbox.enqueue(callbackStyle as MysqlTx, { topic: "t", payload: 1 }),
+        (e: unknown) => e instanceof OutboxConfigError && e.path === "tx" && /promise\(\)/.test(e.message),
+      );
+    } finally {
+      conn.release();
+    }
+    for (const bad of [{}, null, "conn", { query: async () => [[], []] }]) {
+      await assert.rejects(
+        () => outbox.enqueue(bad as unknown as MysqlTx, { topic: "t", payload: 1 }),
+        (e: unknown) => e instanceof OutboxConfigError && e.path === "tx",
+      );
+    }
+    assert.equal((await outbox.stats()).pending, 0);
+  }));
+
+test("mariadb: table names that are not plain identifiers are rejected, and the pool must be a mysql2 pool", () =>
+  withTable(async (pool) => {
+    for (const name of ["x`; DROP TABLE t; --", "a b", "", "1x", "a".repeat(64), "test.outbox"]) {
+      assert.throws(
+        () => mysqlStorage(pool, { table: name }),
+        (e: unknown) => e instanceof OutboxConfigError && e.path === "table",
+      );
+      assert.throws(() => mysqlSchema({ table: name }), OutboxConfigError);
+    }
+    assert.throws(
+      () => mysqlStorage({} as never),
+      (e: unknown) => e instanceof OutboxConfigError && e.path === "pool",
+    );
+    assert.throws(() => mysqlStorage(pool, { tabel: "x" } as never), /Unknown option "tabel"/);
+  }));
+
+test("mariadb: a missing table is reported with the fix", () =>
+  withTable(async (pool, table) => {
+    const storage = mysqlStorage(pool, { table });
+    await assert.rejects(
+      () => storage.stats(Date.now()),
+      (e: unknown) => e instanceof OutboxStorageError && /does not exist; run outbox\.setup\(\) first/.test(e.message),
+    );
+    assert.equal(await storage.schemaVersion(), null);
+  }));
+
+test("mariadb: setup() records version 2, fanOut upgrades to 3 and never back; a newer version is refused", () =>
+  withTable(async (pool, table) => {
+    const storage = mysqlStorage(pool, { table });
+    await storage.setup();
+    assert.equal(await storage.schemaVersion(), 2);
+    // Version 2: one row per id, so a fan-out message is refused with the fix, nothing written.
+    const fanOut = createOutbox({
+      storage,
+      publishers: { a: memoryPublisher(), b: memoryPublisher() },
+    });
+    await inTransaction(pool, async (conn) => {
+      await assert.rejects(
+        () => fanOut.enqueue(conn, { id: "m", topic: "t", payload: 1 }),
+        (e: unknown) => e instanceof OutboxConfigError && /schema version 3/.test(e.message),
+      );
+    });
+    assert.equal((await storage.inspect!()).length, 0);
+    await Promise.all([storage.setup({ fanOut: true }), mysqlStorage(pool, { table }).setup({ fanOut: true })]);
+    assert.equal(await storage.schemaVersion(), 3);
+    await storage.setup();
+    assert.equal(await storage.schemaVersion(), 3);
+    await inTransaction(pool, (conn) => fanOut.enqueue(conn, { id: "m", topic: "t", payload: 1 }));
+    assert.deepEqual((await storage.inspect!()).map((r) => [r.id, r.destination]), [["m", "a"], ["m", "b"]]);
+    await pool.query(`UPDATE \`${table}_schema\` SET version = 9`);
+    await assert.rejects(
+      () => storage.setup(),
+      (e: unknown) => e instanceof OutboxConfigError && /schema version 9 is newer/.test(e.message),
+    );
+  }));
+
+test("mariadb: ids and keys are kept byte for byte: case, trailing spaces and 4-byte characters differ", () =>
+  withTable(async (pool, table) => {
+    const pub = memoryPublisher();
+    const outbox = createOutbox({ storage: mysqlStorage(pool, { table }), publisher: pub });
+    await outbox.setup();
+    const ids = ["a", "A", "a ", "é", "e\u0301", "😀"];
+    await inTransaction(
+      pool,
+      (conn) => outbox.enqueue(conn, ids.map((id) => ({ id, key: id, topic: "t", payload: id }))),
+    );
+    await inTransaction(pool, async (conn) => {
+      await assert.rejects(() => outbox.enqueue(conn, { id: "a ", topic: "t", payload: 1 }), OutboxMessageError);
+    });
+    await outbox.tick();
+    assert.deepEqual(pub.messages.map((m) => [m.id, m.key]), ids.map((id) => [id, id]));
+    await assert.rejects(
+      () => inTransaction(pool, (conn) => outbox.enqueue(conn, { key: "€".repeat(1_024), topic: "t", payload: 1 })),
+      (e: unknown) => e instanceof OutboxMessageError && e.path === "key",
+    );
+  }));
+
+test("mariadb: an enqueue of several statements is all or none, in a transaction and in autocommit", () =>
+  withTable(async (pool, table) => {
+    const outbox = createOutbox({ storage: mysqlStorage(pool, { table }), publisher: memoryPublisher() });
+    await outbox.setup();
+    // ~6 MB: more than one INSERT statement.
+    const big = (prefix: string) =>
+      Array.from({ length: 60 }, (_, i) => ({ id: `${prefix}-${i}`, topic: "t", payload: "x".repeat(100_000) }));
+    await inTransaction(pool, (conn) => outbox.enqueue(conn, { id: "taken", topic: "t", payload: 0 }));
+    await inTransaction(pool, async (conn) => {
+      await assert.rejects(() => outbox.enqueue(conn, [...big("tx"), { id: "taken", topic: "t", payload: 1 }]));
+    });
+    assert.equal((await outbox.stats()).pending, 1);
+    const conn = await pool.getConnection();
+    try {
+      await assert.rejects(() => outbox.enqueue(conn, [...big("auto"), { id: "taken", topic: "t", payload: 1 }]));
+      assert.equal((await outbox.stats()).pending, 1);
+      await outbox.enqueue(conn, big("auto"));
+      assert.equal((await outbox.stats()).pending, 61);
+    } finally {
+      conn.release();
+    }
+  }));
+
+test("mariadb: a claim never takes message n+1 of a key while n is held by another relay's claim or a late settle", () =>
+  withTable(async (pool, table) => {
+    const storage = mysqlStorage(pool, { table });
+    const outbox = createOutbox({ storage, publisher: memoryPublisher() });
+    await outbox.setup();
+    await inTransaction(pool, (conn) =>
+      outbox.enqueue(conn, [
+        { id: "k1", key: "k", topic: "t", payload: 1 },
+        { id: "k2", key: "k", topic: "t", payload: 2 },
+        { id: "free", topic: "t", payload: 3 },
+      ]));
+    const now = Date.now() + 1_000;
+    const claim = (token: string) =>
+      storage.claim({ token, now, lockedUntil: now + 30_000, limit: 10, clock: "relay" });
+    // Another relay's claim of k1, not committed yet: it holds k1's row lock.
+    const other = await pool.getConnection();
+    try {
+      await other.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+      await other.beginTransaction();
+      await other.query(`SELECT seq FROM \`${table}\` WHERE id = 'k1' FOR UPDATE`);
+      assert.deepEqual((await claim("b:1")).map((r) => r.id), ["free"]);
+      // A late settle of k1 (its lease expired) in flight: the row is locked again.
+      await other.query(
+        `UPDATE \`${table}\` SET status = 'processing', locked_by = 'a:1', available_at = 0 WHERE id = 'k1'`,
+      );
+      await other.commit();
+      await other.beginTransaction();
+      await other.query(`UPDATE \`${table}\` SET status = 'pending', available_at = ? WHERE id = 'k1'`, [now + 60_000]);
+      assert.deepEqual((await claim("b:2")).map((r) => r.id), []);
+      await other.rollback();
+      // Nothing holds k1 now: its expired lease is claimable, and k2 comes with it.
+      assert.deepEqual((await claim("b:3")).map((r) => r.id), ["k1", "k2"]);
+    } finally {
+      other.release();
+    }
+  }));
