@@ -139,7 +139,7 @@ export function createTableSql(n: MysqlNames, options: DdlOptions = {}): string 
       : `UNIQUE KEY \`${n.idIndex}\` (id)`
   },
   KEY \`${n.claimIndex}\` (destination, settled, seq, available_at, \`key\`),
-  KEY \`${n.keyIndex}\` (destination, \`key\`, available_at, seq),
+  KEY \`${n.keyIndex}\` (destination, \`key\`, settled, available_at, seq),
   KEY \`${n.settledIndex}\` (status, settled_at),
   KEY \`${n.scheduledIndex}\` (settled, deliver_at),
   CONSTRAINT \`${objectName(n.name, "status_check")}\` CHECK (status IN ('pending', 'processing', 'published', 'dead')),
@@ -331,7 +331,8 @@ export function relayQueries(n: MysqlNames): RelayQueries {
 WHERE c.destination = ? AND c.settled = 0 AND c.seq > ? AND c.available_at <= ${NOW}
   AND (c.\`key\` IS NULL OR NOT EXISTS (
     SELECT 1 FROM ${t} AS b
-    WHERE b.destination = c.destination AND b.\`key\` = c.\`key\` AND b.available_at > ${NOW} AND b.seq < c.seq
+    WHERE b.destination = c.destination AND b.\`key\` = c.\`key\` AND b.settled = 0 AND b.available_at > ${NOW}
+      AND b.seq < c.seq
   ))
 ORDER BY c.seq
 LIMIT ?`;
@@ -345,7 +346,7 @@ ORDER BY seq
 LIMIT ?
 FOR UPDATE SKIP LOCKED`;
   const skipped = `SELECT \`key\`, MIN(seq) AS seq FROM ${t}
-WHERE destination = ? AND \`key\` IN (?) AND available_at IS NOT NULL AND seq < ? AND seq NOT IN (?)
+WHERE destination = ? AND \`key\` IN (?) AND settled = 0 AND seq < ? AND seq NOT IN (?)
 GROUP BY \`key\``;
   const lease =
     `UPDATE ${t} SET status = 'processing', locked_by = ?, available_at = ${NOW} + ?, attempts = attempts + 1
@@ -435,7 +436,9 @@ WHERE seq IN (?) AND locked_by = ?`,
     COALESCE((SELECT MIN(created_at) FROM ${t} WHERE settled = 0 AND deliver_at IS NULL AND status <> 'dead'), ${BLOCKED}),
     COALESCE((SELECT MIN(deliver_at) FROM ${t} WHERE settled = 0 AND deliver_at IS NOT NULL AND deliver_at <= ? AND status <> 'dead'), ${BLOCKED})
   ) AS since,
-  (SELECT COUNT(*) FROM (SELECT DISTINCT destination, \`key\` FROM ${t} WHERE available_at = ${BLOCKED} AND \`key\` IS NOT NULL) AS b) AS blocked`,
+  (SELECT COUNT(*) FROM (
+    SELECT DISTINCT destination, \`key\` FROM ${t} WHERE settled = 0 AND available_at = ${BLOCKED} AND \`key\` IS NOT NULL
+  ) AS b) AS blocked`,
       values: [now],
     }),
     requeue(r) {
