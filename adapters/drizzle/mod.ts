@@ -1,8 +1,8 @@
 /**
- * Drizzle ORM integration for @x/outbox: table definitions for `drizzle-orm/pg-core`
- * and `drizzle-orm/sqlite-core` (so drizzle-kit migrations include the outbox), and
- * storages that take a drizzle database, so `outbox.enqueue(tx, …)` works inside
- * `db.transaction(async (tx) => …)`.
+ * Drizzle ORM integration for @x/outbox: table definitions for `drizzle-orm/pg-core`,
+ * `drizzle-orm/sqlite-core` and `drizzle-orm/mysql-core` (so drizzle-kit migrations
+ * include the outbox), and storages (Postgres, SQLite) that take a drizzle database, so
+ * `outbox.enqueue(tx, …)` works inside `db.transaction(async (tx) => …)`.
  *
  * @example Postgres
  * ```ts
@@ -25,4 +25,6 @@
 export { drizzlePgStorage, pgOutboxTable } from "./pg.ts";
 export type { DrizzlePgDatabase, DrizzlePgTransaction, PgOutboxTableOptions } from "./pg.ts";
 export { drizzleSqliteStorage, sqliteOutboxTable } from "./sqlite.ts";
+export { mysqlOutboxTable } from "./mysql.ts";
+export type { MysqlOutboxColumns, MysqlOutboxTable, MysqlOutboxTableOptions } from "./mysql.ts";
 export type { DrizzleSqliteDatabase, DrizzleSqliteTransaction } from "./sqlite.ts";
