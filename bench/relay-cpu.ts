@@ -1,7 +1,7 @@
 /**
  * The relay as users run it, against the raw client, CPU per message per process.
  *
- *   npx bun bench/relay-cpu.ts [--messages 20000] [--repeats 3] [--only pg|libsql] [--keys 0,16,10000]
+ *   npx bun bench/relay-cpu.ts [--messages 20000] [--repeats 3] [--only pg|libsql|mysql[,…]] [--keys 0,16,10000]
  *                              [--no-async-traces]
  *   node bench/both.mjs relay-cpu.ts [same flags]   Node (esbuild bundle) then Bun, one combined table
  *
@@ -13,7 +13,9 @@
  *   sliding window; nothing else in the loop;
  * - relay: `createOutbox({ storage, publisher: jetstreamPublisher(js) })` with default
  *   options, `outbox.start()` draining a committed backlog; Postgres (`postgresStorage`
- *   on postgres.js, default options) or embedded libSQL (`libsqlStorage` on a temp file).
+ *   on postgres.js, default options), embedded libSQL (`libsqlStorage` on a temp file)
+ *   or MariaDB (`mysqlStorage` on a mysql2/promise pool, default options; its server
+ *   CPU is not measured: "pg" columns stay empty for it).
  *
  * Every run gets a fresh file-backed stream (made with `ensureStream`, deleted after),
  * whose message count is checked. Per run: wall rate; this process's CPU
@@ -39,7 +41,7 @@ import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { createOutbox, uuidv7 } from "../mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
-import { type BenchStore, libsqlStore, postgresStore } from "./stores.ts";
+import { type BenchStore, libsqlStore, mysqlStore, postgresStore } from "./stores.ts";
 import {
   argv,
   drainWithStart,
@@ -63,15 +65,17 @@ import {
 
 const MESSAGES = Number(flag("messages") ?? 20_000);
 const REPEATS = Number(flag("repeats") ?? 3);
-const ONLY = flag("only");
+const STORES = ["pg", "libsql", "mysql"] as const;
+const ONLY = flag("only")?.split(",");
 const KEYS = (flag("keys") ?? "0,16,10000").split(",").map(Number);
 const NO_ASYNC_TRACES = argv.includes("--no-async-traces");
 const IN_FLIGHT = 256;
 const WARMUP = Math.min(2_000, MESSAGES);
 if (!(MESSAGES > 0) || !(REPEATS > 0) || KEYS.some((k) => !(k >= 0))) {
-  throw new Error("usage: relay-cpu.ts [--messages N] [--repeats N] [--only pg|libsql] [--keys 0,16,10000]");
+  throw new Error("usage: relay-cpu.ts [--messages N] [--repeats N] [--only pg|libsql|mysql[,…]] [--keys 0,16,10000]");
 }
-if (ONLY !== undefined && ONLY !== "pg" && ONLY !== "libsql") throw new Error("--only takes pg or libsql");
+if (ONLY?.some((s) => !(STORES as readonly string[]).includes(s))) throw new Error("--only takes pg, libsql or mysql");
+const wanted = (s: (typeof STORES)[number]) => ONLY === undefined || ONLY.includes(s);
 
 const RELAY_APP = "x-outbox-relay-cpu"; // application_name of the relay's Postgres connections
 const runtime = g.Bun ? `Bun ${g.Bun.version}` : g.Deno ? `Deno ${g.Deno.version.deno}` : `Node ${g.process?.version}`;
@@ -259,8 +263,9 @@ async function idle(ms = 1_000) {
 const idleBefore = await idle();
 
 const stores: BenchStore[] = [];
-if (ONLY !== "libsql") stores.push(await postgresStore("bench_cpu", RELAY_APP));
-if (ONLY !== "pg") stores.push(await libsqlStore());
+if (wanted("pg")) stores.push(await postgresStore("bench_cpu", RELAY_APP));
+if (wanted("libsql")) stores.push(await libsqlStore());
+if (wanted("mysql")) stores.push(await mysqlStore("bench_cpu"));
 retryHorizonMs = createOutbox({ storage: stores[0]!.relayStorage, publisher: () => {} }).retryHorizonMs;
 const modeName = (keys: number) => (keys === 0 ? "unkeyed" : `${keys}keys`);
 const pairs = new Map<string, Pair[]>();
@@ -301,7 +306,7 @@ const cases = [...pairs.entries()].map(([k, ps]) => {
   const m = (f: (p: Pair) => number) => round(median(ps.map(f)), 2);
   return {
     case: k,
-    storage: k.split("_")[0] as "pg" | "libsql",
+    storage: k.split("_")[0] as "pg" | "libsql" | "mysql",
     mode: k.split("_")[1]!,
     raw_msgs_per_s: Math.round(median(ps.map((p) => p.raw.rate))),
     relay_msgs_per_s: Math.round(median(ps.map((p) => p.relay.rate))),
@@ -340,7 +345,7 @@ const targets_met = {
 
 const fmt = (x: number | null, d = 1) => (x === null || !Number.isFinite(x) ? "–" : x.toFixed(d));
 const label = (c: (typeof cases)[number]) =>
-  `${c.storage === "pg" ? "Postgres" : "libSQL"} | ${
+  `${c.storage === "pg" ? "Postgres" : c.storage === "mysql" ? "MariaDB" : "libSQL"} | ${
     c.mode === "unkeyed" ? "unkeyed" : c.mode.replace("keys", " keys")
   }`;
 const TABLE_HEAD = [

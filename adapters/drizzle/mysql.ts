@@ -160,7 +160,7 @@ export function mysqlOutboxTable(options: MysqlOutboxTableOptions = {}): MysqlOu
   return mysqlTable(name, mysqlOutboxColumns(), (t) => [
     fanOut ? uniqueIndex(n.idDestinationIndex).on(t.id, t.destination) : uniqueIndex(n.idIndex).on(t.id),
     index(n.claimIndex).on(t.destination, t.settled, t.seq, t.availableAt, t.key),
-    index(n.keyIndex).on(t.destination, t.key, t.settled, t.availableAt, t.seq),
+    index(n.waitIndex).on(t.destination, t.settled, t.availableAt, t.key, t.seq),
     index(n.settledIndex).on(t.status, t.settledAt),
     index(n.scheduledIndex).on(t.settled, t.deliverAt),
     check(objectName(name, "status_check"), sql.raw("status IN ('pending', 'processing', 'published', 'dead')")),

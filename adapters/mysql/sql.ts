@@ -56,7 +56,8 @@ export interface MysqlNames {
   readonly idIndex: string;
   readonly idDestinationIndex: string;
   readonly claimIndex: string;
-  readonly keyIndex: string;
+  /** Waiting rows (unsettled, not due) per destination: the per-key barrier. */
+  readonly waitIndex: string;
   readonly settledIndex: string;
   readonly scheduledIndex: string;
   /** The one-row version table, unquoted and quoted. */
@@ -93,7 +94,7 @@ export function mysqlNames(table: string): MysqlNames {
     idIndex: objectName(table, "id_unique"),
     idDestinationIndex: objectName(table, "id_dest_unique"),
     claimIndex: objectName(table, "claim_dest_idx"),
-    keyIndex: objectName(table, "key_dest_idx"),
+    waitIndex: objectName(table, "wait_dest_idx"),
     settledIndex: objectName(table, "settled_idx"),
     scheduledIndex: objectName(table, "scheduled_idx"),
     versionName,
@@ -139,7 +140,7 @@ export function createTableSql(n: MysqlNames, options: DdlOptions = {}): string 
       : `UNIQUE KEY \`${n.idIndex}\` (id)`
   },
   KEY \`${n.claimIndex}\` (destination, settled, seq, available_at, \`key\`),
-  KEY \`${n.keyIndex}\` (destination, \`key\`, settled, available_at, seq),
+  KEY \`${n.waitIndex}\` (destination, settled, available_at, \`key\`, seq),
   KEY \`${n.settledIndex}\` (status, settled_at),
   KEY \`${n.scheduledIndex}\` (settled, deliver_at),
   CONSTRAINT \`${objectName(n.name, "status_check")}\` CHECK (status IN ('pending', 'processing', 'published', 'dead')),
@@ -327,12 +328,23 @@ export const claimSteps = "see the comment";
 /** Builds the relay's statements for a table. */
 export function relayQueries(n: MysqlNames): RelayQueries {
   const t = n.table;
+  // The per-key barrier probes a derived table of the destination's waiting rows (first
+  // waiting seq per key), not the outbox: MariaDB probes a correlated subquery on the
+  // table by `ref` only (never a range on available_at), so each probe read every
+  // unsettled row of its key, and 20,000 rows over 16 keys took seconds. `w` reads only
+  // the waiting rows (wait_dest_idx: in flight, backing off, scheduled, blocked) and is
+  // materialized once. As a LEFT JOIN it was joined through a join buffer, which lost
+  // the seq order and sorted the whole backlog; as a subquery `c` streams in seq order
+  // and stops at the LIMIT. `h` gives the probe a short column to key on.
   const candidates = `SELECT c.seq FROM ${t} AS c
 WHERE c.destination = ? AND c.settled = 0 AND c.seq > ? AND c.available_at <= ${NOW}
   AND (c.\`key\` IS NULL OR NOT EXISTS (
-    SELECT 1 FROM ${t} AS b
-    WHERE b.destination = c.destination AND b.\`key\` = c.\`key\` AND b.settled = 0 AND b.available_at > ${NOW}
-      AND b.seq < c.seq
+    SELECT 1 FROM (
+      SELECT CRC32(\`key\`) AS h, \`key\`, MIN(seq) AS seq FROM ${t}
+      WHERE destination = ? AND settled = 0 AND available_at > ${NOW} AND \`key\` IS NOT NULL
+      GROUP BY \`key\`
+    ) AS w
+    WHERE w.h = CRC32(c.\`key\`) AND w.\`key\` = c.\`key\` AND w.seq < c.seq
   ))
 ORDER BY c.seq
 LIMIT ?`;
@@ -362,7 +374,7 @@ WHERE seq IN (?)`;
   return {
     candidates: (r, after, limit) => ({
       sql: candidates,
-      values: [r.destination ?? "", after, relayNow(r), relayNow(r), limit],
+      values: [r.destination ?? "", after, relayNow(r), r.destination ?? "", relayNow(r), limit],
     }),
     lock: (r, seqs, limit) => ({ sql: lock, values: [seqs, r.destination ?? "", relayNow(r), limit] }),
     skipped: (r, keys, mine, maxSeq) => ({
