@@ -10,7 +10,7 @@ import mysql from "mysql2/promise";
 import { createOutbox, memoryPublisher, OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../mod.ts";
 import { mysqlSchema, mysqlStorage, type MysqlTx } from "../adapters/mysql/mod.ts";
 import { test } from "./harness.ts";
-import { dropTables, openPool, uniqueTable } from "./mysql_helpers.ts";
+import { dropTables, MYSQL_URL, openPool, uniqueTable } from "./mysql_helpers.ts";
 
 async function withTable(body: (pool: mysql.Pool, table: string) => Promise<void>): Promise<void> {
   const pool = openPool();
@@ -258,5 +258,33 @@ test("mariadb: on 50,000 rows, claim, settle and cleanup read index ranges, neve
           `${name} reads ${step.table} by ${step.type} (${step.key ?? "no index"})`,
         );
       }
+    }
+  }));
+
+test("mariadb: a pool made with rowsAsArray, namedPlaceholders and a typeCast of its own works the same", () =>
+  withTable(async (plain, table) => {
+    const pool = mysql.createPool({
+      uri: MYSQL_URL,
+      connectionLimit: 2,
+      rowsAsArray: true,
+      namedPlaceholders: true,
+      typeCast: (field, next) => field.type === "VAR_STRING" ? "cast!" : next(),
+    });
+    try {
+      const pub = memoryPublisher();
+      const outbox = createOutbox({ storage: mysqlStorage(pool, { table }), publisher: pub });
+      await outbox.setup();
+      await inTransaction(pool, (conn) =>
+        outbox.enqueue(conn, [
+          { id: "a", key: "k", topic: "t", payload: { n: 1 } },
+          { id: "b", key: "k", topic: "t", payload: new Uint8Array([1, 2]) },
+        ]));
+      await outbox.tick();
+      assert.deepEqual(pub.messages.map((m) => [m.id, m.key, m.topic]), [["a", "k", "t"], ["b", "k", "t"]]);
+      assert.deepEqual(pub.messages[1]!.payload, new Uint8Array([1, 2]));
+      assert.equal((await outbox.stats()).pending, 0);
+      assert.equal(await mysqlStorage(plain, { table }).schemaVersion(), 2);
+    } finally {
+      await pool.end();
     }
   }));

@@ -80,7 +80,7 @@ export async function mysqlHarness(): Promise<StorageHarness<MysqlTx>> {
       }
     },
     async insertOrder(tx, id) {
-      await tx.query(`INSERT INTO ${orders} (id) VALUES (?)`, [id]);
+      await tx.query({ sql: `INSERT INTO ${orders} (id) VALUES (?)`, values: [id] });
     },
     async orderCount() {
       const [rows] = await pool.query(`SELECT COUNT(*) AS n FROM ${orders}`);

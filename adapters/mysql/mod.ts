@@ -85,13 +85,33 @@ import {
 
 export { SCHEMA_VERSION };
 
+/** A statement with mysql2's per-query options (`QueryOptions`). */
+export interface MysqlQueryOptions {
+  sql: string;
+  values?: unknown;
+  rowsAsArray?: boolean;
+  nestTables?: boolean;
+  namedPlaceholders?: boolean;
+  /** `true`: mysql2's own conversions (a function of the pool's is not used). */
+  typeCast?: boolean | ((field: never, next: never) => unknown);
+}
+
 /**
- * What the adapter calls on a mysql2/promise connection or pool: `query` (values are
- * always bound through mysql2's escaping; only checked identifiers are spliced into
- * the text). mysql2 resolves with `[rows or result header, fields]`.
+ * What the adapter calls on a mysql2/promise connection or pool: `query` with an options
+ * object (values are always bound through mysql2's escaping; only checked identifiers
+ * are spliced into the text). mysql2 resolves with `[rows or result header, fields]`.
  */
 export interface MysqlQueryable {
-  query(sql: string, values?: unknown): Promise<[unknown, unknown]>;
+  query(options: MysqlQueryOptions): Promise<[unknown, unknown]>;
+}
+
+/**
+ * Runs a statement with the options the adapter reads its results by, whatever the
+ * pool's own (`rowsAsArray`, `nestTables`, `namedPlaceholders` or a `typeCast` function
+ * would change what rows look like or how `?` binds).
+ */
+function exec(db: MysqlQueryable, sql: string, values?: unknown): Promise<[unknown, unknown]> {
+  return db.query({ sql, values, rowsAsArray: false, nestTables: false, namedPlaceholders: false, typeCast: true });
 }
 
 /** A mysql2/promise `Connection` or `PoolConnection`: what `enqueue` writes through. */
@@ -286,7 +306,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
   async function run<T = Row[]>(what: string, query: SqlQuery, signal?: AbortSignal): Promise<T> {
     try {
       // On abort the call rejects at once; the statement runs to its end on the server.
-      const [result] = await abortable(signal, () => pool.query(query.sql, query.values));
+      const [result] = await abortable(signal, () => exec(pool, query.sql, query.values));
       return result as T;
     } catch (error) {
       if (signal?.aborted && error === signal.reason) throw error;
@@ -320,7 +340,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
 
   /** The schema version of the table, 0 when there is none. */
   async function readVersion(db: MysqlQueryable): Promise<number> {
-    const [rows] = await db.query(LAYOUT_SQL, [
+    const [rows] = await exec(db, LAYOUT_SQL, [
       n.name,
       n.versionName,
       n.name,
@@ -332,7 +352,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
     if (num(layout.has_table) === 0) return 0;
     const shown = num(layout.has_id_dest) > 0 && num(layout.has_id) === 0 ? 3 : 2;
     if (num(layout.has_version) === 0) return shown;
-    const [recorded] = await db.query(readVersionSql(n));
+    const [recorded] = await exec(db, readVersionSql(n));
     return Math.max(shown, num((recorded as Row[])[0]?.version ?? 0));
   }
 
@@ -351,7 +371,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
       steps.push(createTableSql(n, { fanOut: target === SCHEMA_VERSION }));
     } else if (target === SCHEMA_VERSION) {
       // 2 → 3 (or a version 3 table missing an index): one ALTER, an online DDL in InnoDB.
-      const [rows] = await conn.query(LAYOUT_SQL, [
+      const [rows] = await exec(conn, LAYOUT_SQL, [
         n.name,
         n.versionName,
         n.name,
@@ -371,7 +391,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
     // the version is recorded last, so a setup() cut short is finished by the next one.
     for (const step of steps) {
       signal?.throwIfAborted();
-      await conn.query(step);
+      await exec(conn, step);
     }
   }
 
@@ -387,14 +407,14 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
           withConnection(async (conn) => {
             // A named lock serializes concurrent setups (CREATE TABLE IF NOT EXISTS and
             // ALTER race on the data dictionary): the later ones find nothing left to do.
-            const [locked] = await conn.query("SELECT GET_LOCK(?, 60) AS ok", [n.setupLock]);
+            const [locked] = await exec(conn, "SELECT GET_LOCK(?, 60) AS ok", [n.setupLock]);
             if (num((locked as Row[])[0]?.ok) !== 1) {
               throw new OutboxStorageError(`Could not set up MySQL table ${n.table}: another setup() held its lock`);
             }
             try {
               await setupTable(conn, setupOptions.fanOut === true, signal);
             } finally {
-              await conn.query("SELECT RELEASE_LOCK(?)", [n.setupLock]).catch(() => {});
+              await exec(conn, "SELECT RELEASE_LOCK(?)", [n.setupLock]).catch(() => {});
             }
           }));
       } catch (error) {
@@ -424,24 +444,24 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
           // A named destination (fan-out): the table's unique index may be on (id,
           // destination), which lets the same id through for another destination. A
           // plain read, no locks (a locking read's gap locks would deadlock writers).
-          const [found] = await tx.query(existingIdSql(n), [[...new Set(rows.map((r) => r.id))]]);
+          const [found] = await exec(tx, existingIdSql(n), [[...new Set(rows.map((r) => r.id))]]);
           const hit = (found as Row[])[0];
           if (hit) throw duplicateError(text(hit.id), rows.length);
         }
         if (statements.length === 1) {
-          await tx.query(statements[0]!.sql, statements[0]!.values);
+          await exec(tx, statements[0]!.sql, statements[0]!.values);
           return;
         }
         // Several statements: a savepoint makes them all or none. Its OK packet tells
         // whether a transaction is open; in autocommit, open one of our own.
-        const [mark] = await tx.query("SAVEPOINT x_outbox_enqueue");
+        const [mark] = await exec(tx, "SAVEPOINT x_outbox_enqueue");
         const own = ((mark as ResultHeader).serverStatus! & IN_TRANSACTION) === 0;
-        if (own) await tx.query("START TRANSACTION");
+        if (own) await exec(tx, "START TRANSACTION");
         try {
-          for (const s of statements) await tx.query(s.sql, s.values);
-          await tx.query(own ? "COMMIT" : "RELEASE SAVEPOINT x_outbox_enqueue");
+          for (const s of statements) await exec(tx, s.sql, s.values);
+          await exec(tx, own ? "COMMIT" : "RELEASE SAVEPOINT x_outbox_enqueue");
         } catch (error) {
-          await tx.query(own ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT x_outbox_enqueue").catch(() => {});
+          await exec(tx, own ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT x_outbox_enqueue").catch(() => {});
           throw error;
         }
       } catch (error) {
@@ -458,19 +478,19 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
       try {
         conn = await pool.getConnection();
         // The next transaction only; the pool's connections keep their own default.
-        await conn.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
-        await conn.query("START TRANSACTION");
+        await exec(conn, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        await exec(conn, "START TRANSACTION");
         try {
           let rows: Row[] = [];
           for (;;) {
             const seqs = found.map((row) => num(row.seq));
             const lock = q.lock(request, seqs, request.limit - rows.length);
-            const [locked] = await conn.query(lock.sql, lock.values);
+            const [locked] = await exec(conn, lock.sql, lock.values);
             rows = rows.concat(locked as Row[]);
             // Other claims hold some candidates: look past them (see claimSteps in sql.ts).
             if (rows.length >= request.limit || found.length < window) break;
             const next = q.candidates(request, seqs[seqs.length - 1]!, window);
-            found = (await conn.query(next.sql, next.values))[0] as Row[];
+            found = (await exec(conn, next.sql, next.values))[0] as Row[];
             if (found.length === 0) break;
           }
           const keyed = rows.filter((row) => row.key !== null);
@@ -478,7 +498,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
             const mine = rows.map((row) => num(row.seq));
             const keys = [...new Set(keyed.map((row) => text(row.key)))];
             const check = q.skipped(request, keys, mine, Math.max(...mine));
-            const [skippedRows] = await conn.query(check.sql, check.values);
+            const [skippedRows] = await exec(conn, check.sql, check.values);
             if ((skippedRows as Row[]).length > 0) {
               const first = new Map((skippedRows as Row[]).map((row) => [text(row.key), num(row.seq)]));
               rows = rows.filter((row) => {
@@ -489,9 +509,9 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
           }
           if (rows.length > 0) {
             const lease = q.lease(request, rows.map((row) => num(row.seq)));
-            await conn.query(lease.sql, lease.values);
+            await exec(conn, lease.sql, lease.values);
           }
-          await conn.query("COMMIT");
+          await exec(conn, "COMMIT");
           return rows.map((row) => ({
             seq: num(row.seq),
             id: text(row.id),
@@ -503,7 +523,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
             createdAt: num(row.created_at),
           }));
         } catch (error) {
-          await conn.query("ROLLBACK").catch(() => {});
+          await exec(conn, "ROLLBACK").catch(() => {});
           throw error;
         }
       } catch (error) {
