@@ -338,6 +338,26 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
     }
   }
 
+  /**
+   * The locked rows a claim may keep: a keyed row only if no unsettled row of its key
+   * and destination comes before it that the claim does not hold (step 3 of claimSteps
+   * in sql.ts). Rows are in seq order.
+   */
+  async function keepInOrder(conn: MysqlQueryable, request: ClaimRequest, locked: Row[]): Promise<Row[]> {
+    const keyed = locked.filter((row) => row.key !== null);
+    if (keyed.length === 0) return locked;
+    const mine = locked.map((row) => num(row.seq));
+    const keys = [...new Set(keyed.map((row) => text(row.key)))];
+    const check = q.skipped(request, keys, mine, Math.max(...mine));
+    const [skipped] = await exec(conn, check.sql, check.values);
+    if ((skipped as Row[]).length === 0) return locked;
+    const first = new Map((skipped as Row[]).map((row) => [text(row.key), num(row.seq)]));
+    return locked.filter((row) => {
+      const before = row.key === null ? undefined : first.get(text(row.key));
+      return before === undefined || num(row.seq) < before;
+    });
+  }
+
   /** The schema version of the table, 0 when there is none. */
   async function readVersion(db: MysqlQueryable): Promise<number> {
     const [rows] = await exec(db, LAYOUT_SQL, [
@@ -481,31 +501,21 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
         await exec(conn, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
         await exec(conn, "START TRANSACTION");
         try {
+          // Every row locked so far, and those of them the key check keeps.
+          let locked: Row[] = [];
           let rows: Row[] = [];
           for (;;) {
             const seqs = found.map((row) => num(row.seq));
             const lock = q.lock(request, seqs, request.limit - rows.length);
-            const [locked] = await exec(conn, lock.sql, lock.values);
-            rows = rows.concat(locked as Row[]);
-            // Other claims hold some candidates: look past them (see claimSteps in sql.ts).
+            const [more] = await exec(conn, lock.sql, lock.values);
+            locked = locked.concat(more as Row[]);
+            rows = await keepInOrder(conn, request, locked);
+            // Other claims hold some candidates, or rows behind theirs were dropped: look
+            // past them, as Postgres' SKIP LOCKED scan goes on (see claimSteps in sql.ts).
             if (rows.length >= request.limit || found.length < window) break;
             const next = q.candidates(request, seqs[seqs.length - 1]!, window);
             found = (await exec(conn, next.sql, next.values))[0] as Row[];
             if (found.length === 0) break;
-          }
-          const keyed = rows.filter((row) => row.key !== null);
-          if (keyed.length > 0) {
-            const mine = rows.map((row) => num(row.seq));
-            const keys = [...new Set(keyed.map((row) => text(row.key)))];
-            const check = q.skipped(request, keys, mine, Math.max(...mine));
-            const [skippedRows] = await exec(conn, check.sql, check.values);
-            if ((skippedRows as Row[]).length > 0) {
-              const first = new Map((skippedRows as Row[]).map((row) => [text(row.key), num(row.seq)]));
-              rows = rows.filter((row) => {
-                const before = row.key === null ? undefined : first.get(text(row.key));
-                return before === undefined || num(row.seq) < before;
-              });
-            }
           }
           if (rows.length > 0) {
             const lease = q.lease(request, rows.map((row) => num(row.seq)));

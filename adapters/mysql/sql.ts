@@ -328,23 +328,28 @@ export const claimSteps = "see the comment";
 /** Builds the relay's statements for a table. */
 export function relayQueries(n: MysqlNames): RelayQueries {
   const t = n.table;
-  // The per-key barrier probes a derived table of the destination's waiting rows (first
-  // waiting seq per key), not the outbox: MariaDB probes a correlated subquery on the
-  // table by `ref` only (never a range on available_at), so each probe read every
-  // unsettled row of its key, and 20,000 rows over 16 keys took seconds. `w` reads only
-  // the waiting rows (wait_dest_idx: in flight, backing off, scheduled, blocked) and is
-  // materialized once. As a LEFT JOIN it was joined through a join buffer, which lost
-  // the seq order and sorted the whole backlog; as a subquery `c` streams in seq order
-  // and stops at the LIMIT. `h` gives the probe a short column to key on.
+  // The per-key barrier reads the destination's waiting rows (wait_dest_idx: in flight,
+  // backing off, scheduled, blocked), never the key's whole run: MariaDB probes a
+  // correlated subquery on the table by `ref` only (no range on available_at), so each
+  // probe read every unsettled row of its key (20,000 rows over 16 keys took seconds).
+  // First an uncorrelated NOT IN of the waiting keys' CRC32, which MariaDB materializes
+  // once with an index: a key with nothing waiting passes at a lookup. Only a key that
+  // has waiting rows (or shares a CRC32 with one) goes on to the exact check against the
+  // first waiting seq per key, a derived table materialized once. As a LEFT JOIN the
+  // derived table was joined through a join buffer, which lost the seq order and sorted
+  // the whole backlog; as subqueries `c` streams in seq order and stops at the LIMIT.
   const candidates = `SELECT c.seq FROM ${t} AS c
 WHERE c.destination = ? AND c.settled = 0 AND c.seq > ? AND c.available_at <= ${NOW}
-  AND (c.\`key\` IS NULL OR NOT EXISTS (
+  AND (c.\`key\` IS NULL OR CRC32(c.\`key\`) NOT IN (
+    SELECT CRC32(\`key\`) FROM ${t}
+    WHERE destination = ? AND settled = 0 AND available_at > ${NOW} AND \`key\` IS NOT NULL
+  ) OR NOT EXISTS (
     SELECT 1 FROM (
-      SELECT CRC32(\`key\`) AS h, \`key\`, MIN(seq) AS seq FROM ${t}
+      SELECT \`key\`, MIN(seq) AS seq FROM ${t}
       WHERE destination = ? AND settled = 0 AND available_at > ${NOW} AND \`key\` IS NOT NULL
       GROUP BY \`key\`
     ) AS w
-    WHERE w.h = CRC32(c.\`key\`) AND w.\`key\` = c.\`key\` AND w.seq < c.seq
+    WHERE w.\`key\` = c.\`key\` AND w.seq < c.seq
   ))
 ORDER BY c.seq
 LIMIT ?`;
@@ -374,7 +379,16 @@ WHERE seq IN (?)`;
   return {
     candidates: (r, after, limit) => ({
       sql: candidates,
-      values: [r.destination ?? "", after, relayNow(r), r.destination ?? "", relayNow(r), limit],
+      values: [
+        r.destination ?? "",
+        after,
+        relayNow(r),
+        r.destination ?? "",
+        relayNow(r),
+        r.destination ?? "",
+        relayNow(r),
+        limit,
+      ],
     }),
     lock: (r, seqs, limit) => ({ sql: lock, values: [seqs, r.destination ?? "", relayNow(r), limit] }),
     skipped: (r, keys, mine, maxSeq) => ({
