@@ -5,7 +5,8 @@
  *   1. `npm run build`: the npm build (dist/), which the Node suite imports;
  *   2. Bun:  `bun test` on every tests/*.test.ts and tests/faults/*.test.ts;
  *   3. Deno: `deno test -A --no-check=remote` on the same files (the core is
- *      runtime-agnostic, so the same suites must pass there too);
+ *      runtime-agnostic, so the same suites must pass there too), in a few processes of
+ *      consecutive files rather than one (see DENO_GROUPS below);
  *   4. Node: `node --test` on tests/node/*.test.mjs, against dist/ (Node 20 has no
  *      TypeScript: this proves the npm package works there), once per Node version:
  *      node20, node22 and node24, each its own runner with its own counts. The binaries
@@ -24,8 +25,10 @@
  *                                         node for all three; repeat or comma-separate)
  *   node scripts/test.mjs --no-build      reuse dist/ as it is
  *
- * Environment: OUTBOX_TEST_RUNNER_TIMEOUT_MS bounds each runner (default 600000 ms);
- * a runner still going then is killed and counted as failed.
+ * Environment: OUTBOX_TEST_RUNNER_TIMEOUT_MS bounds each runner (default 600000 ms; the
+ * Deno runner's processes share it); a runner still going then is killed and counted as
+ * failed. OUTBOX_TEST_DENO_GROUPS sets how many processes the Deno suite is split into
+ * (default 4; 1 runs it in one process).
  */
 
 import { spawn, spawnSync } from "node:child_process";
@@ -155,12 +158,51 @@ function countNode(text) {
   return { passed: +pass[1], failed: +fail[1] + cancelled, skipped };
 }
 
+/**
+ * Where a deno process stopped: the file of its last "running N tests from" line and how
+ * many of that file's tests reported a result. A crash with every test reported happened
+ * as the file's worker was torn down; otherwise the test after the last result was running.
+ */
+function denoStoppedAt(text) {
+  const start = lastMatch(text, /^running (\d+) tests? from \.\/(\S+)/gm);
+  if (!start) return "before any test file started";
+  const after = text.slice(start.index + start[0].length);
+  const reported = [...after.matchAll(/^\S.* \.\.\. (?:ok|FAILED|ignored)\b/gm)].length;
+  return `in ${start[2]}, ${reported} of its ${start[1]} tests reported`;
+}
+
 // ------------------------------------------------------------------- running
 
 const timeoutMs = Number(process.env.OUTBOX_TEST_RUNNER_TIMEOUT_MS ?? 600_000);
 
-/** Runs a command, streaming its output through, and resolves with its exit and output. */
-function run(command, args, extraEnv = {}) {
+/**
+ * How many deno processes the Deno suite runs in. Deno 2.9.5 can die by SIGSEGV when it
+ * runs a Node-API finalizer of the libsql addon a second time, on memory the first run
+ * freed (denoland/deno#36499; gone in 2.9.6): mostly as a test file's worker is torn down,
+ * under GC pressure mid-file too. In one process for every file, such a crash lost all the
+ * files after it and every count. Split, it loses the rest of its group only: the other
+ * groups still run and report, and the crashed group counts as a failure, with the file it
+ * died in named. Nothing is retried.
+ */
+const DENO_GROUPS = Math.max(1, Math.floor(Number(process.env.OUTBOX_TEST_DENO_GROUPS ?? 4)) || 1);
+
+/** `files` in `count` runs of consecutive files, as even in size as they can be. */
+function groupsOf(files, count) {
+  const groups = [];
+  const n = Math.min(count, files.length);
+  for (let i = 0, from = 0; i < n; i++) {
+    const to = from + Math.ceil((files.length - from) / (n - i));
+    groups.push(files.slice(from, to));
+    from = to;
+  }
+  return groups;
+}
+
+/**
+ * Runs a command, streaming its output through, and resolves with its exit and output.
+ * It is killed (and `timedOut`) after `limitMs`.
+ */
+function run(command, args, extraEnv = {}, limitMs = timeoutMs) {
   console.log(`\n$ ${[command, ...args].map((part) => part.replace(root + "/", "")).join(" ")}`);
   return new Promise((resolve) => {
     const env = { ...process.env, ...extraEnv };
@@ -184,14 +226,14 @@ function run(command, args, extraEnv = {}) {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      console.error(`\ntest: ${command} still running after ${timeoutMs} ms; stopping it.`);
+      console.error(`\ntest: ${command} still running after ${limitMs} ms; stopping it.`);
       try {
         if (child.pid && process.platform !== "win32") process.kill(-child.pid, "SIGKILL");
         else child.kill("SIGKILL");
       } catch {
         // Already gone.
       }
-    }, timeoutMs);
+    }, limitMs);
     child.on("error", (error) => {
       output += `\n${error.message}\n`;
       console.error(`test: could not start ${command}: ${error.message}`);
@@ -223,9 +265,11 @@ function plan(name) {
   if (name === "deno") {
     return {
       command: localBin("deno"),
-      args: ["test", "-A", "--no-check=remote", ...suites],
+      // One process per group of files; see DENO_GROUPS.
+      groups: groupsOf(suites, DENO_GROUPS).map((files) => ["test", "-A", "--no-check=remote", ...files]),
       count: countDeno,
       files: suites,
+      stoppedAt: denoStoppedAt,
     };
   }
   const { bin, version, problem } = nodeBinary(Number(name.slice("node".length)));
@@ -253,7 +297,7 @@ if (build) {
 }
 
 for (const name of runners) {
-  const { command, args, env, count, files, problem, version } = plan(name);
+  const { command, args, groups = [args], env, count, files, problem, version, stoppedAt } = plan(name);
   if (files.length === 0) {
     results.push({ name, counts: null, note: "no test files found" });
     continue;
@@ -268,13 +312,48 @@ for (const name of runners) {
     continue;
   }
   if (version) console.log(`\n${name}: Node ${version}`);
-  const { code, signal, timedOut, output } = await run(command, args, env);
-  const counts = count(output);
-  const exit = timedOut ? `killed after ${timeoutMs} ms` : signal ? `killed by ${signal}` : `exit ${code}`;
-  let note = version ? `Node ${version}, ${exit}` : exit;
-  if (!counts) note = `no test counts found in its output (${exit})`;
-  else if (code !== 0 && counts.failed === 0) note = `${exit} although no test failed`;
-  results.push({ name, counts, note, ok: !!counts && code === 0 && !timedOut && counts.failed === 0 });
+  if (groups.length === 1) {
+    const { code, signal, timedOut, output } = await run(command, groups[0], env);
+    const counts = count(output);
+    const exit = timedOut ? `killed after ${timeoutMs} ms` : signal ? `killed by ${signal}` : `exit ${code}`;
+    const where = stoppedAt && (signal || timedOut) ? ` ${stoppedAt(output)}` : "";
+    let note = version ? `Node ${version}, ${exit}${where}` : `${exit}${where}`;
+    if (!counts) note = `no test counts found in its output (${exit}${where})`;
+    else if (code !== 0 && counts.failed === 0) note = `${exit}${where} although no test failed`;
+    results.push({ name, counts, note, ok: !!counts && code === 0 && !timedOut && counts.failed === 0 });
+    continue;
+  }
+  // Several processes (Deno): their counts add up, and the runner passes only when every
+  // one of them does. A process that broke without a failed test (a crash, a timeout, no
+  // counts) adds one failure, so a lost group can never read as green.
+  const counts = { passed: 0, failed: 0, skipped: 0 };
+  const problems = [];
+  const deadline = Date.now() + timeoutMs;
+  for (const [i, groupArgs] of groups.entries()) {
+    const label = `group ${i + 1}/${groups.length}`;
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      counts.failed += 1;
+      problems.push(`${label} not run: the runner's ${timeoutMs} ms were up`);
+      continue;
+    }
+    const { code, signal, timedOut, output } = await run(command, groupArgs, env, left);
+    const got = count(output);
+    if (got) {
+      counts.passed += got.passed;
+      counts.failed += got.failed;
+      counts.skipped += got.skipped;
+    }
+    if (got && code === 0 && !timedOut && got.failed === 0) continue;
+    if (!(got && got.failed > 0)) counts.failed += 1;
+    const exit = timedOut ? `killed after ${timeoutMs} ms` : signal ? `killed by ${signal}` : `exit ${code}`;
+    const where = stoppedAt && (signal || timedOut || !got) ? ` ${stoppedAt(output)}` : "";
+    const problem = `${label} ${exit}${where}${got ? "" : ", no test counts"}`;
+    console.error(`\ntest: ${name} ${problem}.`);
+    problems.push(problem);
+  }
+  const note = problems.length === 0 ? `${groups.length} processes, exit 0` : problems.join("; ");
+  results.push({ name, counts, note, ok: problems.length === 0 });
 }
 
 // -------------------------------------------------------------------- summary
