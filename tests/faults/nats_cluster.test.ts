@@ -34,7 +34,7 @@ import { type PostgresSql, postgresStorage, type PostgresTx } from "../../adapte
 import { ensureStream, type JetStreamPublisher, jetstreamPublisher } from "../../adapters/nats/mod.ts";
 import { test } from "../harness.ts";
 import { openClient, tempDatabase } from "../libsql_helpers.ts";
-import { readStream, uniqueName } from "../nats_helpers.ts";
+import { type ReadMessage, readStream, uniqueName } from "../nats_helpers.ts";
 import { openSql, uniqueSchema } from "../postgres_helpers.ts";
 import { checkStream, Ledger, type NatsCluster, startNatsCluster, until } from "./helpers.ts";
 
@@ -286,7 +286,13 @@ async function clusterRun<Tx>(
 
     const stats = await outbox.stats();
     assert.equal(stats.dead, 0, `${label}: nothing went dead (${stats.dead} dead)`);
-    const stored = await readStream(manager, name);
+    // Reading the stream is a JetStream API call too: a cluster that just lost a server
+    // may answer "temporarily unavailable" for a moment, as it did to the publishes.
+    let stored: ReadMessage[] = [];
+    await until(`${label}: the stream to be readable`, async () => {
+      stored = await readStream(manager, name);
+      return true;
+    }, 30_000);
     assert.equal(ledger.committed.length, TOTAL);
     assert.equal(
       stored.length,
