@@ -10,7 +10,7 @@ import mysql from "mysql2/promise";
 import { createOutbox, memoryPublisher, OutboxConfigError, OutboxMessageError, OutboxStorageError } from "../mod.ts";
 import { mysqlSchema, mysqlStorage, type MysqlTx } from "../adapters/mysql/mod.ts";
 import { test } from "./harness.ts";
-import { dropTables, MYSQL_URL, openPool, uniqueTable } from "./mysql_helpers.ts";
+import { dropTables, inTransaction, MYSQL_URL, openPool, uniqueTable } from "./mysql_helpers.ts";
 
 async function withTable(body: (pool: mysql.Pool, table: string) => Promise<void>): Promise<void> {
   const pool = openPool();
@@ -20,21 +20,6 @@ async function withTable(body: (pool: mysql.Pool, table: string) => Promise<void
   } finally {
     await dropTables(pool, table).catch(() => {});
     await pool.end();
-  }
-}
-
-async function inTransaction<T>(pool: mysql.Pool, fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
-  const conn = await pool.getConnection();
-  try {
-    await conn.beginTransaction();
-    const result = await fn(conn);
-    await conn.commit();
-    return result;
-  } catch (error) {
-    await conn.rollback().catch(() => {});
-    throw error;
-  } finally {
-    conn.release();
   }
 }
 

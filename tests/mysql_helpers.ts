@@ -31,6 +31,22 @@ export async function dropTables(pool: mysql.Pool, table: string): Promise<void>
 }
 
 /** Builds the conformance harness on a fresh table. */
+/** Runs `fn` in a transaction on a connection of `pool`: commits, or rolls back and rethrows. */
+export async function inTransaction<T>(pool: mysql.Pool, fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  try {
+    await conn.beginTransaction();
+    const result = await fn(conn);
+    await conn.commit();
+    return result;
+  } catch (error) {
+    await conn.rollback().catch(() => {});
+    throw error;
+  } finally {
+    conn.release();
+  }
+}
+
 export async function mysqlHarness(): Promise<StorageHarness<MysqlTx>> {
   const table = uniqueTable();
   const orders = `\`${table}_orders\``;
@@ -55,20 +71,7 @@ export async function mysqlHarness(): Promise<StorageHarness<MysqlTx>> {
       pools.push(other);
       return mysqlStorage(other, { table });
     },
-    async commit(fn) {
-      const conn = await pool.getConnection();
-      try {
-        await conn.beginTransaction();
-        const result = await fn(conn);
-        await conn.commit();
-        return result;
-      } catch (error) {
-        await conn.rollback().catch(() => {});
-        throw error;
-      } finally {
-        conn.release();
-      }
-    },
+    commit: (fn) => inTransaction(pool, fn),
     async rollback(fn) {
       const conn = await pool.getConnection();
       try {

@@ -6,7 +6,7 @@
 import type { PoolConnection } from "mysql2/promise";
 import { mysqlStorage } from "../adapters/mysql/mod.ts";
 import { test } from "./harness.ts";
-import { dropTables, openPool, uniqueTable } from "./mysql_helpers.ts";
+import { dropTables, inTransaction, openPool, uniqueTable } from "./mysql_helpers.ts";
 import { relayRace } from "./relay_race.ts";
 
 test(
@@ -19,19 +19,7 @@ test(
       await mysqlStorage(admin, { table }).setup();
       await relayRace<PoolConnection>({
         storage: (i) => mysqlStorage(clients[i]!, { table }),
-        async commit(i, fn) {
-          const conn = await clients[i]!.getConnection();
-          await conn.beginTransaction();
-          try {
-            await fn(conn);
-            await conn.commit();
-          } catch (e) {
-            await conn.rollback();
-            throw e;
-          } finally {
-            conn.release();
-          }
-        },
+        commit: (i, fn) => inTransaction(clients[i]!, fn),
       });
     } finally {
       await dropTables(admin, table).catch(() => {});
