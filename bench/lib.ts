@@ -223,7 +223,7 @@ export interface ProcStat {
 }
 
 type ReadFile = (path: string, encoding: "utf8") => string;
-function procStatSync(readFileSync: ReadFile, pid: number): ProcStat | null {
+export function procStatSync(readFileSync: ReadFile, pid: number): ProcStat | null {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, "utf8");

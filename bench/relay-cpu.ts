@@ -14,8 +14,8 @@
  * - relay: `createOutbox({ storage, publisher: jetstreamPublisher(js) })` with default
  *   options, `outbox.start()` draining a committed backlog; Postgres (`postgresStorage`
  *   on postgres.js, default options), embedded libSQL (`libsqlStorage` on a temp file)
- *   or MariaDB (`mysqlStorage` on a mysql2/promise pool, default options; its server
- *   CPU is not measured: "pg" columns stay empty for it).
+ *   or MariaDB (`mysqlStorage` on a mysql2/promise pool, default options; the "db server"
+ *   column is then mariadbd's CPU, all its threads, from /proc/<pid>/stat).
  *
  * Every run gets a fresh file-backed stream (made with `ensureStream`, deleted after),
  * whose message count is checked. Per run: wall rate; this process's CPU
@@ -41,7 +41,7 @@ import { connect } from "@nats-io/transport-node";
 import postgres from "postgres";
 import { createOutbox, uuidv7 } from "../mod.ts";
 import { ensureStream, jetstreamPublisher } from "../adapters/nats/mod.ts";
-import { type BenchStore, libsqlStore, mysqlStore, postgresStore } from "./stores.ts";
+import { type BenchStore, libsqlStore, MYSQL_URL, mysqlStore, postgresStore } from "./stores.ts";
 import {
   argv,
   drainWithStart,
@@ -53,6 +53,7 @@ import {
   median,
   NATS_URL,
   PG_URL,
+  procStatSync,
   rawPublishWindow,
   round,
   selfCpuMs,
@@ -103,22 +104,26 @@ const portOf = (url: string, fallback: number) => {
 };
 const natsPid = await listenerPid(portOf(NATS_URL, 4222), "nats-server");
 const postmasterPid = await listenerPid(portOf(PG_URL, 5432), "postgres");
+const mariadbPid = ONLY?.includes("mysql") || !ONLY ? await listenerPid(portOf(MYSQL_URL, 3306), "mariadbd") : null;
+const mariadbCpu = () => (mariadbPid === null ? NaN : procStatSync(fs.readFileSync, mariadbPid)?.cpuMs ?? NaN);
 
 interface Snap extends ServerCpu {
   t: number;
   self: number;
+  mariadb: number;
 }
 /** Start of a window: servers first, then this process, then the clock. */
 const snapStart = (): Snap => {
   const s = serverCpuSync(fs, natsPid, postmasterPid);
+  const mariadb = mariadbCpu();
   const self = selfCpuMs();
-  return { ...s, self, t: performance.now() };
+  return { ...s, mariadb, self, t: performance.now() };
 };
 /** End of a window: the clock, this process, then the servers. */
 const snapEnd = (): Snap => {
   const t = performance.now();
   const self = selfCpuMs();
-  return { ...serverCpuSync(fs, natsPid, postmasterPid), self, t };
+  return { ...serverCpuSync(fs, natsPid, postmasterPid), mariadb: mariadbCpu(), self, t };
 };
 
 interface Run {
@@ -128,6 +133,8 @@ interface Run {
   nats: number;
   pgAll: number;
   pgOwn: number;
+  /** mariadbd, all threads, µs per message */
+  mariadb: number;
   /** this process's cores busy: CPU time / wall time */
   selfCores: number;
 }
@@ -140,6 +147,7 @@ const perMsg = (a: Snap, b: Snap, n: number, ownPids: readonly number[]): Run =>
     nats: ((b.nats - a.nats) * 1000) / n,
     pgAll: ((b.pgAll - a.pgAll) * 1000) / n,
     pgOwn: ownPids.length === 0 ? NaN : (own * 1000) / n,
+    mariadb: ((b.mariadb - a.mariadb) * 1000) / n,
     selfCores: (b.self - a.self) / (b.t - a.t),
   };
 };
@@ -285,9 +293,11 @@ try {
             p.raw.nats.toFixed(1)
           }) | relay ${Math.round(p.relay.rate)} msg/s ${p.relay.self.toFixed(1)} µs/msg (nats ${
             p.relay.nats.toFixed(1)
-          }, pg own ${p.relay.pgOwn.toFixed(1)}, pg all ${p.relay.pgAll.toFixed(1)}) | rate ${
-            (p.relay.rate / p.raw.rate).toFixed(2)
-          }× cpu ${(p.relay.self / p.raw.self).toFixed(2)}×`,
+          }, ${
+            store.name === "mysql"
+              ? `mariadbd ${p.relay.mariadb.toFixed(1)}`
+              : `pg own ${p.relay.pgOwn.toFixed(1)}, pg all ${p.relay.pgAll.toFixed(1)}`
+          }) | rate ${(p.relay.rate / p.raw.rate).toFixed(2)}× cpu ${(p.relay.self / p.raw.self).toFixed(2)}×`,
         );
       }
     }
@@ -322,6 +332,8 @@ const cases = [...pairs.entries()].map(([k, ps]) => {
     pg_own_us: m((p) => p.relay.pgOwn),
     pg_all_relay_us: m((p) => p.relay.pgAll),
     pg_all_raw_us: m((p) => p.raw.pgAll),
+    mariadb_relay_us: m((p) => p.relay.mariadb),
+    mariadb_raw_us: m((p) => p.raw.mariadb),
     pair_rate_ratios: ps.map((p) => round(p.relay.rate / p.raw.rate)),
     pair_cpu_ratios: ps.map((p) => round(p.relay.self / p.raw.self)),
     pair_nats_ratios: ps.map((p) => round(p.relay.nats / p.raw.nats)),
@@ -349,7 +361,7 @@ const label = (c: (typeof cases)[number]) =>
     c.mode === "unkeyed" ? "unkeyed" : c.mode.replace("keys", " keys")
   }`;
 const TABLE_HEAD = [
-  "| runtime | storage | keys | raw msg/s | relay msg/s | rate relay/raw | raw CPU µs/msg | relay CPU µs/msg | CPU relay/raw | nats µs raw | nats µs relay | nats relay/raw | pg own µs | pg all µs relay / raw run | relay cores busy | warnings |",
+  "| runtime | storage | keys | raw msg/s | relay msg/s | rate relay/raw | raw CPU µs/msg | relay CPU µs/msg | CPU relay/raw | nats µs raw | nats µs relay | nats relay/raw | pg own µs | db server µs relay / raw run | relay cores busy | warnings |",
   "| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |",
 ];
 const rows = cases.map((c) =>
@@ -358,8 +370,10 @@ const rows = cases.map((c) =>
   } | **${fmt(c.rate_vs_raw, 2)}** | ${fmt(c.raw_cpu_us)} | ${fmt(c.relay_cpu_us)} | **${
     fmt(c.relay_cpu_vs_raw, 2)
   }** | ${fmt(c.nats_raw_us)} | ${fmt(c.nats_relay_us)} | **${fmt(c.nats_vs_raw, 2)}** | ${fmt(c.pg_own_us)} | ${
-    fmt(c.pg_all_relay_us)
-  } / ${fmt(c.pg_all_raw_us)} | ${fmt(c.relay_cores, 2)} | ${c.warnings} |`
+    c.storage === "mysql"
+      ? `${fmt(c.mariadb_relay_us)} / ${fmt(c.mariadb_raw_us)}`
+      : `${fmt(c.pg_all_relay_us)} / ${fmt(c.pg_all_raw_us)}`
+  } | ${fmt(c.relay_cores, 2)} | ${c.warnings} |`
 );
 
 const warningList = [...warnings.entries()].map(([k, v]) => ({
@@ -390,6 +404,7 @@ console.log(
     idle_after: idleAfter,
     nats_pid: natsPid,
     postmaster_pid: postmasterPid,
+    mariadb_pid: mariadbPid,
     cases,
     warnings: warningList,
     targets_met,

@@ -246,6 +246,68 @@ test("mariadb: on 50,000 rows, claim, settle and cleanup read index ranges, neve
     }
   }));
 
+test("mariadb: statements that change rows by seq lock those rows only, on a small table too", () =>
+  withTable(async (plain, table) => {
+    // A drained outbox is a small table: there the optimizer, left alone, scanned the
+    // whole table for a settle's DELETE and locked the row after its batch, which the
+    // relay's next claim held, while the claim's lease waited on the settle's rows.
+    // Here every row but the batch is held by another transaction; each statement
+    // must finish without waiting for it (a wait of 1 s fails).
+    const pool = openPool(1);
+    pool.on("connection", (conn) => void conn.query("SET SESSION innodb_lock_wait_timeout = 1"));
+    try {
+      const storage = mysqlStorage(pool, { table });
+      const outbox = createOutbox({ storage, publisher: memoryPublisher() });
+      await outbox.setup();
+      await inTransaction(
+        plain,
+        (conn) => outbox.enqueue(conn, Array.from({ length: 12 }, (_, i) => ({ id: `m${i}`, topic: "t", payload: i }))),
+      );
+      const now = Date.now() + 1_000;
+      const other = await plain.getConnection();
+      try {
+        await other.beginTransaction();
+        // Rows m0 and m11: before and after the batch.
+        await other.query(`SELECT seq FROM \`${table}\` WHERE id IN ('m0', 'm11') FOR UPDATE`);
+        const request = { token: "r:1", now, lockedUntil: now + 30_000, limit: 10, clock: "relay" as const };
+        const rows = await storage.claim(request);
+        assert.deepEqual(rows.map((r) => r.id), ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10"]);
+        const seq = (id: string) => rows.find((r) => r.id === id)!.seq;
+        const settled = await storage.settle({
+          token: "r:1",
+          now,
+          clock: "relay",
+          deletePublished: true,
+          settlements: [
+            { seq: seq("m1"), outcome: "published" },
+            { seq: seq("m2"), outcome: "retry", availableAt: now + 60_000, error: "later" },
+            { seq: seq("m3"), outcome: "dead", error: "no" },
+            { seq: seq("m4"), outcome: "release" },
+          ],
+        });
+        assert.equal(settled, 4);
+        assert.equal(
+          await storage.settle({
+            token: "r:1",
+            now,
+            clock: "relay",
+            deletePublished: false,
+            settlements: ["m5", "m6", "m7", "m8", "m9", "m10"].map((id) => ({ seq: seq(id), outcome: "published" })),
+          }),
+          6,
+        );
+        assert.equal(await storage.requeue({ status: "published", ids: ["m5"], now, clock: "relay" }), 1);
+        assert.equal(await storage.cleanup({ now, publishedBefore: now + 1, deadBefore: null, limit: 100 }), 5);
+        assert.equal(await storage.purge!({ status: "dead", before: null, ids: ["m3"], limit: 100 }), 1);
+        await other.rollback();
+      } finally {
+        other.release();
+      }
+    } finally {
+      await pool.end();
+    }
+  }));
+
 test("mariadb: a pool made with rowsAsArray, namedPlaceholders and a typeCast of its own works the same", () =>
   withTable(async (plain, table) => {
     const pool = mysql.createPool({

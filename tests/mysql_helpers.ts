@@ -30,7 +30,6 @@ export async function dropTables(pool: mysql.Pool, table: string): Promise<void>
   await pool.query(`DROP TABLE IF EXISTS \`${table}\`, \`${table}_schema\`, \`${table}_orders\``);
 }
 
-/** Builds the conformance harness on a fresh table. */
 /** Runs `fn` in a transaction on a connection of `pool`: commits, or rolls back and rethrows. */
 export async function inTransaction<T>(pool: mysql.Pool, fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
   const conn = await pool.getConnection();
@@ -47,6 +46,7 @@ export async function inTransaction<T>(pool: mysql.Pool, fn: (conn: mysql.PoolCo
   }
 }
 
+/** Builds the conformance harness on a fresh table. */
 export async function mysqlHarness(): Promise<StorageHarness<MysqlTx>> {
   const table = uniqueTable();
   const orders = `\`${table}_orders\``;

@@ -8,8 +8,8 @@
  *   transaction open writes in autocommit, the insert its own transaction.
  * - Claims are leases taken with `FOR UPDATE SKIP LOCKED` in short READ COMMITTED
  *   transactions on the relay's pool; claims of many relays run side by side, and per-key
- *   order holds with any number of them (see `claimSteps` in sql.ts for the race and how
- *   it is closed). An idle poll is one plain SELECT.
+ *   order holds with any number of them (see `RelayQueries` in sql.ts for the race and
+ *   how it is closed). An idle poll is one plain SELECT.
  * - Rows have a destination (`""` for the one `publisher`); a claim takes one
  *   destination's rows, and a key's order holds per destination.
  * - `setup()` creates the table at schema version 2 (3 with `fanOut`), under a named
@@ -340,8 +340,8 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
 
   /**
    * The locked rows a claim may keep: a keyed row only if no unsettled row of its key
-   * and destination comes before it that the claim does not hold (step 3 of claimSteps
-   * in sql.ts). Rows are in seq order.
+   * and destination comes before it that the claim does not hold (step 3 of the claim,
+   * see RelayQueries in sql.ts). Rows are in seq order.
    */
   async function keepInOrder(conn: MysqlQueryable, request: ClaimRequest, locked: Row[]): Promise<Row[]> {
     const keyed = locked.filter((row) => row.key !== null);
@@ -511,7 +511,7 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
             locked = locked.concat(more as Row[]);
             rows = await keepInOrder(conn, request, locked);
             // Other claims hold some candidates, or rows behind theirs were dropped: look
-            // past them, as Postgres' SKIP LOCKED scan goes on (see claimSteps in sql.ts).
+            // past them, as Postgres' SKIP LOCKED scan goes on (see RelayQueries in sql.ts).
             if (rows.length >= request.limit || found.length < window) break;
             const next = q.candidates(request, seqs[seqs.length - 1]!, window);
             found = (await exec(conn, next.sql, next.values))[0] as Row[];

@@ -261,11 +261,45 @@ export interface SelectThenApply {
   apply(seqs: readonly number[]): SqlQuery;
 }
 
-/** The relay's statements on one table; each builder returns its text with its values. */
+/**
+ * The relay's statements on one table; each builder returns its text with its values.
+ *
+ * Why a claim takes four steps (see mod.ts's `claim`), and why the barrier is checked
+ * twice. The race Postgres' `skipped` CTE closes exists on InnoDB too, and is wider:
+ * message n of a key is held by another relay's uncommitted claim (or by a late
+ * settle), so this claim's `FOR UPDATE SKIP LOCKED` skips n while its per-key barrier,
+ * a consistent read, still sees n's last committed version (pending and due, or an
+ * expired lease) and lets n+1 through. Reproduced on MariaDB 10.11 before this design.
+ *
+ * 1. `candidates`: a plain SELECT (no lock; MariaDB applies `FOR
+ *    UPDATE` to the tables of a subquery too, so a barrier inside the locking read
+ *    would lock, or with SKIP LOCKED skip, the key's other rows). It finds claimable
+ *    rows with the barrier, so one blocked key never fills a batch with rows that step
+ *    3 would drop. An empty result ends the claim with no transaction at all.
+ * 2. `lock`, in a READ COMMITTED transaction: `FOR UPDATE SKIP
+ *    LOCKED` by primary key, rechecking that each row is still due. When other claims
+ *    hold some candidates, steps 1 and 2 repeat past the last candidate until the
+ *    batch is full or no candidate is left, as Postgres' SKIP LOCKED scan goes on past
+ *    locked rows: concurrent claims each get a batch, not one of them. READ COMMITTED
+ *    because under REPEATABLE READ a locking scan takes gap locks, which would block
+ *    the writers' inserts at the end of the table until the claim commits.
+ * 3. `skipped`: a fresh consistent read (READ COMMITTED: a new
+ *    snapshot per statement) of each claimed key's unsettled rows before the claimed
+ *    ones. A claimed row is kept only if no unsettled row of its key and destination
+ *    comes before it that this claim does not hold. Whatever held n (another claim, a
+ *    settle) n is unsettled in every committed version until it is published or its
+ *    outcome commits, so n+1 stays back; a settle that committed `published` meanwhile
+ *    lets it go, rightly. The rows dropped stay locked until the commit, untouched.
+ * 4. `lease`, then COMMIT.
+ *
+ * A named lock (GET_LOCK) serializing claims would not close the late-settle half of
+ * the race unless settles took it too, and it has no shared mode: every claim and
+ * settle of every relay would queue on it.
+ */
 export interface RelayQueries {
   /**
    * The claim's first step, a plain (non-locking) read outside any transaction: the
-   * claimable rows' seqs in seq order, with the per-key barrier. See {@link claimSteps}.
+   * claimable rows' seqs in seq order, with the per-key barrier. See {@link RelayQueries}.
    */
   candidates(request: ClaimRequest, after: number, limit: number): SqlQuery;
   /** Locks up to `limit` of the candidates still due and unlocked, in seq order, with their columns. */
@@ -289,41 +323,6 @@ export interface RelayQueries {
   /** Deletes up to `limit` matching settled rows. */
   purge(request: PurgeRequest): SelectThenApply;
 }
-
-/**
- * Why a claim takes four steps (see mod.ts's `claim`), and why the barrier is checked
- * twice. The race Postgres' `skipped` CTE closes exists on InnoDB too, and is wider:
- * message n of a key is held by another relay's uncommitted claim (or by a late
- * settle), so this claim's `FOR UPDATE SKIP LOCKED` skips n while its per-key barrier,
- * a consistent read, still sees n's last committed version (pending and due, or an
- * expired lease) and lets n+1 through. Reproduced on MariaDB 10.11 before this design.
- *
- * 1. {@link RelayQueries.candidates}: a plain SELECT (no lock; MariaDB applies `FOR
- *    UPDATE` to the tables of a subquery too, so a barrier inside the locking read
- *    would lock, or with SKIP LOCKED skip, the key's other rows). It finds claimable
- *    rows with the barrier, so one blocked key never fills a batch with rows that step
- *    3 would drop. An empty result ends the claim with no transaction at all.
- * 2. {@link RelayQueries.lock}, in a READ COMMITTED transaction: `FOR UPDATE SKIP
- *    LOCKED` by primary key, rechecking that each row is still due. When other claims
- *    hold some candidates, steps 1 and 2 repeat past the last candidate until the
- *    batch is full or no candidate is left, as Postgres' SKIP LOCKED scan goes on past
- *    locked rows: concurrent claims each get a batch, not one of them. READ COMMITTED
- *    because under REPEATABLE READ a locking scan takes gap locks, which would block
- *    the writers' inserts at the end of the table until the claim commits.
- * 3. {@link RelayQueries.skipped}: a fresh consistent read (READ COMMITTED: a new
- *    snapshot per statement) of each claimed key's unsettled rows before the claimed
- *    ones. A claimed row is kept only if no unsettled row of its key and destination
- *    comes before it that this claim does not hold. Whatever held n (another claim, a
- *    settle) n is unsettled in every committed version until it is published or its
- *    outcome commits, so n+1 stays back; a settle that committed `published` meanwhile
- *    lets it go, rightly. The rows dropped stay locked until the commit, untouched.
- * 4. {@link RelayQueries.lease}, then COMMIT.
- *
- * A named lock (GET_LOCK) serializing claims would not close the late-settle half of
- * the race unless settles took it too, and it has no shared mode: every claim and
- * settle of every relay would queue on it.
- */
-export const claimSteps = "see the comment";
 
 /** Builds the relay's statements for a table. */
 export function relayQueries(n: MysqlNames): RelayQueries {
@@ -353,11 +352,20 @@ WHERE c.destination = ? AND c.settled = 0 AND c.seq > ? AND c.available_at <= ${
   ))
 ORDER BY c.seq
 LIMIT ?`;
+  // Every statement that changes rows by their seqs names the primary key. Left to
+  // itself the optimizer scans the whole table (DELETE) or the whole primary key
+  // (UPDATE) once the list covers a large share of a small table, as a drained outbox
+  // is, and locks every row it reads: a settle then waited on the row after its
+  // batch, which the next claim held, while that claim's lease waited on a row of the
+  // settle's batch: a deadlock between one relay's settle and its own claim-ahead.
+  // Single-table DELETE takes no index hint on MariaDB; the multi-table form does.
+  const pk = `${t} FORCE INDEX (PRIMARY)`;
+  const deleteByPk = `DELETE ${t} FROM ${pk}`;
   // Through the primary key only: a locking read through a secondary index leaves
   // locks on its entries, even of rows SKIP LOCKED passed over, and another claim's
   // lease UPDATE, which rewrites those entries, then waits on it: two claims deadlocked.
   const lock = `SELECT seq, id, topic, \`key\`, payload, payload_bytes, headers, attempts, created_at
-FROM ${t} FORCE INDEX (PRIMARY)
+FROM ${pk}
 WHERE seq IN (?) AND destination = ? AND settled = 0 AND available_at <= ${NOW}
 ORDER BY seq
 LIMIT ?
@@ -366,7 +374,7 @@ FOR UPDATE SKIP LOCKED`;
 WHERE destination = ? AND \`key\` IN (?) AND settled = 0 AND seq < ? AND seq NOT IN (?)
 GROUP BY \`key\``;
   const lease =
-    `UPDATE ${t} SET status = 'processing', locked_by = ?, available_at = ${NOW} + ?, attempts = attempts + 1
+    `UPDATE ${pk} SET status = 'processing', locked_by = ?, available_at = ${NOW} + ?, attempts = attempts + 1
 WHERE seq IN (?)`;
 
   // Settlements find their rows by primary key and check the lease token.
@@ -403,9 +411,9 @@ WHERE seq IN (?)`;
       if (published.length) {
         out.push(
           r.deletePublished
-            ? { sql: `DELETE FROM ${t} WHERE seq IN (?) AND locked_by = ?`, values: [published, r.token] }
+            ? { sql: `${deleteByPk} WHERE seq IN (?) AND locked_by = ?`, values: [published, r.token] }
             : {
-              sql: `UPDATE ${t} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = ${NOW}
+              sql: `UPDATE ${pk} SET status = 'published', available_at = NULL, locked_by = NULL, settled_at = ${NOW}
 WHERE seq IN (?) AND locked_by = ?`,
               values: [now, published, r.token],
             },
@@ -415,7 +423,7 @@ WHERE seq IN (?) AND locked_by = ?`,
         const [delays, delayValues] = caseOf(retry.map(([seq, delay]) => [seq, delay]));
         const [errors, errorValues] = caseOf(retry.map(([seq, , error]) => [seq, error]));
         out.push({
-          sql: `UPDATE ${t} SET status = 'pending', available_at = ${NOW} + ${delays}, last_error = ${errors},
+          sql: `UPDATE ${pk} SET status = 'pending', available_at = ${NOW} + ${delays}, last_error = ${errors},
   locked_by = NULL
 WHERE seq IN (?) AND locked_by = ?`,
           values: [now, ...delayValues, ...errorValues, retry.map(([seq]) => seq), r.token],
@@ -425,7 +433,7 @@ WHERE seq IN (?) AND locked_by = ?`,
         const [errors, errorValues] = caseOf(dead);
         out.push({
           // available_at last: MySQL assigns left to right, and the others do not read it.
-          sql: `UPDATE ${t} SET status = 'dead', last_error = ${errors}, locked_by = NULL, settled_at = ${NOW},
+          sql: `UPDATE ${pk} SET status = 'dead', last_error = ${errors}, locked_by = NULL, settled_at = ${NOW},
   available_at = CASE WHEN ? AND \`key\` IS NOT NULL THEN ${BLOCKED} END
 WHERE seq IN (?) AND locked_by = ?`,
           values: [...errorValues, now, r.onDead === "block", dead.map(([seq]) => seq), r.token],
@@ -433,7 +441,7 @@ WHERE seq IN (?) AND locked_by = ?`,
       }
       if (release.length) {
         out.push({
-          sql: `UPDATE ${t} SET status = 'pending', available_at = ${NOW}, attempts = GREATEST(attempts - 1, 0),
+          sql: `UPDATE ${pk} SET status = 'pending', available_at = ${NOW}, attempts = GREATEST(attempts - 1, 0),
   locked_by = NULL
 WHERE seq IN (?) AND locked_by = ?`,
           values: [now, release, r.token],
@@ -449,7 +457,7 @@ WHERE seq IN (?) AND locked_by = ?`,
           sql: `SELECT seq FROM ${t} WHERE ${where} ORDER BY settled_at LIMIT ?`,
           values: [status, before, limit],
         },
-        apply: (seqs) => ({ sql: `DELETE FROM ${t} WHERE seq IN (?) AND ${where}`, values: [seqs, status, before] }),
+        apply: (seqs) => ({ sql: `${deleteByPk} WHERE seq IN (?) AND ${where}`, values: [seqs, status, before] }),
       };
     },
     counts: () => ({
@@ -482,7 +490,7 @@ WHERE seq IN (?) AND locked_by = ?`,
       return {
         select: { sql: `SELECT seq FROM ${t} WHERE ${where} ORDER BY seq`, values },
         apply: (seqs) => ({
-          sql: `UPDATE ${t}
+          sql: `UPDATE ${pk}
 SET status = 'pending', available_at = ${NOW}, attempts = 0, locked_by = NULL, settled_at = NULL
 WHERE seq IN (?) AND ${where}`,
           values: [relayNow(r), seqs, ...values],
@@ -529,7 +537,7 @@ ORDER BY seq LIMIT ?`,
       ];
       return {
         select: { sql: `SELECT seq FROM ${t} WHERE ${where} ORDER BY seq LIMIT ?`, values: [...values, r.limit] },
-        apply: (seqs) => ({ sql: `DELETE FROM ${t} WHERE seq IN (?) AND ${where}`, values: [seqs, ...values] }),
+        apply: (seqs) => ({ sql: `${deleteByPk} WHERE seq IN (?) AND ${where}`, values: [seqs, ...values] }),
       };
     },
   };
