@@ -465,13 +465,24 @@ WHERE seq IN (?) AND locked_by = ?`,
       values: [],
     }),
     oldest: (now) => ({
-      // scheduled_idx serves both: (settled = 0, deliver_at IS NULL) and (settled = 0, deliver_at <= now).
+      // Index ranges only, whatever the table's size (stats() backs health checks): per
+      // destination (DISTINCT is a loose scan of claim_dest_idx), the first unsettled,
+      // unscheduled, not dead row in seq order stands for the oldest, as on Postgres;
+      // the blocked keys come from wait_dest_idx's BLOCKED range. A MIN(created_at)
+      // over the unsettled rows read every row of a 1M-row table (1.1 s).
       sql: `SELECT LEAST(
-    COALESCE((SELECT MIN(created_at) FROM ${t} WHERE settled = 0 AND deliver_at IS NULL AND status <> 'dead'), ${BLOCKED}),
+    COALESCE((SELECT MIN(g.since) FROM (
+      SELECT (SELECT o.created_at FROM ${t} AS o FORCE INDEX (\`${n.claimIndex}\`)
+        WHERE o.destination = d.destination AND o.settled = 0 AND o.deliver_at IS NULL AND o.status <> 'dead'
+        ORDER BY o.seq LIMIT 1) AS since
+      FROM (SELECT DISTINCT destination FROM ${t}) AS d
+    ) AS g), ${BLOCKED}),
     COALESCE((SELECT MIN(deliver_at) FROM ${t} WHERE settled = 0 AND deliver_at IS NOT NULL AND deliver_at <= ? AND status <> 'dead'), ${BLOCKED})
   ) AS since,
-  (SELECT COUNT(*) FROM (
-    SELECT DISTINCT destination, \`key\` FROM ${t} WHERE settled = 0 AND available_at = ${BLOCKED} AND \`key\` IS NOT NULL
+  (SELECT COALESCE(SUM(b.n), 0) FROM (
+    SELECT (SELECT COUNT(DISTINCT k.\`key\`) FROM ${t} AS k FORCE INDEX (\`${n.waitIndex}\`)
+      WHERE k.destination = d.destination AND k.settled = 0 AND k.available_at = ${BLOCKED} AND k.\`key\` IS NOT NULL) AS n
+    FROM (SELECT DISTINCT destination FROM ${t}) AS d
   ) AS b) AS blocked`,
       values: [now],
     }),
