@@ -40,14 +40,18 @@ export const CONNECTION_FLAGS: Readonly<Record<string, FlagSpec>> = {
   url: {
     kind: "string",
     value: "URL",
-    help: "postgres://…, file:…, libsql://… or https://… (default: $OUTBOX_URL)",
+    help: "postgres://…, mysql://… (mariadb://…), file:…, libsql://… or https://… (default: $OUTBOX_URL)",
   },
   "auth-token": {
     kind: "string",
     value: "TOKEN",
     help: "token for libsql:// and https:// (default: $OUTBOX_AUTH_TOKEN)",
   },
-  schema: { kind: "string", value: "NAME", help: "Postgres schema (default public)" },
+  schema: {
+    kind: "string",
+    value: "NAME",
+    help: "Postgres schema (default public); on MySQL the URL's path names the database",
+  },
   table: { kind: "string", value: "NAME", help: "outbox table (default outbox)" },
   json: { kind: "boolean", help: "print one JSON document instead of a table" },
   help: { kind: "boolean", help: "show this help" },

@@ -5,6 +5,7 @@
 
 import type { OutboxStorage } from "../src/types.ts";
 import { libsqlSchemaVersion, libsqlStorage, SCHEMA_VERSION as LIBSQL_SCHEMA_VERSION } from "../adapters/libsql/mod.ts";
+import { type MysqlPool, mysqlStorage, SCHEMA_VERSION as MYSQL_SCHEMA_VERSION } from "../adapters/mysql/mod.ts";
 import { checkIdentifier } from "../adapters/shared/identifier.ts";
 import {
   type PostgresSql,
@@ -26,15 +27,16 @@ export interface Target {
 
 /** An open connection to the outbox's database. */
 export interface Connection {
-  readonly kind: "postgres" | "libsql";
+  readonly kind: "postgres" | "mysql" | "libsql";
   readonly storage: OutboxStorage<unknown, unknown>;
   /** The URL without its password, for output. */
   readonly where: string;
-  /** `schema.table` (Postgres) or `table` (libSQL), for output. */
+  /** `schema.table` (Postgres), `database.table` (MySQL) or `table` (libSQL), for output. */
   readonly table: string;
+  /** The Postgres schema, or the MySQL database (the URL's path); none on libSQL. */
   readonly schemaName: string | undefined;
   readonly tableName: string;
-  /** Runs SQL with bound parameters (`$1` on Postgres, `?` on libSQL); for `doctor`. */
+  /** Runs SQL with bound parameters (`$1` on Postgres, `?` on MySQL and libSQL); for `doctor`. */
   query(text: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
   /**
    * The table's schema version as the adapter reads it (the recorded one, else what the
@@ -46,9 +48,14 @@ export interface Connection {
   close(): Promise<void>;
 }
 
-/** The URL with any password replaced by `***`. */
+/**
+ * The URL with any password replaced by `***`: the one before the host (up to the last
+ * `@` of the authority, as URL parsers read it) and a `password=` parameter.
+ */
 export function redact(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@/]*@/i, "$1***@");
+  return url
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@?#]*:)[^/?#]*@/i, "$1***@")
+    .replace(/([?&]password=)[^&#]*/gi, "$1***");
 }
 
 /**
@@ -60,7 +67,9 @@ export async function loadDriver<T>(io: CliIo, name: DriverName, purpose: string
   try {
     return await (io.loadDriver ?? importDriver)(name) as T;
   } catch {
-    throw new CliError(`install ${name} to use ${purpose} (npm install ${name})`, 1);
+    // A subpath (`mysql2/promise`) comes with its package.
+    const pkg = name.split("/").slice(0, name.startsWith("@") ? 2 : 1).join("/");
+    throw new CliError(`install ${pkg} to use ${purpose} (npm install ${pkg})`, 1);
   }
 }
 
@@ -71,15 +80,52 @@ function filePath(url: string): string {
   return decodeURIComponent(rest);
 }
 
-/** The message of anything thrown, on one line. */
+/**
+ * The message of anything thrown, on one line. A driver's error with an empty message
+ * (Node's AggregateError when every address of a host refuses) says what its parts say,
+ * or its code.
+ */
 export function oneLine(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
+  let text = error instanceof Error ? error.message : String(error);
+  if (text.trim() === "" && error instanceof Error) {
+    const { errors, code } = error as Error & { errors?: unknown; code?: unknown };
+    const parts = Array.isArray(errors) ? errors.map((e) => (e instanceof Error ? e.message : String(e))) : [];
+    text = [...new Set(parts.filter((p) => p.trim() !== ""))].join("; ") ||
+      (typeof code === "string" ? code : error.name);
+  }
   return text.replace(/\s*\n\s*/g, " ").trim();
 }
 
 type PostgresFactory = (url: string, options: Record<string, unknown>) => PostgresSql & {
   end(options?: { timeout?: number }): Promise<void>;
 };
+
+/** What the CLI uses of mysql2/promise: a pool (the storage's, and `query` for doctor) it can end. */
+interface MysqlModule {
+  createPool(options: Record<string, unknown>): MysqlPool & { end(): Promise<void> };
+}
+
+/**
+ * The database a `mysql://` URL names (its path), decoded.
+ *
+ * @throws {CliError} Exit 2 when the URL does not parse or names no database.
+ */
+function mysqlDatabase(url: string, where: string, scheme: string): string {
+  let database: string;
+  try {
+    database = decodeURIComponent(new URL(url).pathname.replace(/^\//, ""));
+  } catch {
+    // Not the parser's message: some runtimes quote the whole URL, password and all.
+    throw new CliError(`--url ${JSON.stringify(where)} is not a valid ${scheme}:// URL`, 2);
+  }
+  if (database === "") {
+    throw new CliError(
+      `--url ${JSON.stringify(where)} names no database; add it as the path: ${scheme}://user@host:3306/app`,
+      2,
+    );
+  }
+  return database;
+}
 
 interface LibsqlModule {
   createClient(config: { url: string; authToken?: string }): {
@@ -138,6 +184,64 @@ export async function connect(target: Target, io: CliIo, options: { create: bool
       throw error;
     }
   }
+  if (scheme === "mysql" || scheme === "mariadb") {
+    if (target.authToken !== undefined) throw new CliError("--auth-token is for libsql:// and http(s):// URLs", 2);
+    if (target.schema !== undefined) {
+      throw new CliError(
+        `--schema is for postgres:// URLs; on ${scheme}:// the database is the URL's path (${scheme}://user@host:3306/app)`,
+        2,
+      );
+    }
+    const database = mysqlDatabase(url, where, scheme);
+    const driver = await loadDriver<MysqlModule & { default?: MysqlModule }>(
+      io,
+      "mysql2/promise",
+      `a ${scheme}:// URL`,
+    );
+    const mysql = typeof driver.createPool === "function" ? driver : driver.default!;
+    let pool: ReturnType<MysqlModule["createPool"]>;
+    try {
+      // The URL's own parameters (ssl, socketPath, charset …) apply; these are the CLI's.
+      // It runs one statement at a time: two connections at most (no idle reaper, whose
+      // timer would run until end()), and a server that does not answer is given up after 10 s.
+      pool = mysql.createPool({ uri: url, connectionLimit: 2, connectTimeout: 10_000 });
+    } catch (error) {
+      throw new CliError(`--url is not a valid MySQL URL: ${oneLine(error)}`, 2);
+    }
+    const close = () => pool.end().catch(() => {});
+    try {
+      const storage = mysqlStorage(pool, { table: target.table });
+      await pool.query({ sql: "SELECT 1" }).catch((error: unknown) => {
+        throw new CliError(`cannot connect to ${where}: ${oneLine(error)}`, 1);
+      });
+      return {
+        kind: "mysql",
+        storage: storage as unknown as OutboxStorage<unknown, unknown>,
+        where,
+        table: `${database}.${storage.table}`,
+        schemaName: database,
+        tableName: storage.table,
+        query: async (text, params = []) => {
+          // Plain rows whatever the URL's options: the same per-query settings the storage uses.
+          const [rows] = await pool.query({
+            sql: text,
+            values: [...params],
+            rowsAsArray: false,
+            nestTables: false,
+            namedPlaceholders: false,
+            typeCast: true,
+          });
+          return (rows as Record<string, unknown>[]).map((row) => ({ ...row }));
+        },
+        schemaVersion: () => storage.schemaVersion(),
+        latestSchemaVersion: MYSQL_SCHEMA_VERSION,
+        close,
+      };
+    } catch (error) {
+      await close();
+      throw error;
+    }
+  }
   const remote = scheme === "libsql" || scheme === "http" || scheme === "https" || scheme === "ws" ||
     scheme === "wss";
   if (scheme === "file" || remote) {
@@ -184,8 +288,8 @@ export async function connect(target: Target, io: CliIo, options: { create: bool
   }
   throw new CliError(
     scheme === undefined
-      ? `--url ${JSON.stringify(where)} has no scheme; use postgres://, file:, libsql:// or https://`
-      : `--url scheme ${scheme}: is not supported; use postgres://, file:, libsql:// or https://`,
+      ? `--url ${JSON.stringify(where)} has no scheme; use postgres://, mysql://, file:, libsql:// or https://`
+      : `--url scheme ${scheme}: is not supported; use postgres://, mysql://, mariadb://, file:, libsql:// or https://`,
     2,
   );
 }

@@ -1,12 +1,13 @@
 /**
  * `outbox doctor`: checks what the library cannot see from inside a relay. The expected
  * table, columns, indexes and functions are read from the DDL `setup()` runs
- * (`postgresSchema()`, `libsqlSchema()`) for the table's schema version, so the check
- * follows the adapters as they change.
+ * (`postgresSchema()`, `mysqlSchema()`, `libsqlSchema()`) for the table's schema
+ * version, so the check follows the adapters as they change.
  */
 
 import { createOutbox } from "../src/outbox.ts";
 import { libsqlSchema } from "../adapters/libsql/mod.ts";
+import { mysqlSchema } from "../adapters/mysql/mod.ts";
 import { postgresSchema } from "../adapters/postgres/mod.ts";
 import { CliError, type Flags, intFlag, stringFlag } from "./args.ts";
 import {
@@ -27,6 +28,8 @@ interface Check {
   readonly detail: string;
   /** What to do about a failure. */
   readonly fix?: string;
+  /** The statement that fixes it, when `outbox setup` does not (a missing index on MySQL). */
+  readonly sql?: string;
 }
 
 /** What the DDL says should exist. */
@@ -41,6 +44,13 @@ interface Expected {
   claimFunctions: [string, string][];
   /** `[schema, name]` of the claim function of earlier versions, which setup() drops (Postgres). */
   oldClaimFunction?: [string, string];
+  /**
+   * The statement that adds each index, where `outbox setup` would not (MySQL: setup()
+   * creates a table with its indexes, and leaves an existing table's as they are).
+   */
+  indexSql?: ReadonlyMap<string, string>;
+  /** The fix for missing columns, where `outbox setup` would not add them (MySQL). */
+  columnsFix?: string;
 }
 
 /** A name in the DDL: `"schema"."name"` or `"name"`; the schema is optional. */
@@ -67,6 +77,33 @@ function expectedFrom(ddl: readonly string[], table: string): Expected {
     versionTable: others[0],
     claimFunctions: all(new RegExp(`^CREATE OR REPLACE FUNCTION ${QUOTED}`, "g")).map(pair),
     oldClaimFunction: old ? pair(old) : undefined,
+  };
+}
+
+/**
+ * Reads the expected objects out of MySQL's DDL of a fresh `table`: one CREATE TABLE
+ * with its indexes inline (`KEY \`name\` (columns)`), and the version table. Only
+ * `outbox setup --fan-out` changes an existing table (its id index), so the fix for
+ * any other missing index is the ALTER TABLE that adds it.
+ */
+function expectedFromMysql(ddl: readonly string[], table: string): Expected {
+  const createTable = /^CREATE TABLE IF NOT EXISTS `([^`]+)`/;
+  const create = ddl.find((s) => createTable.exec(s)?.[1] === table) ?? "";
+  const others = ddl.map((s) => createTable.exec(s)?.[1]).filter((name) => name !== undefined && name !== table);
+  const body = create.slice(create.indexOf("(") + 1);
+  // Column lines start with a lowercase name (`key` is quoted); keys and constraints are upper case.
+  const columns = [...body.matchAll(/^\s+`?([a-z_][a-z0-9_]*)`?\s/gm)].map((m) => m[1]!);
+  // Named keys only: the primary key has no name of its own (information_schema calls it PRIMARY).
+  const keys = [...body.matchAll(/^\s+((?:UNIQUE )?KEY `([^`]+)` \(.*\)),?$/gm)];
+  return {
+    columns,
+    indexes: keys.map((m) => m[2]!),
+    oldIndexes: [],
+    versionTable: others[0],
+    claimFunctions: [],
+    indexSql: new Map(keys.map((m) => [m[2]!, `ALTER TABLE \`${table}\` ADD ${m[1]!}`])),
+    columnsFix:
+      "add them as mysqlSchema() declares them (`outbox setup` does not change an existing MySQL table's columns)",
   };
 }
 
@@ -118,8 +155,8 @@ const names = (rows: Record<string, unknown>[]) => new Set(rows.map((r) => Strin
 interface Catalog {
   /** The `connect` check's detail. */
   server(): Promise<string>;
-  /** The DDL of a fresh table, with fan-out or without. */
-  ddl(fanOut: boolean): string[];
+  /** What `setup()` makes (read from the DDL of a fresh table), with fan-out or without. */
+  expected(fanOut: boolean): Expected;
   columns(): Promise<Set<string>>;
   /** Whether a table of this name exists next to the outbox table. */
   hasTable(name: string): Promise<boolean>;
@@ -135,7 +172,7 @@ function postgresCatalog(c: Connection): Catalog {
       const [row] = await c.query("SELECT current_setting('server_version') AS v");
       return `Postgres ${row?.v} at ${c.where}`;
     },
-    ddl: (fanOut) => postgresSchema({ schema, table: c.tableName, fanOut }),
+    expected: (fanOut) => expectedFrom(postgresSchema({ schema, table: c.tableName, fanOut }), c.tableName),
     columns: async () =>
       names(
         await c.query(
@@ -172,13 +209,58 @@ function libsqlCatalog(c: Connection): Catalog {
       const [row] = await c.query("SELECT sqlite_version() AS v");
       return `libSQL (SQLite ${row?.v}) at ${c.where}`;
     },
-    ddl: (fanOut) => libsqlSchema({ table: c.tableName, fanOut }),
+    expected: (fanOut) => expectedFrom(libsqlSchema({ table: c.tableName, fanOut }), c.tableName),
     columns: async () => names(await c.query("SELECT name FROM pragma_table_info(?)", [c.tableName])),
     hasTable: async (name) =>
       (await c.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name])).length > 0,
     indexes: async () =>
       names(await c.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [c.tableName])),
   };
+}
+
+/** MySQL and MariaDB: information_schema of the URL's database (MySQL has no schemas within it). */
+function mysqlCatalog(c: Connection): Catalog {
+  const inTable = "WHERE table_schema = ? AND table_name = ?";
+  const database = c.schemaName!;
+  return {
+    server: async () => {
+      const [row] = await c.query("SELECT VERSION() AS v");
+      const version = String(row?.v);
+      // MariaDB says so in its version: 10.11.6-MariaDB-0+deb12u1.
+      const mariadb = /-MariaDB\b/i.test(version);
+      return `${mariadb ? "MariaDB" : "MySQL"} ${version.replace(/-MariaDB\b/i, "")} at ${c.where}`;
+    },
+    expected: (fanOut) => expectedFromMysql(mysqlSchema({ table: c.tableName, fanOut }), c.tableName),
+    columns: async () =>
+      names(
+        await c.query(`SELECT column_name AS name FROM information_schema.columns ${inTable}`, [
+          database,
+          c.tableName,
+        ]),
+      ),
+    hasTable: async (name) =>
+      (await c.query(`SELECT 1 FROM information_schema.tables ${inTable}`, [database, name])).length > 0,
+    // One row per column of each index.
+    indexes: async () =>
+      names(
+        await c.query(`SELECT DISTINCT index_name AS name FROM information_schema.statistics ${inTable}`, [
+          database,
+          c.tableName,
+        ]),
+      ),
+  };
+}
+
+/** The catalog of the connection's database. */
+function catalogOf(c: Connection): Catalog {
+  switch (c.kind) {
+    case "postgres":
+      return postgresCatalog(c);
+    case "mysql":
+      return mysqlCatalog(c);
+    case "libsql":
+      return libsqlCatalog(c);
+  }
 }
 
 /**
@@ -191,14 +273,14 @@ async function tableChecks(c: Connection, catalog: Catalog, fanOut: boolean): Pr
   const columns = await catalog.columns();
   if (!tableCheck(checks, c, columns.size > 0)) return checks;
   const version = (await c.schemaVersion()) ?? 1;
-  const expected = expectedFrom(catalog.ddl(version >= FAN_OUT_SCHEMA_VERSION), c.tableName);
+  const expected = catalog.expected(version >= FAN_OUT_SCHEMA_VERSION);
   const versionTable = expected.versionTable ?? `${c.tableName}_schema`;
   const recorded = await catalog.hasTable(versionTable);
   const shown = c.schemaName === undefined ? versionTable : `${c.schemaName}.${versionTable}`;
   checks.push(versionCheck(version, recorded, c.latestSchemaVersion, shown, fanOut));
-  checks.push(columnCheck(expected.columns, columns));
+  checks.push(columnCheck(expected, columns));
   const indexes = await catalog.indexes();
-  checks.push(...indexChecks(expected.indexes, indexes));
+  checks.push(...indexChecks(expected, indexes));
   const left = expected.oldIndexes.filter((name) => indexes.has(name));
   if (expected.oldIndexes.length > 0) {
     checks.push(
@@ -263,22 +345,24 @@ function tableCheck(checks: Check[], c: Connection, exists: boolean): boolean {
   return exists;
 }
 
-function columnCheck(expected: readonly string[], found: ReadonlySet<string>): Check {
-  const missing = expected.filter((name) => !found.has(name));
-  return missing.length === 0 ? { check: "columns", ok: true, detail: `all ${expected.length} columns` } : {
+function columnCheck(expected: Expected, found: ReadonlySet<string>): Check {
+  const missing = expected.columns.filter((name) => !found.has(name));
+  return missing.length === 0 ? { check: "columns", ok: true, detail: `all ${expected.columns.length} columns` } : {
     check: "columns",
     ok: false,
     detail: `missing ${missing.join(", ")}: the table was made by an older version or by hand`,
-    fix: "run `outbox setup` (upgrades the table in place)",
+    fix: expected.columnsFix ?? "run `outbox setup` (upgrades the table in place)",
   };
 }
 
-function indexChecks(expected: readonly string[], found: ReadonlySet<string>): Check[] {
-  return expected.map((name) =>
-    found.has(name)
-      ? { check: "index", ok: true, detail: `${name} exists` }
-      : { check: "index", ok: false, detail: `${name} is missing`, fix: "run `outbox setup` (creates missing indexes)" }
-  );
+function indexChecks(expected: Expected, found: ReadonlySet<string>): Check[] {
+  return expected.indexes.map((name): Check => {
+    if (found.has(name)) return { check: "index", ok: true, detail: `${name} exists` };
+    const sql = expected.indexSql?.get(name);
+    return sql === undefined
+      ? { check: "index", ok: false, detail: `${name} is missing`, fix: "run `outbox setup` (creates missing indexes)" }
+      : { check: "index", ok: false, detail: `${name} is missing`, fix: `run ${sql}`, sql };
+  });
 }
 
 interface NatsTransport {
@@ -340,6 +424,8 @@ export const doctor: Command = {
     "Each check prints one line, ok or FAIL with a fix; exits 1 if any fails.",
     `The schema version must be at least the one setup() makes (${SETUP_SCHEMA_VERSION}), and at most the newest this`,
     `@x/outbox knows; with --fan-out (an outbox with publishers) at least ${FAN_OUT_SCHEMA_VERSION}.`,
+    "A missing index is fixed by `outbox setup`; on MySQL and MariaDB by the ALTER TABLE the",
+    "check prints (in --json: sql): there setup() adds no index to an existing table but fan-out's.",
     "With --nats and --stream, the stream's duplicate_window must be at least the outbox's",
     "retry horizon (leaseMs + retry.maxDelayMs; defaults 30s + 60s), or a retry after the",
     "window is stored twice. Give your relay's --lease-ms and --max-delay-ms if you changed them.",
@@ -377,7 +463,7 @@ export const doctor: Command = {
           leaseMs,
           retry: maxDelayMs === undefined ? undefined : { maxDelayMs, baseDelayMs: Math.min(1_000, maxDelayMs) },
         });
-        const catalog = connection.kind === "postgres" ? postgresCatalog(connection) : libsqlCatalog(connection);
+        const catalog = catalogOf(connection);
         checks = await tableChecks(connection, catalog, flags["fan-out"] === true);
         if (nats !== undefined && stream !== undefined) {
           checks.push(await streamCheck(io, nats, stream, outbox.retryHorizonMs));

@@ -3,8 +3,16 @@
  * a test: where output goes, the environment, and how drivers are loaded.
  */
 
-/** The npm packages the CLI loads on demand (optional peer dependencies). */
-export type DriverName = "postgres" | "@libsql/client" | "@nats-io/transport-node" | "@nats-io/jetstream";
+/**
+ * The modules the CLI loads on demand, from its optional peer dependencies: a package,
+ * or one of its subpaths (`mysql2/promise`).
+ */
+export type DriverName =
+  | "postgres"
+  | "mysql2/promise"
+  | "@libsql/client"
+  | "@nats-io/transport-node"
+  | "@nats-io/jetstream";
 
 /** Input and output of one CLI run. */
 export interface CliIo {
@@ -19,16 +27,18 @@ export interface CliIo {
 }
 
 /**
- * Imports a driver package. Each specifier is a literal, so Deno and JSR see it in the
+ * Imports a driver module. Each specifier is a literal, so Deno and JSR see it in the
  * module graph and map it through the import map; none is loaded before it is needed.
  *
- * @param name The package.
+ * @param name The package or subpath.
  * @returns The module.
  */
 export function importDriver(name: DriverName): Promise<unknown> {
   switch (name) {
     case "postgres":
       return import("postgres");
+    case "mysql2/promise":
+      return import("mysql2/promise");
     case "@libsql/client":
       return import("@libsql/client");
     case "@nats-io/transport-node":

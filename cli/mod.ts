@@ -1,9 +1,10 @@
 /**
  * The `outbox` command line: set up, inspect and repair an outbox table on Postgres,
- * a libSQL file, or libSQL over HTTP (sqld, Turso).
+ * MySQL or MariaDB, a libSQL file, or libSQL over HTTP (sqld, Turso).
  *
  * ```sh
  * npx @x/outbox status --url postgres://localhost/app       # npm bin
+ * npx @x/outbox doctor --url mysql://app@localhost:3306/app # the database is the path
  * bunx @x/outbox list --status dead --url file:app.db
  * deno run -A jsr:@x/outbox/cli doctor --url libsql://db.turso.io --auth-token "$TOKEN"
  * ```
@@ -54,9 +55,10 @@ function mainHelp(): string {
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
     "",
     "Connection (every command):",
-    "  --url URL           postgres://…, file:…, libsql://… or https://… (or OUTBOX_URL)",
+    "  --url URL           postgres://…, mysql://user@host:3306/db (or mariadb://), file:…,",
+    "                      libsql://… or https://… (or OUTBOX_URL)",
     "  --auth-token TOKEN  for libsql:// and https:// (or OUTBOX_AUTH_TOKEN)",
-    "  --schema NAME       Postgres schema (default public)",
+    "  --schema NAME       Postgres schema (default public); MySQL: the database in the URL",
     "  --table NAME        outbox table (default outbox)",
     "  --json              one JSON document on stdout",
     "",

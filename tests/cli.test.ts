@@ -1,13 +1,15 @@
 /**
  * The `outbox` CLI, run as a real child process from the sources: `bun cli/mod.ts …`
  * under `bun test`, `deno run -A cli/mod.ts …` under `deno test` (the npm bin under Node
- * is tests/node/cli.test.mjs). Against Postgres (a schema per test), a libSQL file (a
- * temp folder) and sqld with a JWT (as Turso), and a JetStream stream for `doctor`.
+ * is tests/node/cli.test.mjs). Against Postgres (a schema per test), MariaDB (tables of
+ * their own per test, in the shared database `test`), a libSQL file (a temp folder) and
+ * sqld with a JWT (as Turso), and a JetStream stream for `doctor`.
  *
- * Every run is awaited to its exit; nothing waits on a timer. Rows are made by the
- * library itself: dead ones by a tick whose publisher fails with `maxAttempts: 1`, an
- * "old" pending one by an outbox whose clock runs an hour behind, fan-out rows by an
- * outbox with `publishers`, one destination of which fails.
+ * Every run is awaited to its exit; nothing waits on a timer (one test gives a child a
+ * deadline, to see that it exits at all). Rows are made by the library itself: dead ones
+ * by a tick whose publisher fails with `maxAttempts: 1`, an "old" pending one by an
+ * outbox whose clock runs an hour behind, fan-out rows by an outbox with `publishers`,
+ * one destination of which fails.
  */
 
 import assert from "node:assert/strict";
@@ -15,13 +17,15 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { type Client, createClient } from "@libsql/client";
 import { createOutbox, type Outbox, type OutboxMessage, PublishError } from "../mod.ts";
 import { libsqlStorage } from "../adapters/libsql/mod.ts";
+import { mysqlStorage } from "../adapters/mysql/mod.ts";
 import { type PostgresSql, postgresStorage } from "../adapters/postgres/mod.ts";
 import { main, VERSION } from "../cli/mod.ts";
 import { runtime, test } from "./harness.ts";
+import { dropTables, inTransaction, MYSQL_URL, openPool, uniqueTable } from "./mysql_helpers.ts";
 import { NATS_URL, natsStream } from "./nats_helpers.ts";
 import { openSql, PG_URL, uniqueSchema } from "./postgres_helpers.ts";
 import { startSqld } from "./sqld_helpers.mjs";
@@ -42,20 +46,36 @@ const CLI: readonly string[] = runtime === "deno" ? ["run", "-A", "cli/mod.ts"] 
 
 /** Runs `outbox …args` to its exit. The parent's OUTBOX_* variables are not passed on. */
 function cli(args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
+  return runtimeRun([...CLI, ...args], env);
+}
+
+/**
+ * Runs this runtime's executable with `args` in the repository, to its exit, without the
+ * parent's OUTBOX_* variables. With `deadlineMs`, a child still running then is killed
+ * and the run fails: for a test of whether a process exits at all.
+ */
+function runtimeRun(args: readonly string[], env: Record<string, string> = {}, deadlineMs?: number): Promise<Run> {
   const base: Record<string, string> = { NO_COLOR: "1" };
   for (const [k, v] of Object.entries(proc.env)) if (v !== undefined && !k.startsWith("OUTBOX_")) base[k] = v;
   return new Promise((resolve, reject) => {
-    const child = spawn(proc.execPath, [...CLI, ...args], {
+    const child = spawn(proc.execPath, [...args], {
       cwd: root,
       env: { ...base, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
     let stderr = "";
+    const deadline = deadlineMs === undefined ? undefined : setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`still running after ${deadlineMs} ms; stdout:\n${stdout}\nstderr:\n${stderr}`));
+    }, deadlineMs);
     child.stdout!.on("data", (chunk) => (stdout += chunk));
     child.stderr!.on("data", (chunk) => (stderr += chunk));
     child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.on("close", (code) => {
+      clearTimeout(deadline);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
   });
 }
 
@@ -78,8 +98,16 @@ const json = (run: Run) => JSON.parse(run.stdout);
 
 /** A database the CLI is pointed at, and the library on the same table. */
 interface Backend {
-  /** `--url …` and whatever else selects the table (`--schema`, `--auth-token`). */
+  readonly kind: "postgres" | "mysql" | "libsql";
+  /** `--url …` and whatever else selects the database (`--schema`, `--auth-token`). */
+  readonly connection: readonly string[];
+  /** `connection`, and `--table` where the table `outbox` has another name (MySQL). */
   readonly args: readonly string[];
+  /**
+   * The name of the table called `base` in a test: `base` itself, or on MySQL, where
+   * every test shares the database `test`, a name of this backend's own.
+   */
+  table(base: string): string;
   /** An outbox on the table; `publisher` fails every publish. */
   outbox(options?: { now?: () => number; failing?: boolean }): Outbox<unknown, unknown>;
   /** The storage of another table in the same database (schema). */
@@ -89,6 +117,12 @@ interface Backend {
   exec(sql: string): Promise<void>;
   /** Quotes a table-level name (schema-qualified on Postgres). */
   qualify(name: string): string;
+  /** A table-level name as the CLI prints it: `schema.name`, `database.name` (MySQL) or `name`. */
+  shown(name: string): string;
+  /** Drops index `name` of `table`. */
+  dropIndex(table: string, name: string): Promise<void>;
+  /** An index `setup()` makes at every schema version, as `<table>_<suffix>`: lifecycle drops it. */
+  readonly indexSuffix: string;
   close(): Promise<void>;
 }
 
@@ -108,13 +142,21 @@ async function postgresBackend(): Promise<Backend> {
   const schema = uniqueSchema("cli");
   const sql = openSql(2);
   const storage = postgresStorage(sql as unknown as PostgresSql, { schema });
+  const connection = ["--url", PG_URL, "--schema", schema];
+  const qualify = (name: string) => `"${schema}"."${name}"`;
   return {
-    args: ["--url", PG_URL, "--schema", schema],
+    kind: "postgres",
+    connection,
+    args: connection,
+    table: (base) => base,
     outbox: (options) => outboxOn(storage, options),
     storage: (table) => postgresStorage(sql as unknown as PostgresSql, { schema, table }),
     enqueue: async (outbox, messages) => void (await outbox.enqueue(sql, messages)),
     exec: async (text) => void (await sql.unsafe(text)),
-    qualify: (name) => `"${schema}"."${name}"`,
+    qualify,
+    shown: (name) => `${schema}.${name}`,
+    dropIndex: async (_table, name) => void (await sql.unsafe(`DROP INDEX ${qualify(name)}`)),
+    indexSuffix: "key_dest_idx",
     async close() {
       await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await sql.end();
@@ -122,15 +164,60 @@ async function postgresBackend(): Promise<Backend> {
   };
 }
 
+/**
+ * MariaDB (or MySQL): the database `test` of the shared server, so each backend has
+ * tables of its own (`cli_…_outbox`, `cli_…_fan`), dropped with their version tables.
+ */
+function mysqlBackend(): Backend {
+  const prefix = uniqueTable("cli");
+  const tables = new Set<string>();
+  const table = (base: string) => {
+    const name = `${prefix}_${base}`;
+    tables.add(name);
+    return name;
+  };
+  const pool = openPool(2);
+  const storage = mysqlStorage(pool, { table: table("outbox") });
+  const connection = ["--url", MYSQL_URL];
+  const database = new URL(MYSQL_URL).pathname.slice(1);
+  return {
+    kind: "mysql",
+    connection,
+    args: [...connection, "--table", table("outbox")],
+    table,
+    outbox: (options) => outboxOn(storage, options),
+    storage: (name) => mysqlStorage(pool, { table: name }),
+    enqueue: (outbox, messages) => inTransaction(pool, async (conn) => void (await outbox.enqueue(conn, messages))),
+    exec: async (text) => void (await pool.query(text)),
+    qualify: (name) => `\`${name}\``,
+    shown: (name) => `${database}.${name}`,
+    dropIndex: async (on, name) => void (await pool.query(`DROP INDEX \`${name}\` ON \`${on}\``)),
+    indexSuffix: "wait_dest_idx",
+    async close() {
+      try {
+        for (const name of tables) await dropTables(pool, name);
+      } finally {
+        await pool.end();
+      }
+    },
+  };
+}
+
 function libsqlBackend(client: Client, args: readonly string[], close: () => Promise<void>): Backend {
   const storage = libsqlStorage(client);
   return {
+    kind: "libsql",
+    connection: args,
     args,
+    table: (base) => base,
     outbox: (options) => outboxOn(storage, options),
     storage: (table) => libsqlStorage(client, { table }),
     enqueue: async (outbox, messages) => void (await outbox.enqueue(client, messages)),
     exec: async (text) => void (await client.execute(text)),
     qualify: (name) => `"${name}"`,
+    shown: (name) => name,
+    dropIndex: async (_table, name) => void (await client.execute(`DROP INDEX "${name}"`)),
+    indexSuffix: "key_dest_idx",
     close: async () => {
       client.close();
       await close();
@@ -286,26 +373,41 @@ async function lifecycle(b: Backend, name: string): Promise<void> {
   assert.deepEqual([after.pending, after.dead], [3, 0]);
 
   // doctor: all ok on the set-up table, then a dropped index is named.
+  const t = b.table("outbox");
+  const index = `${t}_${b.indexSuffix}`;
   const ok = await cli(["doctor", ...b.args]);
   exits(ok, 0, "doctor");
-  assert.match(ok.stdout, /^ok\s+table\s/m);
-  assert.match(ok.stdout, /^ok\s+schema version\s+version 2 \(recorded in (?:\S+\.)?outbox_schema\); fan-out/m);
-  assert.match(ok.stdout, /^ok\s+index\s+outbox_key_dest_idx exists$/m);
+  assert.match(ok.stdout, /^ok\s+connect\s+(?:Postgres|MariaDB|MySQL|libSQL) \S/m);
+  assert.match(ok.stdout, new RegExp(`^ok\\s+table\\s+${escaped(b.shown(t))} exists$`, "m"));
+  assert.match(
+    ok.stdout,
+    new RegExp(`^ok\\s+schema version\\s+version 2 \\(recorded in ${escaped(b.shown(`${t}_schema`))}\\); fan-out`, "m"),
+  );
+  assert.match(ok.stdout, new RegExp(`^ok\\s+index\\s+${index} exists$`, "m"));
   assert.doesNotMatch(ok.stdout, /FAIL/);
-  await b.exec(`DROP INDEX ${b.qualify("outbox_key_dest_idx")}`);
+  await b.dropIndex(t, index);
   const broken = await cli(["doctor", ...b.args]);
-  exits(broken, 1, "doctor without key_dest_idx");
-  assert.match(broken.stdout, /^FAIL\s+index\s+outbox_key_dest_idx is missing; fix: run `outbox setup`/m);
+  exits(broken, 1, `doctor without ${index}`);
+  // setup() restores a missing index on Postgres and libSQL; on MySQL doctor gives the ALTER TABLE.
+  const fix = b.kind === "mysql" ? `run ALTER TABLE \`${t}\` ADD KEY \`${index}\` \\(` : "run `outbox setup`";
+  assert.match(broken.stdout, new RegExp(`^FAIL\\s+index\\s+${index} is missing; fix: ${fix}`, "m"));
   assert.match(broken.stdout, /^1 of \d+ checks failed$/m);
   const report2 = json(await cli(["doctor", ...b.args, "--json"]));
   assert.equal(report2.ok, false);
-  assert.deepEqual(
-    report2.checks.filter((c: { ok: boolean }) => !c.ok).map((c: { detail: string }) => c.detail),
-    ["outbox_key_dest_idx is missing"],
-  );
+  const failed = report2.checks.filter((c: { ok: boolean }) => !c.ok);
+  assert.deepEqual(failed.map((c: { detail: string }) => c.detail), [`${index} is missing`]);
+  if (b.kind === "mysql") {
+    assert.match(failed[0].sql, /^ALTER TABLE `\w+` ADD KEY `\w+` \(destination, .*\)$/);
+    await b.exec(failed[0].sql);
+  } else {
+    assert.equal(failed[0].sql, undefined, "outbox setup is the fix");
+  }
   exits(await cli(["setup", ...b.args]), 0, "setup again");
-  exits(await cli(["doctor", ...b.args]), 0, "doctor after setup");
+  exits(await cli(["doctor", ...b.args]), 0, "doctor after the fix");
 }
+
+/** Text for a RegExp that matches it literally. */
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** Counts by status, as `status --json` prints them per topic and destination. */
 const counts = (pending: number, processing: number, published: number, dead: number) => ({
@@ -316,34 +418,52 @@ const counts = (pending: number, processing: number, published: number, dead: nu
 });
 
 /**
- * Fan-out on a table of its own (`fan`): a table of version 1 found and upgraded,
- * `setup --fan-out` to version 3, then rows for the one publisher (`""`) and for two
- * destinations, one of which fails: status, list, requeue and purge by destination, and
- * doctor's schema version check both ways.
+ * Fan-out on a table of its own (`fan`): a table of version 1 found and upgraded (MySQL,
+ * which starts at 2: one without its version table), `setup --fan-out` to version 3, then
+ * rows for the one publisher (`""`) and for two destinations, one of which fails: status,
+ * list, requeue and purge by destination, and doctor's schema version check both ways.
  */
 async function fanOut(b: Backend, name: string): Promise<void> {
-  const args = [...b.args, "--table", "fan"];
-  const schemaTable = b.qualify("fan_schema");
+  const fanTable = b.table("fan");
+  const args = [...b.connection, "--table", fanTable];
+  const schemaTable = b.qualify(`${fanTable}_schema`);
   exits(await cli(["setup", ...args]), 0, "setup");
 
-  // A table as @x/outbox 0.1.0 left it: no destination column and no version table.
-  await b.exec(`DROP INDEX ${b.qualify("fan_claim_dest_idx")}`);
-  await b.exec(`DROP INDEX ${b.qualify("fan_key_dest_idx")}`);
-  await b.exec(`DROP TABLE ${schemaTable}`);
-  await b.exec(`ALTER TABLE ${b.qualify("fan")} DROP COLUMN destination`);
-  const old = await cli(["doctor", ...args]);
-  exits(old, 1, `${name}: doctor on a version 1 table`);
-  assert.match(
-    old.stdout,
-    /^FAIL\s+schema version\s+version 1 \(a table of @x\/outbox 0\.1\.0, with no (?:\S+\.)?fan_schema\); setup\(\) makes version 2; fix: run `outbox setup`/m,
-  );
-  assert.match(old.stdout, /^FAIL\s+columns\s+missing destination: .*fix: run `outbox setup`/m);
+  if (b.kind === "mysql") {
+    // No MySQL table was ever at version 1. One without its version table (drizzle-kit's,
+    // or made by hand) is read by its layout, and setup records the version.
+    await b.exec(`DROP TABLE ${schemaTable}`);
+    const bare = await cli(["doctor", ...args]);
+    exits(bare, 0, `${name}: doctor on a table without its version table`);
+    assert.match(
+      bare.stdout,
+      new RegExp(
+        `^ok\\s+schema version\\s+version 2 \\(by its layout, with no ${
+          escaped(b.shown(`${fanTable}_schema`))
+        }: made by drizzle-kit or by hand\\); fan-out \\(publishers\\) needs 3`,
+        "m",
+      ),
+    );
+  } else {
+    // A table as @x/outbox 0.1.0 left it: no destination column and no version table.
+    await b.dropIndex(fanTable, `${fanTable}_claim_dest_idx`);
+    await b.dropIndex(fanTable, `${fanTable}_key_dest_idx`);
+    await b.exec(`DROP TABLE ${schemaTable}`);
+    await b.exec(`ALTER TABLE ${b.qualify(fanTable)} DROP COLUMN destination`);
+    const old = await cli(["doctor", ...args]);
+    exits(old, 1, `${name}: doctor on a version 1 table`);
+    assert.match(
+      old.stdout,
+      /^FAIL\s+schema version\s+version 1 \(a table of @x\/outbox 0\.1\.0, with no (?:\S+\.)?fan_schema\); setup\(\) makes version 2; fix: run `outbox setup`/m,
+    );
+    assert.match(old.stdout, /^FAIL\s+columns\s+missing destination: .*fix: run `outbox setup`/m);
+  }
   const upgraded = await cli(["setup", ...args]);
-  exits(upgraded, 0, "setup of a version 1 table");
+  exits(upgraded, 0, "setup of the old table");
   assert.match(upgraded.stdout, /^outbox table \S*fan is set up at .*: schema version 2$/m);
 
   // Version 2 serves one publisher; publishers need 3.
-  const single = createOutbox({ storage: b.storage("fan") as never, publisher: () => {} });
+  const single = createOutbox({ storage: b.storage(fanTable) as never, publisher: () => {} });
   await b.enqueue(single as Outbox<unknown, unknown>, [{ id: "s-1", topic: "orders.created", payload: { n: 0 } }]);
   const two = await cli(["doctor", ...args]);
   exits(two, 0, "doctor on version 2");
@@ -359,13 +479,13 @@ async function fanOut(b: Backend, name: string): Promise<void> {
   assert.match(ready.stdout, /: schema version 3 \(fan-out\)$/m);
   assert.deepEqual(
     json(await cli(["setup", ...args, "--json"])),
-    { ok: true, table: b.qualify("fan").replaceAll('"', ""), schemaVersion: 3, fanOut: true },
+    { ok: true, table: b.shown(fanTable), schemaVersion: 3, fanOut: true },
     "setup without --fan-out never downgrades",
   );
 
   // nats takes everything, hooks the orders (and fails them for good).
   const fan = createOutbox({
-    storage: b.storage("fan") as never,
+    storage: b.storage(fanTable) as never,
     publishers: {
       nats: () => {},
       hooks: (m) => {
@@ -454,7 +574,7 @@ async function fanOut(b: Backend, name: string): Promise<void> {
   assert.deepEqual(newer.checks.find((c: { check: string }) => c.check === "schema version"), {
     check: "schema version",
     ok: false,
-    detail: `version 9 (recorded in ${schemaTable.replaceAll('"', "")}) is newer than this @x/outbox (3)`,
+    detail: `version 9 (recorded in ${b.shown(`${fanTable}_schema`)}) is newer than this @x/outbox (3)`,
     fix: "upgrade @x/outbox (npm install @x/outbox@latest)",
   });
   oneErrorLine(await cli(["setup", ...args]), 1, /schema version 9\b.*newer than this @x\/outbox/, "setup on 9");
@@ -479,6 +599,25 @@ test(
       assert.match(broken.stdout, /^FAIL\s+old indexes\s+outbox_claim_idx of schema version 1 still there/m);
       exits(await cli(["setup", ...b.args]), 0, "setup");
       exits(await cli(["doctor", ...b.args]), 0, "doctor after setup");
+    }),
+  { timeout: 120_000 },
+);
+
+test(
+  `cli (${runtime}): setup, status, list, requeue, purge and doctor on MariaDB, also as mariadb:// and from OUTBOX_URL`,
+  () =>
+    withBackend(mysqlBackend, async (b) => {
+      await lifecycle(b, "mariadb");
+      const table = ["--table", b.table("outbox")];
+      const alias = MYSQL_URL.replace(/^mysql:/, "mariadb:");
+      const [viaAlias, fromEnv] = await Promise.all([
+        cli(["status", "--url", alias, ...table, "--json"]),
+        cli(["status", ...table, "--json"], { OUTBOX_URL: MYSQL_URL }),
+      ]);
+      exits(viaAlias, 0, "status on a mariadb:// URL");
+      assert.equal(json(viaAlias).pending, 3);
+      exits(fromEnv, 0, "status from OUTBOX_URL");
+      assert.equal(json(fromEnv).table, b.shown(b.table("outbox")));
     }),
   { timeout: 120_000 },
 );
@@ -511,6 +650,7 @@ test(
 for (
   const [where, open] of [
     ["Postgres", postgresBackend],
+    ["MariaDB", mysqlBackend],
     ["a libSQL file", fileBackend],
     ["sqld over HTTP", sqldBackend],
   ] as const
@@ -562,19 +702,52 @@ test(
 test(`cli (${runtime}): a database that cannot be used is one line on stderr and exit 1`, async () => {
   const schema = uniqueSchema("cli");
   const dir = mkdtempSync(join(tmpdir(), "x-outbox-cli-"));
+  /** The test server's URL with another port or database. */
+  const mysqlAt = (port: string, database?: string) => {
+    const url = new URL(MYSQL_URL);
+    url.port = port;
+    if (database !== undefined) url.pathname = `/${database}`;
+    return url.href;
+  };
+  // A password the server refuses (the test user has none): it never reaches the output.
+  const wrongPassword = MYSQL_URL.replace(/^mysql:\/\/([^:@/]+)(?::[^@/]*)?@/, "mysql://$1:s3cr3t-pw@");
   try {
-    const [noTable, refused, noFile, doctorRefused] = await Promise.all([
-      cli(["status", "--url", PG_URL, "--schema", schema]),
-      cli(["list", "--url", "postgres://postgres@127.0.0.1:1/test"]),
-      cli(["status", "--url", `file:${join(dir, "typo.db")}`]),
-      cli(["doctor", "--url", "postgres://postgres@127.0.0.1:1/test"]),
-    ]);
+    const [noTable, refused, noFile, doctorRefused, mysqlNoTable, mysqlRefused, mysqlDoctor, mysqlDenied, noDatabase] =
+      await Promise.all([
+        cli(["status", "--url", PG_URL, "--schema", schema]),
+        cli(["list", "--url", "postgres://postgres@127.0.0.1:1/test"]),
+        cli(["status", "--url", `file:${join(dir, "typo.db")}`]),
+        cli(["doctor", "--url", "postgres://postgres@127.0.0.1:1/test"]),
+        cli(["status", "--url", MYSQL_URL, "--table", uniqueTable("cli_none")]),
+        cli(["list", "--url", mysqlAt("1")]),
+        cli(["doctor", "--url", mysqlAt("1")]),
+        cli(["status", "--url", wrongPassword]),
+        cli(["status", "--url", mysqlAt(new URL(MYSQL_URL).port, uniqueTable("nodb"))]),
+      ]);
     oneErrorLine(noTable, 1, /does not exist; run `outbox setup` first/, "status without the table");
     oneErrorLine(refused, 1, /^outbox: cannot connect to postgres:\/\/postgres@127\.0\.0\.1:1\/test: /, "refused");
     oneErrorLine(noFile, 1, /no database file at .*typo\.db/, "a missing file");
     assert.deepEqual(readdirSync(dir), [], "status created no database file");
     exits(doctorRefused, 1, "doctor, refused");
     assert.match(doctorRefused.stdout, /^FAIL\s+connect\s+cannot connect/m);
+
+    oneErrorLine(mysqlNoTable, 1, /does not exist; run `outbox setup` first/, "MariaDB: status without the table");
+    oneErrorLine(
+      mysqlRefused,
+      1,
+      new RegExp(`^outbox: cannot connect to ${escaped(mysqlAt("1"))}: \\S`),
+      "MariaDB: refused",
+    );
+    exits(mysqlDoctor, 1, "MariaDB: doctor, refused");
+    assert.match(mysqlDoctor.stdout, /^FAIL\s+connect\s+cannot connect to mysql:\/\//m);
+    oneErrorLine(
+      mysqlDenied,
+      1,
+      /^outbox: cannot connect to mysql:\/\/[^:@/]+:\*\*\*@.*: Access denied/,
+      "wrong password",
+    );
+    assert.doesNotMatch(mysqlDenied.stderr, /s3cr3t-pw/, "the password is not printed");
+    oneErrorLine(noDatabase, 1, /^outbox: cannot connect to .*: Unknown database 'nodb_/, "MariaDB: no such database");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -591,7 +764,31 @@ test(`cli (${runtime}): usage errors exit 2 with one line on stderr and nothing 
     [["status", "extra", ...file], /status takes no argument "extra"/],
     [["status", ...file, "--bogus"], /unknown flag --bogus for status/],
     [["status", ...file, "--json", "--json"], /--json is given twice/],
-    [["status", "--url", "mysql://x/y"], /scheme mysql: is not supported/],
+    [["status", "--url", "mssql://x/y"], /scheme mssql: is not supported; use postgres:\/\/, mysql:\/\/, mariadb:\/\//],
+    [
+      ["status", "--url", "mysql://root@127.0.0.1:3306"],
+      /"mysql:\/\/root@127\.0\.0\.1:3306" names no database; add it/,
+    ],
+    [
+      ["status", "--url", "mariadb://root@127.0.0.1:3306/"],
+      /names no database; add it as the path: mariadb:\/\/user@host/,
+    ],
+    [
+      ["setup", "--url", "mysql://root:pw@127.0.0.1/", "--json"],
+      /"mysql:\/\/root:\*\*\*@127\.0\.0\.1\/" names no database/,
+    ],
+    [
+      ["status", "--url", "mysql://root@127.0.0.1:3306/test", "--schema", "s"],
+      /--schema is for postgres:\/\/ URLs; on mysql:\/\/ the database is the URL's path/,
+    ],
+    [
+      ["doctor", "--url", "mysql://root@127.0.0.1:3306/test", "--auth-token", "t"],
+      /--auth-token is for libsql:\/\/ and http\(s\):\/\/ URLs/,
+    ],
+    [
+      ["status", "--url", "mysql://root@127.0.0.1:3306/test", "--table", "bad-name"],
+      /--table must be a plain SQL identifier/,
+    ],
     [["status", ...file, "--max-age", "soon"], /--max-age must be a duration/],
     [["status", ...file, "--table", "bad-name"], /--table must be a plain SQL identifier/],
     [["status", ...file, "--schema", "s"], /--schema is for postgres:\/\/ URLs/],
@@ -624,6 +821,7 @@ test(`cli (${runtime}): --help for the CLI and every command, and --version`, as
     cli(["list", "-h"]),
   ]);
   exits(top, 0, "--help");
+  assert.match(top.stdout, /--url URL\s+postgres:\/\/…, mysql:\/\/user@host:3306\/db \(or mariadb:\/\/\)/);
   for (const c of commands) assert.match(top.stdout, new RegExp(`^  ${c}\\s+\\S`, "m"), `--help lists ${c}`);
   exits(version, 0, "--version");
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
@@ -661,7 +859,41 @@ test("cli: a missing driver is named in one line (main() in process, its loader 
   err = "";
   assert.equal(await main(["status", "--url", "libsql://db.example.turso.io"], io), 1);
   assert.equal(err, "outbox: install @libsql/client to use a libsql: URL (npm install @libsql/client)\n");
+  err = "";
+  assert.equal(await main(["status", "--url", "mariadb://app@localhost/app"], io), 1);
+  assert.equal(err, "outbox: install mysql2 to use a mariadb:// URL (npm install mysql2)\n");
 });
+
+test(
+  `cli (${runtime}): main() on a mysql:// URL leaves nothing running: a process that never calls exit ends`,
+  async () => {
+    // bin.ts and `deno run cli/mod.ts` exit explicitly; code that calls main() does not.
+    const table = uniqueTable("cli_main");
+    const url = JSON.stringify(MYSQL_URL);
+    const script = `
+      import { main } from ${JSON.stringify(pathToFileURL(join(root, "cli", "mod.ts")).href)};
+      const io = { stdout: (t) => console.log(t.trimEnd()), stderr: (t) => console.log(t.trimEnd()), env: {} };
+      const table = ["--table", ${JSON.stringify(table)}];
+      const codes = [
+        await main(["setup", "--url", ${url}, ...table, "--json"], io),
+        await main(["doctor", "--url", ${url}, ...table], io),
+        await main(["status", "--url", ${url}, "--table", "cli_never_made"], io),
+        await main(["status", "--url", "mysql://root@127.0.0.1:1/test"], io),
+      ];
+      console.log("codes " + codes.join(" "));
+    `;
+    try {
+      const run = await runtimeRun(runtime === "deno" ? ["eval", script] : ["-e", script], {}, 30_000);
+      exits(run, 0, "the script");
+      assert.match(run.stdout, /^codes 0 0 1 1$/m);
+      assert.match(run.stdout, /^all \d+ checks passed$/m);
+    } finally {
+      const pool = openPool(1);
+      await dropTables(pool, table).finally(() => pool.end());
+    }
+  },
+  { timeout: 60_000 },
+);
 
 test("cli: only cli/runtime.ts touches the runtime, and only cli/io.ts imports drivers", () => {
   const files = readdirSync(join(root, "cli")).filter((f) => f.endsWith(".ts"));
