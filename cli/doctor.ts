@@ -28,8 +28,6 @@ interface Check {
   readonly detail: string;
   /** What to do about a failure. */
   readonly fix?: string;
-  /** The statement that fixes it, when `outbox setup` does not (a missing index on MySQL). */
-  readonly sql?: string;
 }
 
 /** What the DDL says should exist. */
@@ -44,11 +42,6 @@ interface Expected {
   claimFunctions: [string, string][];
   /** `[schema, name]` of the claim function of earlier versions, which setup() drops (Postgres). */
   oldClaimFunction?: [string, string];
-  /**
-   * The statement that adds each index, where `outbox setup` would not (MySQL: setup()
-   * creates a table with its indexes, and leaves an existing table's as they are).
-   */
-  indexSql?: ReadonlyMap<string, string>;
   /** The fix for missing columns, where `outbox setup` would not add them (MySQL). */
   columnsFix?: string;
 }
@@ -82,9 +75,8 @@ function expectedFrom(ddl: readonly string[], table: string): Expected {
 
 /**
  * Reads the expected objects out of MySQL's DDL of a fresh `table`: one CREATE TABLE
- * with its indexes inline (`KEY \`name\` (columns)`), and the version table. Only
- * `outbox setup --fan-out` changes an existing table (its id index), so the fix for
- * any other missing index is the ALTER TABLE that adds it.
+ * with its indexes inline (`KEY \`name\` (columns)`), and the version table. setup()
+ * adds a missing index to an existing table, but no missing column.
  */
 function expectedFromMysql(ddl: readonly string[], table: string): Expected {
   const createTable = /^CREATE TABLE IF NOT EXISTS `([^`]+)`/;
@@ -94,14 +86,13 @@ function expectedFromMysql(ddl: readonly string[], table: string): Expected {
   // Column lines start with a lowercase name (`key` is quoted); keys and constraints are upper case.
   const columns = [...body.matchAll(/^\s+`?([a-z_][a-z0-9_]*)`?\s/gm)].map((m) => m[1]!);
   // Named keys only: the primary key has no name of its own (information_schema calls it PRIMARY).
-  const keys = [...body.matchAll(/^\s+((?:UNIQUE )?KEY `([^`]+)` \(.*\)),?$/gm)];
+  const keys = [...body.matchAll(/^\s+(?:UNIQUE )?KEY `([^`]+)` \(.*\),?$/gm)];
   return {
     columns,
-    indexes: keys.map((m) => m[2]!),
+    indexes: keys.map((m) => m[1]!),
     oldIndexes: [],
     versionTable: others[0],
     claimFunctions: [],
-    indexSql: new Map(keys.map((m) => [m[2]!, `ALTER TABLE \`${table}\` ADD ${m[1]!}`])),
     columnsFix:
       "add them as mysqlSchema() declares them (`outbox setup` does not change an existing MySQL table's columns)",
   };
@@ -358,10 +349,12 @@ function columnCheck(expected: Expected, found: ReadonlySet<string>): Check {
 function indexChecks(expected: Expected, found: ReadonlySet<string>): Check[] {
   return expected.indexes.map((name): Check => {
     if (found.has(name)) return { check: "index", ok: true, detail: `${name} exists` };
-    const sql = expected.indexSql?.get(name);
-    return sql === undefined
-      ? { check: "index", ok: false, detail: `${name} is missing`, fix: "run `outbox setup` (creates missing indexes)" }
-      : { check: "index", ok: false, detail: `${name} is missing`, fix: `run ${sql}`, sql };
+    return {
+      check: "index",
+      ok: false,
+      detail: `${name} is missing`,
+      fix: "run `outbox setup` (creates missing indexes)",
+    };
   });
 }
 
@@ -424,8 +417,7 @@ export const doctor: Command = {
     "Each check prints one line, ok or FAIL with a fix; exits 1 if any fails.",
     `The schema version must be at least the one setup() makes (${SETUP_SCHEMA_VERSION}), and at most the newest this`,
     `@x/outbox knows; with --fan-out (an outbox with publishers) at least ${FAN_OUT_SCHEMA_VERSION}.`,
-    "A missing index is fixed by `outbox setup`; on MySQL and MariaDB by the ALTER TABLE the",
-    "check prints (in --json: sql): there setup() adds no index to an existing table but fan-out's.",
+    "A missing index is fixed by `outbox setup`.",
     "With --nats and --stream, the stream's duplicate_window must be at least the outbox's",
     "retry horizon (leaseMs + retry.maxDelayMs; defaults 30s + 60s), or a retry after the",
     "window is stored twice. Give your relay's --lease-ms and --max-delay-ms if you changed them.",

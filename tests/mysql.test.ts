@@ -106,6 +106,46 @@ test("mariadb: setup() records version 2, fanOut upgrades to 3 and never back; a
     );
   }));
 
+test("mariadb: setup() adds back the indexes a table lacks, at versions 2 and 3, and keeps its rows", () =>
+  withTable(async (pool, table) => {
+    const storage = mysqlStorage(pool, { table });
+    await storage.setup();
+    const indexes = async () => {
+      const [rows] = await pool.query(
+        "SELECT DISTINCT index_name AS name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ?",
+        [table],
+      ) as [{ name: string }[], unknown];
+      return rows.map((r) => r.name).sort();
+    };
+    const full = await indexes();
+    assert.equal(full.length, 6);
+    await inTransaction(
+      pool,
+      (conn) =>
+        createOutbox({ storage, publisher: memoryPublisher() }).enqueue(conn, {
+          id: "m",
+          key: "k",
+          topic: "t",
+          payload: 1,
+        }),
+    );
+    await pool.query(
+      `ALTER TABLE \`${table}\` DROP INDEX \`${table}_claim_dest_idx\`, DROP INDEX \`${table}_settled_idx\``,
+    );
+    assert.equal((await indexes()).length, 4);
+    await storage.setup();
+    assert.deepEqual(await indexes(), full);
+    // Version 3: the key on (id, destination) instead of id's own; a dropped one comes back as well.
+    await storage.setup({ fanOut: true });
+    const fanOut = await indexes();
+    assert.ok(fanOut.includes(`${table}_id_dest_unique`) && !fanOut.includes(`${table}_id_unique`));
+    await pool.query(`ALTER TABLE \`${table}\` DROP INDEX \`${table}_wait_dest_idx\``);
+    await storage.setup();
+    assert.deepEqual(await indexes(), fanOut);
+    assert.equal(await storage.schemaVersion(), 3);
+    assert.deepEqual((await storage.inspect!()).map((r) => r.id), ["m"]);
+  }));
+
 test("mariadb: ids and keys are kept byte for byte: case, trailing spaces and 4-byte characters differ", () =>
   withTable(async (pool, table) => {
     const pub = memoryPublisher();

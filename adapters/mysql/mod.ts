@@ -70,6 +70,7 @@ import {
   createTableSql,
   DEFAULT_SCHEMA_VERSION,
   existingIdSql,
+  INDEXES_SQL,
   insertSql,
   LAYOUT_SQL,
   MAX_KEY_BYTES,
@@ -80,6 +81,7 @@ import {
   SCHEMA_VERSION,
   type SelectThenApply,
   type SqlQuery,
+  tableKeys,
   versionTableSql,
 } from "./sql.ts";
 
@@ -389,21 +391,15 @@ export function mysqlStorage(pool: MysqlPool, options: MysqlStorageOptions = {})
     const steps: string[] = [];
     if (found === 0) {
       steps.push(createTableSql(n, { fanOut: target === SCHEMA_VERSION }));
-    } else if (target === SCHEMA_VERSION) {
-      // 2 → 3 (or a version 3 table missing an index): one ALTER, an online DDL in InnoDB.
-      const [rows] = await exec(conn, LAYOUT_SQL, [
-        n.name,
-        n.versionName,
-        n.name,
-        n.idIndex,
-        n.name,
-        n.idDestinationIndex,
-      ]);
-      const layout = (rows as Row[])[0] ?? {};
-      const parts = [
-        ...(num(layout.has_id_dest) === 0 ? [`ADD UNIQUE KEY \`${n.idDestinationIndex}\` (id, destination)`] : []),
-        ...(num(layout.has_id) > 0 ? [`DROP INDEX \`${n.idIndex}\``] : []),
-      ];
+    } else {
+      // An existing table: add every key it lacks (the fan-out id key of 2 → 3, or one
+      // dropped by hand, as Postgres' and libSQL's setup() recreate a missing index),
+      // and at version 3 drop the key on id alone; one ALTER, an online DDL in InnoDB.
+      const [rows] = await exec(conn, INDEXES_SQL, [n.name]);
+      const have = new Set((rows as Row[]).map((row) => text(row.name)));
+      const fanOut = target === SCHEMA_VERSION;
+      const parts = tableKeys(n, { fanOut }).filter(([name]) => !have.has(name)).map(([, key]) => `ADD ${key}`);
+      if (fanOut && have.has(n.idIndex)) parts.push(`DROP INDEX \`${n.idIndex}\``);
       if (parts.length > 0) steps.push(`ALTER TABLE ${n.table} ${parts.join(", ")}`);
     }
     steps.push(versionTableSql(n), recordVersionSql(n, target));

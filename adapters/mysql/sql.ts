@@ -110,6 +110,27 @@ export interface DdlOptions {
 }
 
 /**
+ * The table's keys but the primary one, as `[name, definition]`: what CREATE TABLE
+ * declares, and what setup() adds back to an existing table when one is missing.
+ */
+export function tableKeys(n: MysqlNames, options: DdlOptions = {}): [string, string][] {
+  return [
+    options.fanOut === true
+      // Fan-out: a row per destination under one id; also serves lookups by id.
+      ? [n.idDestinationIndex, `UNIQUE KEY \`${n.idDestinationIndex}\` (id, destination)`]
+      : [n.idIndex, `UNIQUE KEY \`${n.idIndex}\` (id)`],
+    [n.claimIndex, `KEY \`${n.claimIndex}\` (destination, settled, seq, available_at, \`key\`)`],
+    [n.waitIndex, `KEY \`${n.waitIndex}\` (destination, settled, available_at, \`key\`, seq)`],
+    [n.settledIndex, `KEY \`${n.settledIndex}\` (status, settled_at)`],
+    [n.scheduledIndex, `KEY \`${n.scheduledIndex}\` (settled, deliver_at)`],
+  ];
+}
+
+/** The names of a table's indexes. Params: the table name. */
+export const INDEXES_SQL =
+  "SELECT DISTINCT index_name AS name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ?";
+
+/**
  * The CREATE TABLE of a fresh table at schema version 2 (3 with `fanOut`), indexes
  * inline (MySQL 8 has no CREATE INDEX IF NOT EXISTS).
  */
@@ -133,16 +154,7 @@ export function createTableSql(n: MysqlNames, options: DdlOptions = {}): string 
   destination VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
   settled TINYINT GENERATED ALWAYS AS (available_at IS NULL) STORED,
   PRIMARY KEY (seq),
-  ${
-    options.fanOut === true
-      // Fan-out: a row per destination under one id; also serves lookups by id.
-      ? `UNIQUE KEY \`${n.idDestinationIndex}\` (id, destination)`
-      : `UNIQUE KEY \`${n.idIndex}\` (id)`
-  },
-  KEY \`${n.claimIndex}\` (destination, settled, seq, available_at, \`key\`),
-  KEY \`${n.waitIndex}\` (destination, settled, available_at, \`key\`, seq),
-  KEY \`${n.settledIndex}\` (status, settled_at),
-  KEY \`${n.scheduledIndex}\` (settled, deliver_at),
+  ${tableKeys(n, options).map(([, key]) => key).join(",\n  ")},
   CONSTRAINT \`${objectName(n.name, "status_check")}\` CHECK (status IN ('pending', 'processing', 'published', 'dead')),
   CONSTRAINT \`${objectName(n.name, "payload_check")}\` CHECK ((payload IS NULL) <> (payload_bytes IS NULL))
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`;
