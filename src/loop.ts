@@ -6,7 +6,7 @@
 
 import { retryHorizonMs } from "./options.ts";
 import type { RelayContext, TickReport } from "./relay.ts";
-import { runTick } from "./relay.ts";
+import { emptyReport, runTick } from "./relay.ts";
 
 /** Options of `outbox.start()`. */
 export interface StartOptions {
@@ -16,7 +16,10 @@ export interface StartOptions {
   minIdleMs?: number;
   /** Longest idle wait: the polling interval of an idle relay (default 1,000 ms). */
   maxIdleMs?: number;
-  /** Called after every tick that did something; for metrics and logs. */
+  /**
+   * Called after every tick that did something, for metrics and logs; also after a tick
+   * that failed part-way, with what it did before the error (the error goes to `onError`).
+   */
   onTick?: (report: TickReport) => void;
 }
 
@@ -110,20 +113,26 @@ export function startLoop(ctxs: readonly RelayContext[], options: StartOptions =
     let failures = 0;
     while (!stopSignal.aborted) {
       woken = false;
-      let report: TickReport;
+      const report = emptyReport();
+      let failed = false;
       try {
-        report = await runTick(ctx, { maxBatches: 16, signal: stopSignal, budgetMs: Infinity });
+        await runTick(ctx, { maxBatches: 16, signal: stopSignal, budgetMs: Infinity }, report);
         failures = 0;
       } catch (error) {
         o.onError(error, { phase: "tick" });
+        failed = true;
+      }
+      // A failed tick still reports the batches it got through (a later claim failed,
+      // say), so onTick counts every message published.
+      if ((report.claimed > 0 || report.cleaned > 0) && options.onTick) {
+        // A throwing (or rejecting) hook is reported, never the end of the loop.
+        Promise.resolve(report).then(options.onTick).catch((error) => o.onError(error, { phase: "onTick" }));
+      }
+      if (failed) {
         failures++;
         // Back off on a failing database, up to the idle cap or 5 s, whichever is larger.
         await sleep(Math.min(Math.max(maxIdle, 5_000), minIdle * 2 ** Math.min(failures, 16)));
         continue;
-      }
-      if ((report.claimed > 0 || report.cleaned > 0) && options.onTick) {
-        // A throwing (or rejecting) hook is reported, never the end of the loop.
-        Promise.resolve(report).then(options.onTick).catch((error) => o.onError(error, { phase: "onTick" }));
       }
       if (report.claimed >= o.batchSize) {
         idle = minIdle;

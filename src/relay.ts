@@ -89,16 +89,21 @@ export function emptyReport(): TickReport {
 /**
  * Runs one bounded relay pass.
  *
+ * @param report Filled in as the pass goes: when it throws, the caller still has what
+ *   was done before (start()'s loop reports it, so onTick counts every publish).
  * @throws When claiming or settling fails (the database is unreachable, say). Rows
  *   claimed but not settled stay leased until their lease expires, then go out again.
  */
-export async function runTick(ctx: RelayContext, options: TickOptions = {}): Promise<TickReport> {
+export async function runTick(
+  ctx: RelayContext,
+  options: TickOptions = {},
+  report: TickReport = emptyReport(),
+): Promise<TickReport> {
   const { options: o, storage } = ctx;
   const started = o.now();
   const budget = options.budgetMs ?? 10_000;
   const deadline = started + budget;
   const maxBatches = options.maxBatches ?? Infinity;
-  const report = emptyReport();
 
   if (started - ctx.lastCleanupAt >= o.retention.intervalMs) {
     ctx.lastCleanupAt = started;
@@ -194,9 +199,9 @@ export async function runTick(ctx: RelayContext, options: TickOptions = {}): Pro
     }
   } finally {
     await Promise.all(settling);
+    report.durationMs = o.now() - started;
   }
   if (settleError) throw (settleError as { error: unknown }).error;
-  report.durationMs = o.now() - started;
   return report;
 }
 

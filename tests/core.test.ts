@@ -9,6 +9,7 @@ import {
   isOutboxError,
   isPermanentError,
   memoryPublisher,
+  memoryStorage,
   OutboxConfigError,
   OutboxError,
   OutboxMessageError,
@@ -282,6 +283,42 @@ test("memoryPublisher() records messages in order and its hook can fail a publis
   assert.deepEqual(pub.byTopic("b").map((m) => m.id), ["2"]);
   pub.clear();
   assert.equal(pub.messages.length, 0);
+});
+
+test("start(): a tick that fails after publishing a batch still reports it to onTick", async () => {
+  const storage = memoryStorage();
+  let claims = 0;
+  // The second claim (claimed ahead while the first batch publishes) fails.
+  const flaky = {
+    ...storage,
+    claim: (request: Parameters<typeof storage.claim>[0]) =>
+      ++claims === 2 ? Promise.reject(new Error("claim failed")) : storage.claim(request),
+  };
+  const publisher = memoryPublisher();
+  const errors: unknown[] = [];
+  const outbox = createOutbox({ storage: flaky, publisher, batchSize: 10, onError: (e) => errors.push(e) });
+  await storage.transaction((tx) =>
+    outbox.enqueue(tx, Array.from({ length: 25 }, (_, i) => ({ topic: "t", payload: i })))
+  );
+  const reports: { published: number }[] = [];
+  let drained!: () => void;
+  const done = new Promise<void>((resolve) => (drained = resolve));
+  const relay = outbox.start({
+    minIdleMs: 1,
+    maxIdleMs: 5,
+    onTick: (report) => {
+      reports.push(report);
+      if (publisher.messages.length === 25) drained();
+    },
+  });
+  await done;
+  await relay.stop();
+  assert.equal(errors.length, 1);
+  assert.match(String(errors[0]), /claim failed/);
+  assert.equal(publisher.messages.length, 25);
+  // Every publish is in some report: the failed tick's first batch too.
+  assert.equal(reports.reduce((sum, r) => sum + r.published, 0), 25);
+  assert.equal(reports[0]!.published, 10);
 });
 
 test("typed enqueue: with schemas, only configured topics and payload shapes type-check", () => {
