@@ -1,5 +1,6 @@
 // The npm bin under Node 20: `node dist/cli/bin.js …` (what `npx @x/outbox …` runs), as a
-// child process against Postgres (a schema of its own) and a libSQL file. Run after
+// child process against Postgres (a schema of its own), MariaDB (a database of its own)
+// and a libSQL file. Run after
 // `npm run build`. Bun and Deno run the same CLI from the sources in tests/cli.test.ts.
 
 import assert from "node:assert/strict";
@@ -10,13 +11,16 @@ import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createClient } from "@libsql/client";
+import mysql from "mysql2/promise";
 import postgres from "postgres";
 import { createOutbox } from "@x/outbox";
 import { libsqlStorage } from "@x/outbox/libsql";
+import { mysqlStorage } from "@x/outbox/mysql";
 import { postgresStorage } from "@x/outbox/postgres";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const PG_URL = process.env.OUTBOX_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+const MYSQL_URL = process.env.OUTBOX_TEST_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const BIN = join(root, pkg.bin.outbox);
 
@@ -123,6 +127,31 @@ test("node bin: setup, status, list, requeue, purge and doctor on Postgres", asy
   } finally {
     await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await sql.end();
+  }
+});
+
+test("node bin: setup, status, list, requeue, purge and doctor on MariaDB", async () => {
+  const database = `cli_node_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = await mysql.createConnection({ uri: MYSQL_URL });
+  await admin.query(`CREATE DATABASE \`${database}\``);
+  const target = new URL(MYSQL_URL);
+  target.pathname = `/${database}`;
+  const url = target.href;
+  const pool = mysql.createPool({ uri: url, connectionLimit: 2 });
+  const conn = await pool.getConnection();
+  try {
+    // Enqueued on a connection in autocommit: each enqueue is its own transaction.
+    await lifecycle(
+      ["--url", url],
+      mysqlStorage(pool),
+      conn,
+      (name) => pool.query(`ALTER TABLE outbox DROP INDEX \`${name}\``),
+    );
+  } finally {
+    conn.release();
+    await pool.end();
+    await admin.query(`DROP DATABASE IF EXISTS \`${database}\``);
+    await admin.end();
   }
 });
 
