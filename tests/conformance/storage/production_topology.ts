@@ -231,11 +231,14 @@ export function productionTopologyTests<Tx>({ it, make }: StorageSuite<Tx>): voi
     assert.equal((await ahead.tick()).claimed, 0);
     assert.equal((await behind.tick()).claimed, 0);
     assert.equal(pub.messages.length, 0);
+    // One relay "now" for both: two Date.now() calls can differ by a millisecond, and a
+    // retry due 1 ms later was not yet due to a tick in the same millisecond.
+    const pausedNow = Date.now() + hour;
     const settled = await h.storage.settle({
       token: "paused",
-      now: Date.now() + hour,
+      now: pausedNow,
       deletePublished: true,
-      settlements: [{ seq: leased[0]!.seq, outcome: "retry", availableAt: Date.now() + hour, error: "x" }],
+      settlements: [{ seq: leased[0]!.seq, outcome: "retry", availableAt: pausedNow, error: "x" }],
       clock: "storage",
     });
     assert.equal(settled, 1);
