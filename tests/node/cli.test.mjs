@@ -1,6 +1,6 @@
 // The npm bin under Node 20: `node dist/cli/bin.js …` (what `npx @x/outbox …` runs), as a
-// child process against Postgres (a schema of its own), MariaDB (a database of its own)
-// and a libSQL file. Run after
+// child process against Postgres (a schema of its own), MariaDB (a database of its own),
+// a libSQL file and a private sqld (libSQL over HTTP with a JWT, as Turso). Run after
 // `npm run build`. Bun and Deno run the same CLI from the sources in tests/cli.test.ts.
 
 import assert from "node:assert/strict";
@@ -16,6 +16,7 @@ import postgres from "postgres";
 import { createOutbox } from "@x/outbox";
 import { libsqlStorage } from "@x/outbox/libsql";
 import { mysqlStorage } from "@x/outbox/mysql";
+import { startSqld } from "../sqld_helpers.mjs";
 import { postgresStorage } from "@x/outbox/postgres";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -56,8 +57,9 @@ const outboxOn = (storage, options = {}) =>
   });
 
 /** setup → status → dead messages listed, requeued, purged → health check → setup --fan-out → doctor. */
-async function lifecycle(args, storage, tx, dropIndex) {
-  const setup = await cli(["setup", ...args]);
+async function lifecycle(args, storage, tx, dropIndex, env = {}) {
+  const run = (argv) => cli(argv, { env });
+  const setup = await run(["setup", ...args]);
   exits(setup, 0, "setup");
   assert.match(setup.stdout, /: schema version 2\n$/);
   const past = outboxOn(storage, { now: () => Date.now() - 3_600_000, failing: true });
@@ -68,42 +70,42 @@ async function lifecycle(args, storage, tx, dropIndex) {
   assert.equal((await past.tick()).dead, 2);
   await past.enqueue(tx, { id: "p-1", topic: "orders.created", payload: { n: 3 } });
 
-  const status = await cli(["status", ...args, "--json"]);
+  const status = await run(["status", ...args, "--json"]);
   exits(status, 0, "status");
   const s = JSON.parse(status.stdout);
   assert.deepEqual([s.pending, s.dead], [1, 2]);
   assert.deepEqual(s.topics["orders.failed"], { pending: 0, processing: 0, published: 0, dead: 2 });
   assert.deepEqual(s.destinations, { "": { pending: 1, processing: 0, published: 0, dead: 2 } });
 
-  exits(await cli(["status", ...args, "--max-age", "30m"]), 1, "status --max-age 30m");
-  exits(await cli(["status", ...args, "--max-age", "2h"]), 0, "status --max-age 2h");
+  exits(await run(["status", ...args, "--max-age", "30m"]), 1, "status --max-age 30m");
+  exits(await run(["status", ...args, "--max-age", "2h"]), 0, "status --max-age 2h");
 
-  const dead = JSON.parse((await cli(["list", ...args, "--status", "dead", "--json"])).stdout);
+  const dead = JSON.parse((await run(["list", ...args, "--status", "dead", "--json"])).stdout);
   assert.deepEqual(dead.messages.map((m) => m.id), ["d-1", "d-2"]);
   assert.match(dead.messages[1].lastError, /broker down/);
 
-  const requeued = await cli(["requeue", ...args, "--id", "d-2"]);
+  const requeued = await run(["requeue", ...args, "--id", "d-2"]);
   exits(requeued, 0, "requeue");
   assert.equal(requeued.stdout, "requeued 1 dead message\n");
-  const dry = await cli(["purge", ...args, "--status", "dead"]);
+  const dry = await run(["purge", ...args, "--status", "dead"]);
   exits(dry, 2, "purge without --yes");
   assert.equal(dry.stdout, "would purge 1 dead message\n");
-  const purged = await cli(["purge", ...args, "--status", "dead", "--yes"]);
+  const purged = await run(["purge", ...args, "--status", "dead", "--yes"]);
   exits(purged, 0, "purge --yes");
   assert.equal(purged.stdout, "purged 1 dead message\n");
-  const after = JSON.parse((await cli(["status", ...args, "--json"])).stdout);
+  const after = JSON.parse((await run(["status", ...args, "--json"])).stdout);
   assert.deepEqual([after.pending, after.dead], [2, 0]);
 
-  exits(await cli(["doctor", ...args]), 0, "doctor");
-  exits(await cli(["doctor", ...args, "--fan-out"]), 1, "doctor --fan-out on version 2");
-  const fanOut = await cli(["setup", ...args, "--fan-out", "--json"]);
+  exits(await run(["doctor", ...args]), 0, "doctor");
+  exits(await run(["doctor", ...args, "--fan-out"]), 1, "doctor --fan-out on version 2");
+  const fanOut = await run(["setup", ...args, "--fan-out", "--json"]);
   exits(fanOut, 0, "setup --fan-out");
   assert.deepEqual([JSON.parse(fanOut.stdout).schemaVersion, JSON.parse(fanOut.stdout).fanOut], [3, true]);
-  const ready = await cli(["doctor", ...args, "--fan-out"]);
+  const ready = await run(["doctor", ...args, "--fan-out"]);
   exits(ready, 0, "doctor --fan-out on version 3");
   assert.match(ready.stdout, /^ok\s+schema version\s+version 3 \(recorded in \S+\); ready for fan-out$/m);
   await dropIndex("outbox_settled_idx");
-  const broken = await cli(["doctor", ...args]);
+  const broken = await run(["doctor", ...args]);
   exits(broken, 1, "doctor without settled_idx");
   assert.match(broken.stdout, /^FAIL\s+index\s+outbox_settled_idx is missing/m);
 }
@@ -169,6 +171,29 @@ test("node bin: setup, status, list, requeue, purge and doctor on a libSQL file"
   } finally {
     client.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("node bin: setup, status, list, requeue, purge and doctor on sqld with an auth token", async () => {
+  const sqld = await startSqld({ auth: true });
+  const client = createClient({ url: sqld.url, authToken: sqld.authToken });
+  try {
+    // The token from the environment, as a deployment passes it.
+    const args = ["--url", sqld.url];
+    const env = { OUTBOX_AUTH_TOKEN: sqld.authToken };
+    const refused = await cli(["status", ...args]);
+    exits(refused, 1, "status without a token");
+    assert.match(refused.stderr, /pass --auth-token or set OUTBOX_AUTH_TOKEN/);
+    await lifecycle(
+      args,
+      libsqlStorage(client),
+      client,
+      (name) => client.execute(`DROP INDEX "${name}"`),
+      env,
+    );
+  } finally {
+    client.close();
+    await sqld.stop();
   }
 });
 
