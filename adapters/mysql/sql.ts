@@ -259,6 +259,15 @@ function inList(column: string, list: readonly unknown[]): [string, unknown[]] {
   return list.length === 0 ? ["FALSE", []] : [`${column} IN (?)`, [list]];
 }
 
+/** The filters an operator gives requeue and purge: topic, ids, destination (absent: any). */
+function operatorFilter(r: RequeueRequest | PurgeRequest): [string, unknown[]] {
+  const [ids, idValues] = r.ids ? inList("id", r.ids) : ["TRUE", []];
+  return [
+    `(? IS NULL OR topic = ?) AND ${ids} AND (? IS NULL OR destination = ?)`,
+    [r.topic ?? null, r.topic ?? null, ...idValues, r.destination ?? null, r.destination ?? null],
+  ];
+}
+
 /**
  * A change of the rows a filter finds, in two statements: a plain SELECT of their seqs
  * (no locks), then the UPDATE or DELETE by primary key, which checks the filter again
@@ -479,37 +488,30 @@ WHERE seq IN (?) AND locked_by = ?`,
     oldest: (now) => ({
       // Index ranges only, whatever the table's size (stats() backs health checks): per
       // destination (DISTINCT is a loose scan of claim_dest_idx), the first unsettled,
-      // unscheduled, not dead row in seq order stands for the oldest, as on Postgres;
-      // the blocked keys come from wait_dest_idx's BLOCKED range. A MIN(created_at)
+      // unscheduled, not dead row in seq order stands for the oldest, as on Postgres,
+      // and the blocked keys come from wait_dest_idx's BLOCKED range. A MIN(created_at)
       // over the unsettled rows read every row of a 1M-row table (1.1 s).
       sql: `SELECT LEAST(
-    COALESCE((SELECT MIN(g.since) FROM (
-      SELECT (SELECT o.created_at FROM ${t} AS o FORCE INDEX (\`${n.claimIndex}\`)
-        WHERE o.destination = d.destination AND o.settled = 0 AND o.deliver_at IS NULL AND o.status <> 'dead'
-        ORDER BY o.seq LIMIT 1) AS since
-      FROM (SELECT DISTINCT destination FROM ${t}) AS d
-    ) AS g), ${BLOCKED}),
+    COALESCE(MIN(g.since), ${BLOCKED}),
     COALESCE((SELECT MIN(deliver_at) FROM ${t} WHERE settled = 0 AND deliver_at IS NOT NULL AND deliver_at <= ? AND status <> 'dead'), ${BLOCKED})
   ) AS since,
-  (SELECT COALESCE(SUM(b.n), 0) FROM (
-    SELECT (SELECT COUNT(DISTINCT k.\`key\`) FROM ${t} AS k FORCE INDEX (\`${n.waitIndex}\`)
-      WHERE k.destination = d.destination AND k.settled = 0 AND k.available_at = ${BLOCKED} AND k.\`key\` IS NOT NULL) AS n
-    FROM (SELECT DISTINCT destination FROM ${t}) AS d
-  ) AS b) AS blocked`,
+  COALESCE(SUM(g.blocked), 0) AS blocked
+FROM (
+  SELECT
+    (SELECT o.created_at FROM ${t} AS o FORCE INDEX (\`${n.claimIndex}\`)
+      WHERE o.destination = d.destination AND o.settled = 0 AND o.deliver_at IS NULL AND o.status <> 'dead'
+      ORDER BY o.seq LIMIT 1) AS since,
+    (SELECT COUNT(DISTINCT k.\`key\`) FROM ${t} AS k FORCE INDEX (\`${n.waitIndex}\`)
+      WHERE k.destination = d.destination AND k.settled = 0 AND k.available_at = ${BLOCKED} AND k.\`key\` IS NOT NULL) AS blocked
+  FROM (SELECT DISTINCT destination FROM ${t}) AS d
+) AS g`,
       values: [now],
     }),
     requeue(r) {
-      const [ids, idValues] = r.ids ? inList("id", r.ids) : ["TRUE", []];
+      const [filter, filterValues] = operatorFilter(r);
       const where = `(available_at IS NULL OR available_at = ${BLOCKED}) AND status = ?
-  AND (? IS NULL OR topic = ?) AND ${ids} AND (? IS NULL OR destination = ?)`;
-      const values = [
-        r.status,
-        r.topic ?? null,
-        r.topic ?? null,
-        ...idValues,
-        r.destination ?? null,
-        r.destination ?? null,
-      ];
+  AND ${filter}`;
+      const values = [r.status, ...filterValues];
       return {
         select: { sql: `SELECT seq FROM ${t} WHERE ${where} ORDER BY seq`, values },
         apply: (seqs) => ({
@@ -545,19 +547,10 @@ ORDER BY seq LIMIT ?`,
       };
     },
     purge(r) {
-      const [ids, idValues] = r.ids ? inList("id", r.ids) : ["TRUE", []];
+      const [filter, filterValues] = operatorFilter(r);
       const where = `status = ? AND (available_at IS NULL OR available_at = ${BLOCKED})
-  AND (? IS NULL OR settled_at < ?) AND (? IS NULL OR topic = ?) AND ${ids} AND (? IS NULL OR destination = ?)`;
-      const values = [
-        r.status,
-        r.before,
-        r.before,
-        r.topic ?? null,
-        r.topic ?? null,
-        ...idValues,
-        r.destination ?? null,
-        r.destination ?? null,
-      ];
+  AND (? IS NULL OR settled_at < ?) AND ${filter}`;
+      const values = [r.status, r.before, r.before, ...filterValues];
       return {
         select: { sql: `SELECT seq FROM ${t} WHERE ${where} ORDER BY seq LIMIT ?`, values: [...values, r.limit] },
         apply: (seqs) => ({ sql: `${deleteByPk} WHERE seq IN (?) AND ${where}`, values: [seqs, ...values] }),
