@@ -104,7 +104,7 @@ const portOf = (url: string, fallback: number) => {
 };
 const natsPid = await listenerPid(portOf(NATS_URL, 4222), "nats-server");
 const postmasterPid = await listenerPid(portOf(PG_URL, 5432), "postgres");
-const mariadbPid = ONLY?.includes("mysql") || !ONLY ? await listenerPid(portOf(MYSQL_URL, 3306), "mariadbd") : null;
+const mariadbPid = wanted("mysql") ? await listenerPid(portOf(MYSQL_URL, 3306), "mariadbd") : null;
 const mariadbCpu = () => (mariadbPid === null ? NaN : procStatSync(fs.readFileSync, mariadbPid)?.cpuMs ?? NaN);
 
 interface Snap extends ServerCpu {

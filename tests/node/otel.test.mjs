@@ -37,9 +37,13 @@ function libsqlDatabase() {
     inbox: libsqlInbox(client),
     async transaction(fn) {
       const tx = await client.transaction("write");
-      const result = await fn(tx);
-      await tx.commit();
-      return result;
+      try {
+        const result = await fn(tx);
+        await tx.commit();
+        return result;
+      } finally {
+        tx.close(); // after a commit, a no-op; otherwise the rollback
+      }
     },
     async close() {
       client.close();
