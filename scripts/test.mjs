@@ -171,6 +171,35 @@ function denoStoppedAt(text) {
   return `in ${start[2]}, ${reported} of its ${start[1]} tests reported`;
 }
 
+/**
+ * The failed tests in a runner's output, each with the lines that explain it (Bun prints
+ * a test's error above its "(fail)" line), so the summary at the end of a CI log, the
+ * part that is kept, names what failed and why.
+ */
+function failuresOf(text) {
+  const lines = text.split("\n");
+  const found = [];
+  for (const [i, line] of lines.entries()) {
+    // bun: "(fail) describe > name [12.00ms]"
+    if (/^\(fail\) /.test(line)) {
+      let from = i;
+      while (from > 0 && i - from < 14 && !/^\((?:pass|fail|skip|todo)\) |^\S+\.test\.ts:$/.test(lines[from - 1])) {
+        from--;
+      }
+      const block = lines.slice(from, i);
+      const error = block.findIndex((l) => /^\w*error\b/i.test(l.trim()));
+      const why = block.slice(Math.max(0, error)).filter((l) => l.trim() !== "" && !/^\s+at /.test(l));
+      const at = block.find((l) => /^\s+at .*\.test\.ts:\d+/.test(l));
+      const shown = [...why.slice(0, 8), ...(at ? [at] : [])];
+      found.push([line, ...shown.map((l) => `    ${l.trim().slice(0, 200)}`)]);
+    } // deno: "name ... FAILED (12ms)"; node TAP: "not ok 3 - name"
+    else if (/ \.\.\. FAILED\b/.test(line) || /^\s*not ok \d+ - /.test(line)) {
+      found.push([line.trim()]);
+    }
+  }
+  return found;
+}
+
 // ------------------------------------------------------------------- running
 
 const timeoutMs = Number(process.env.OUTBOX_TEST_RUNNER_TIMEOUT_MS ?? 600_000);
@@ -320,7 +349,13 @@ for (const name of runners) {
     let note = version ? `Node ${version}, ${exit}${where}` : `${exit}${where}`;
     if (!counts) note = `no test counts found in its output (${exit}${where})`;
     else if (code !== 0 && counts.failed === 0) note = `${exit}${where} although no test failed`;
-    results.push({ name, counts, note, ok: !!counts && code === 0 && !timedOut && counts.failed === 0 });
+    results.push({
+      name,
+      counts,
+      note,
+      ok: !!counts && code === 0 && !timedOut && counts.failed === 0,
+      failures: failuresOf(output),
+    });
     continue;
   }
   // Several processes (Deno): their counts add up, and the runner passes only when every
@@ -328,6 +363,7 @@ for (const name of runners) {
   // counts) adds one failure, so a lost group can never read as green.
   const counts = { passed: 0, failed: 0, skipped: 0 };
   const problems = [];
+  const failures = [];
   const deadline = Date.now() + timeoutMs;
   for (const [i, groupArgs] of groups.entries()) {
     const label = `group ${i + 1}/${groups.length}`;
@@ -339,6 +375,7 @@ for (const name of runners) {
     }
     const { code, signal, timedOut, output } = await run(command, groupArgs, env, left);
     const got = count(output);
+    failures.push(...failuresOf(output));
     if (got) {
       counts.passed += got.passed;
       counts.failed += got.failed;
@@ -353,7 +390,7 @@ for (const name of runners) {
     problems.push(problem);
   }
   const note = problems.length === 0 ? `${groups.length} processes, exit 0` : problems.join("; ");
-  results.push({ name, counts, note, ok: problems.length === 0 });
+  results.push({ name, counts, note, ok: problems.length === 0, failures });
 }
 
 // -------------------------------------------------------------------- summary
@@ -375,6 +412,13 @@ for (const result of results) {
   if (!result.ok) ok = false;
   const line = counts ? `${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped` : "no counts";
   console.log(`  ${name.padEnd(6)}  ${line}  (${note})`);
+}
+// What failed, by name, close to the end of the log (which is the part a CI keeps).
+const failed = results.flatMap(({ name, failures = [] }) => failures.map((f) => ({ name, f })));
+if (failed.length > 0) {
+  console.log("\nFailed");
+  for (const { name, f } of failed.slice(0, 20)) console.log(`  ${name}: ${f.join("\n  ")}`);
+  if (failed.length > 20) console.log(`  … and ${failed.length - 20} more (above)`);
 }
 if (buildFailed) totals.failed += 1;
 if (totals.passed + totals.failed === 0) {
