@@ -433,8 +433,8 @@ function check(ctx: RelayContext, row: ClaimedRow): { settlement: Settlement } |
         seq: row.seq,
         outcome: "dead",
         error: `Gave up after ${
-          row.attempts - 1
-        } attempts; the last ended without a result (relay stopped or lease expired)`,
+          attempts(row.attempts - 1)
+        }; the last ended without a result (relay stopped or lease expired)`,
       },
     };
   }
@@ -468,6 +468,8 @@ async function prepare(batch: Batch, row: ClaimedRow): Promise<{ settlement: Out
   return keep ? { record } : { settlement: { seq: row.seq, outcome: "published", filtered: true } };
 }
 
+const attempts = (n: number): string => `${n} attempt${n === 1 ? "" : "s"}`;
+
 /** Classifies a failed attempt: permanent or out of attempts → dead, else retry with back-off. */
 function failure(ctx: RelayContext, row: ClaimedRow, error: unknown): Settlement {
   const o = ctx.options;
@@ -477,7 +479,7 @@ function failure(ctx: RelayContext, row: ClaimedRow, error: unknown): Settlement
     return {
       seq: row.seq,
       outcome: "dead",
-      error: `Gave up after ${row.attempts} attempts; the last failed with: ${message}`,
+      error: `Gave up after ${attempts(row.attempts)}; the last failed with: ${message}`,
     };
   }
   // A broker's own "come back in" (Retry-After; any error may carry it) replaces the back-off, within its cap.
