@@ -181,6 +181,8 @@ function failuresOf(text) {
   const found = [];
   for (const [i, line] of lines.entries()) {
     // bun: "(fail) describe > name [12.00ms]"
+    // Bun lists its failed tests again at the end, without their errors.
+    if (/^\(fail\) /.test(line) && found.some(([first]) => first === line)) continue;
     if (/^\(fail\) /.test(line)) {
       let from = i;
       while (from > 0 && i - from < 14 && !/^\((?:pass|fail|skip|todo)\) |^\S+\.test\.ts:$/.test(lines[from - 1])) {

