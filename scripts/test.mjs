@@ -181,9 +181,9 @@ function failuresOf(text) {
   const found = [];
   for (const [i, line] of lines.entries()) {
     // bun: "(fail) describe > name [12.00ms]"
-    // Bun lists its failed tests again at the end, without their errors.
-    if (/^\(fail\) /.test(line) && found.some(([first]) => first === line)) continue;
     if (/^\(fail\) /.test(line)) {
+      // Bun lists its failed tests again at the end, without their errors.
+      if (found.some(([first]) => first === line)) continue;
       let from = i;
       while (from > 0 && i - from < 14 && !/^\((?:pass|fail|skip|todo)\) |^\S+\.test\.ts:$/.test(lines[from - 1])) {
         from--;
